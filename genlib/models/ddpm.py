@@ -1,0 +1,120 @@
+"""`ddpm` and `denoiser_chain`: two families that share a timestep-conditioned network and a noise process.
+
+`ddpm` predicts eps and is trained with L_simple (Ho et al. 2020); it samples with Gaussian reverse
+steps built from the posterior q(x_{t-1} | x_t, x0) and fresh noise each step (or DDIM). The naive
+`denoiser_chain` regresses x_{t-1} from x_t with MSE and samples with no noise injected, so its
+samples are conditional means of conditional means: the blur the lecture shows. Both use
+`genlib.diffusion` for every schedule quantity; images are mapped to [-1, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from genlib.data import from_symmetric, to_symmetric
+from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
+from genlib.losses import chain_mse_loss, ddpm_simple_loss
+from genlib.models.base import MODELS, GenerativeModel, ModelConfig, SampleConfig
+from genlib.models.nets import TimeMLP, UNet
+from genlib.samplers import sample_chain, sample_ddim, sample_ddpm
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionConfig(ModelConfig):
+    """Shared by `ddpm` and `denoiser_chain` so the two can be compared with the same network and T."""
+
+    family: str
+    # mlp on flattened samples (2-D toys, small images) or a small conv U-Net (images only).
+    arch: Literal["mlp", "unet"] = "mlp"
+    hidden: tuple[int, ...] = (256, 256, 256)
+    channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2)
+    time_dim: int = 64
+    noise: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)
+
+    def __post_init__(self) -> None:
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden must be a non-empty list of positive widths, got {self.hidden}")
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ValueError(f"channel_mult must be a non-empty list of positive ints, got {self.channel_mult}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DDPMConfig(DiffusionConfig):
+    family: Literal["ddpm"] = "ddpm"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainConfig(DiffusionConfig):
+    family: Literal["denoiser_chain"] = "denoiser_chain"
+
+
+class _DiffusionFamily(GenerativeModel):
+    cfg: DiffusionConfig
+
+    def __init__(self, cfg: DiffusionConfig, sample_shape: tuple[int, ...], kind: str) -> None:
+        super().__init__(cfg, sample_shape, kind)
+        self.schedule = NoiseSchedule.from_config(cfg.noise)
+
+    def build_net(self) -> torch.nn.Module:
+        if self.cfg.arch == "unet":
+            if self.kind != "image" or len(self.sample_shape) != 3:
+                raise ValueError(f"arch 'unet' needs image data (C, H, W), got sample shape {self.sample_shape}; use 'mlp'")
+            return UNet(self.sample_shape, self.cfg.channels, self.cfg.channel_mult, self.cfg.time_dim)
+        return TimeMLP(self.sample_shape, self.cfg.hidden, self.cfg.time_dim)
+
+    def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
+        return to_symmetric(x) if self.kind == "image" else x
+
+    def to_data_space(self, x: torch.Tensor) -> torch.Tensor:
+        return from_symmetric(x).clamp(0, 1) if self.kind == "image" else x
+
+    def draw_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, self.schedule.T, (n,), generator=generator).to(self.device)
+
+
+@MODELS.register("ddpm", help="DDPM eps-prediction (mlp | unet), linear/cosine noise; samplers ddpm, ddim")
+class DDPM(_DiffusionFamily):
+    config_cls = DDPMConfig
+    samplers = ("ddpm", "ddim")
+
+    def training_loss(self, x, step, total_steps, loss_cfg, generator):
+        t = self.draw_timesteps(x.shape[0], generator)
+        eps = self.randn(tuple(x.shape), generator)
+        loss = ddpm_simple_loss(self.net(self.schedule.q_sample(x, t, eps), t), eps)
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+        name = self.resolve_sampler(cfg)
+        x_T = self.randn((n, *self.sample_shape), generator)
+        clip = 1.0 if (cfg.clip_x0 and self.kind == "image") else None
+        if name == "ddim":
+            x0 = sample_ddim(self.net, x_T, self.schedule, cfg.steps, eta=cfg.eta, clip_x0=clip, generator=generator)
+        else:
+            x0 = sample_ddpm(self.net, x_T, self.schedule, cfg.steps, variance=cfg.variance, clip_x0=clip,
+                             generator=generator)
+        return self.to_data_space(x0)
+
+
+@MODELS.register("denoiser_chain", help="naive chain: denoisers regress x_{t-1} from x_t, sampled without noise")
+class DenoiserChain(_DiffusionFamily):
+    config_cls = ChainConfig
+    samplers = ("chain",)
+
+    def training_loss(self, x, step, total_steps, loss_cfg, generator):
+        t = self.draw_timesteps(x.shape[0], generator)
+        x_prev, x_t = self.schedule.chain_pair(x, t, self.randn(tuple(x.shape), generator),
+                                               self.randn(tuple(x.shape), generator))
+        loss = chain_mse_loss(self.net(x_t, t), x_prev)
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+        self.resolve_sampler(cfg)
+        if cfg.steps not in (None, self.schedule.T):
+            raise ValueError(f"the naive chain runs all T={self.schedule.T} steps; steps={cfg.steps} is not supported")
+        x_T = self.randn((n, *self.sample_shape), generator)
+        return self.to_data_space(sample_chain(self.net, x_T, self.schedule.T))

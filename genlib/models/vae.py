@@ -1,0 +1,117 @@
+"""`vae`: Gaussian-encoder VAE (Kingma & Welling 2014) with diagonal or full covariance.
+
+The encoder outputs mu and a square root of Sigma: a positive std vector (diagonal) or a
+lower-triangular L with a positive diagonal (full, Sigma = L L^T); z = mu + Sigma^(1/2) eps. The
+decoder gives Bernoulli logits or a Gaussian mean. The beta-weighted ELBO and its KL-weight schedule
+come from `genlib.losses` and `genlib.kl_schedules`; refinement sampling from `genlib.samplers`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genlib.kl_schedules import kl_weight
+from genlib.losses import decoded_mean, kl_standard_normal, negative_elbo, reconstruction_nll, reparameterize
+from genlib.models.ae import build_coder
+from genlib.models.base import MODELS, GenerativeModel, ModelConfig, SampleConfig
+from genlib.samplers import sample_vae
+
+MIN_SCALE = 1e-4  # keeps log det Sigma finite
+
+
+@dataclass(frozen=True, kw_only=True)
+class VAEConfig(ModelConfig):
+    family: Literal["vae"] = "vae"
+    arch: Literal["mlp", "conv"] = "mlp"
+    latent_dim: int = 8
+    hidden: tuple[int, ...] = (256, 128)
+    channels: int = 32
+    covariance: Literal["diagonal", "full"] = "diagonal"
+    # bernoulli needs data in [0, 1] (images); gaussian uses a fixed observation std obs_sigma.
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    obs_sigma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden must be a non-empty list of positive widths, got {self.hidden}")
+        if self.obs_sigma <= 0:
+            raise ValueError(f"obs_sigma must be > 0, got {self.obs_sigma}")
+
+
+class VAENet(nn.Module):
+    def __init__(self, cfg: VAEConfig, sample_shape: tuple[int, ...], kind: str) -> None:
+        super().__init__()
+        k = cfg.latent_dim
+        self.full = cfg.covariance == "full"
+        self.likelihood = cfg.likelihood
+        self.body, feat, self.decoder = build_coder(cfg.arch, sample_shape, kind, cfg.hidden, cfg.channels, k)
+        self.mu_head = nn.Linear(feat, k)
+        rows, cols = torch.tril_indices(k, k)
+        self.scale_head = nn.Linear(feat, len(rows) if self.full else k)
+        if self.full:
+            # A constant one-hot map from the k(k+1)/2 packed entries to the k*k matrix: plain matmul,
+            # so the encoder exports to ONNX without scatter ops.
+            place = torch.zeros(len(rows), k * k)
+            place[torch.arange(len(rows)), rows * k + cols] = 1.0
+            self.register_buffer("tril_place", place, persistent=False)
+            self.register_buffer("tril_is_diag", (rows == cols).float(), persistent=False)
+        self.k = k
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, *shape) -> (mu (B, k), scale): std (B, k) or lower-triangular L (B, k, k)."""
+        h = self.body(x)
+        raw = self.scale_head(h)
+        if not self.full:
+            return self.mu_head(h), F.softplus(raw) + MIN_SCALE
+        packed = torch.where(self.tril_is_diag > 0, F.softplus(raw) + MIN_SCALE, raw)
+        return self.mu_head(h), (packed @ self.tril_place).reshape(-1, self.k, self.k)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, k) -> logits (bernoulli) or mean (gaussian), (B, *shape)."""
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, k) -> E[x | z] in data space."""
+        return decoded_mean(self.decoder(z), self.likelihood)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+
+@MODELS.register("vae", help="Gaussian VAE, covariance diagonal | full, Bernoulli or Gaussian decoder")
+class VAE(GenerativeModel):
+    config_cls = VAEConfig
+    samplers = ("vae",)
+    cfg: VAEConfig
+
+    def build_net(self) -> VAENet:
+        if self.cfg.likelihood == "bernoulli" and self.kind != "image":
+            raise ValueError("model.likelihood 'bernoulli' needs data in [0, 1] (images); use 'gaussian' for 2-D toys")
+        return VAENet(self.cfg, self.sample_shape, self.kind)
+
+    def elbo_terms(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(recon_nll (B,), kl (B,), z (B, k)) for one reparameterised draw per image."""
+        mu, scale = self.net.encode(x)
+        z = reparameterize(mu, scale, eps)
+        rec = reconstruction_nll(x, self.net.decode_raw(z), self.cfg.likelihood, self.cfg.obs_sigma)
+        return rec, kl_standard_normal(mu, scale), z
+
+    def training_loss(self, x, step, total_steps, loss_cfg, generator):
+        rec, kl, _ = self.elbo_terms(x, self.randn((x.shape[0], self.cfg.latent_dim), generator))
+        beta_t = kl_weight(loss_cfg.kl_schedule, loss_cfg.beta, step, total_steps)
+        loss = negative_elbo(rec, kl, beta_t)
+        return loss, {"loss": loss.item(), "recon_nll": rec.mean().item(), "kl": kl.mean().item(),
+                      "beta_t": beta_t, "neg_elbo": (rec + kl).mean().item()}
+
+    @torch.no_grad()
+    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+        self.resolve_sampler(cfg)
+        z = self.randn((n, self.cfg.latent_dim), generator)
+        return sample_vae(self.net.decode, self.net.encode, z, passes=cfg.passes, reencode=cfg.reencode,
+                          generator=generator)

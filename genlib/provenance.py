@@ -1,0 +1,75 @@
+"""What a result depends on besides its config: device, library versions, git commit, machine.
+
+`select_device` picks CUDA when present (or when asked) and says clearly when it is not;
+`provenance()` returns the dict stored beside every checkpoint and results-store row.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+TRACKED_PACKAGES = ("torch", "numpy", "scikit-learn", "scikit-image", "pandas", "onnx", "onnxscript",
+                    "onnxruntime", "onnxruntime-gpu", "genbench")
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """`auto` -> cuda when available else cpu; `cuda` when unavailable is an error, not a silent fallback."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{preference}' was requested but torch sees no CUDA device "
+                           f"(torch {torch.__version__}); use device=auto or cpu")
+    return torch.device(preference)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}"
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """HEAD of the genbench checkout (with '+dirty' when it has uncommitted changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(device: torch.device | None = None) -> dict:
+    """Device, versions, commit and machine facts to store beside a result."""
+    device = device or torch.device("cpu")
+    return {
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "versions": library_versions(),
+        "argv": sys.argv[1:],
+    }

@@ -1,0 +1,238 @@
+"""Training: the run config, a seeded Adam loop with optional EMA, and run directories to reload.
+
+`train(cfg, out_dir)` is deterministic for a seed on a given device and thread count: batches, noise
+and timesteps all come from one CPU `torch.Generator`. It stops with `TrainingDivergedError` on a
+NaN/Inf loss, logs the family's curves (loss, KL, the beta(t) actually used) and writes the run
+directory described in `genlib.checkpoint`. `load_run(dir)` rebuilds the model from the saved config
+alone. The loop knows nothing of any family's loss: it calls `model.training_loss`.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genlib.checkpoint import CheckpointError, atomic_write_text, load_weights, read_json, save_weights, write_json
+from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml, to_dict
+from genlib.data import DataConfig, Dataset, load_dataset
+from genlib.kl_schedules import KLScheduleConfig
+from genlib.models import GenerativeModel, ModelConfig, SampleConfig, build_model
+from genlib.provenance import provenance, select_device
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    """The VAE objective: recon_nll + beta(t) * KL, with beta(t) from `kl_schedule` (other families ignore it)."""
+
+    beta: float = 1.0
+    kl_schedule: KLScheduleConfig = field(default_factory=KLScheduleConfig)
+
+    def __post_init__(self) -> None:
+        if self.beta < 0 or not math.isfinite(self.beta):
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    # Global gradient-norm clip (None disables); keeps early diffusion training stable.
+    grad_clip: float | None = 1.0
+    # Exponential moving average of the weights used for sampling (diffusion usually wants ~0.999).
+    ema_decay: float | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One training run: what data, which model, which objective, how long, which seed."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_key(self) -> str:
+        return config_hash(self)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last finite values."""
+
+
+def load_run_config(source: str | Path | dict, overrides: list[str] | dict | None = None) -> RunConfig:
+    """RunConfig from a YAML file (or dict) plus dotted overrides; errors name the bad key."""
+    data = read_yaml(source) if isinstance(source, (str, Path)) else dict(source)
+    return from_dict(RunConfig, apply_overrides(data, overrides or []))
+
+
+@dataclass
+class TrainResult:
+    config: RunConfig
+    model: GenerativeModel
+    history: list[dict[str, float]]
+    meta: dict
+    run_dir: Path | None
+
+
+def _seeded_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue()
+
+
+def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
+          dataset: Dataset | None = None) -> TrainResult:
+    """Train `cfg` and, when `out_dir` is given, write its run directory. Returns the trained model."""
+    torch.manual_seed(cfg.seed)
+    device = select_device(cfg.train.device)
+    data = dataset if dataset is not None else load_dataset(cfg.data)
+    model = build_model(cfg.model, data.sample_shape, data.kind).to(device)
+    x_train = model.to_model_space(torch.tensor(np.asarray(data.x_train), dtype=torch.float32)).to(device)
+    gen = _seeded_generator(cfg.seed)
+    opt = torch.optim.Adam(model.net.parameters(), lr=cfg.train.lr)
+    ema = copy.deepcopy(model.net).requires_grad_(False) if cfg.train.ema_decay else None
+
+    history: list[dict[str, float]] = []
+    sums: dict[str, float] = {}
+    n_in_window = 0
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.train.steps), desc=f"train {cfg.model.family}", disable=not progress, leave=False,
+               dynamic_ncols=True)
+    model.net.train()
+    for step in bar:
+        idx = torch.randint(0, x_train.shape[0], (cfg.train.batch_size,), generator=gen).to(device)
+        loss, logs = model.training_loss(x_train[idx], step, cfg.train.steps, cfg.loss, gen)
+        if not torch.isfinite(loss):
+            last = history[-1] if history else {}
+            raise TrainingDivergedError(
+                f"loss became {loss.item()} at step {step} of run '{cfg.name}' ({cfg.model.family}); "
+                f"last logged values: {last or 'none'}. Try a lower train.lr or a train.grad_clip.")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.train.grad_clip)
+        opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), model.net.parameters()):
+                    p_ema.lerp_(p, 1.0 - cfg.train.ema_decay)
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n_in_window += 1
+        if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
+            row = {"step": step + 1, **{k: v / n_in_window for k, v in sums.items()}}
+            history.append(row)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"}, refresh=False)
+            sums, n_in_window = {}, 0
+    wall_s = time.perf_counter() - start
+    if ema is not None:
+        model.net.load_state_dict(ema.state_dict())
+    model.net.eval()
+    with torch.no_grad():
+        model.finish_training(x_train)
+
+    meta = {
+        "run_key": cfg.run_key,
+        "name": cfg.name,
+        "family": cfg.model.family,
+        "seed": cfg.seed,
+        "sample_shape": list(data.sample_shape),
+        "kind": data.kind,
+        "n_params": sum(p.numel() for p in model.net.parameters()),
+        "train_wall_s": wall_s,
+        "train_steps_per_s": cfg.train.steps / wall_s if wall_s > 0 else float("inf"),
+        "final": history[-1] if history else {},
+        **provenance(device),
+    }
+    run_dir = None
+    if out_dir is not None:
+        run_dir = Path(out_dir)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        atomic_write_text(run_dir / "history.csv", _history_csv(history))
+        write_json(run_dir / "meta.json", meta)
+        save_weights(run_dir / "model.pt", {
+            "family": cfg.model.family, "run_key": cfg.run_key, "sample_shape": list(data.sample_shape),
+            "kind": data.kind, "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
+        })
+    return TrainResult(cfg, model, history, meta, run_dir)
+
+
+@dataclass
+class LoadedRun:
+    config: RunConfig
+    model: GenerativeModel
+    meta: dict
+    run_dir: Path
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild a trained model from its run directory alone (config.yaml + model.pt), in eval mode."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory '{run_dir}' does not exist")
+    cfg_path = run_dir / "config.yaml"
+    try:
+        cfg = load_run_config(cfg_path)
+    except ConfigError as exc:
+        raise CheckpointError(f"'{cfg_path}': {exc}") from None
+    ckpt = load_weights(run_dir / "model.pt")
+    if ckpt.get("family") != cfg.model.family:
+        raise CheckpointError(f"'{run_dir / 'model.pt'}' holds a '{ckpt.get('family')}' model but "
+                              f"'{cfg_path}' describes '{cfg.model.family}'")
+    model = build_model(cfg.model, tuple(ckpt["sample_shape"]), ckpt["kind"])
+    try:
+        model.net.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"'{run_dir / 'model.pt'}' does not match the network of '{cfg_path}': {exc}") from None
+    model.net.eval()
+    model.to(select_device(device))
+    meta = read_json(run_dir / "meta.json") if (run_dir / "meta.json").exists() else {}
+    return LoadedRun(cfg, model, meta, run_dir)
+
+
+def generate(model: GenerativeModel, n: int, sample_cfg: SampleConfig | None = None, seed: int = 0,
+             batch_size: int = 4096) -> torch.Tensor:
+    """n samples in data space (CPU tensor), in batches, reproducible for a seed."""
+    cfg = sample_cfg or SampleConfig()
+    gen = _seeded_generator(seed)
+    model.net.eval()
+    out = [model.generate(min(batch_size, n - i), cfg, gen).cpu() for i in range(0, n, batch_size)]
+    return torch.cat(out) if out else torch.empty(0, *model.sample_shape)
+
+
+__all__ = ["RunConfig", "LossConfig", "TrainConfig", "TrainResult", "TrainingDivergedError", "train",
+           "load_run", "load_run_config", "generate", "LoadedRun", "to_dict"]
