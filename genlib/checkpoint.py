@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle  # only for its exception type: loading is weights-only
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -58,7 +59,11 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/garbage/unsafe files
-        raise CheckpointError(f"checkpoint '{path}' is corrupt or not a torch file: {type(exc).__name__}: {exc}") from None
+        if isinstance(exc, pickle.UnpicklingError):
+            why = "it holds objects that safe (weights-only) loading refuses, or is not a torch file"
+        else:
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or not a genbench checkpoint ({why})") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint '{path}' is not a genbench checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     if data.get("version") != CHECKPOINT_VERSION:

@@ -97,7 +97,9 @@ class NoiseSchedule:
         ts = torch.as_tensor(np.unique(np.round(np.linspace(0, self.T - 1, steps)).astype(np.int64)))
         ab = self.alpha_bar[ts]
         ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
-        return NoiseSchedule((1.0 - ab / ab_prev).clamp(max=0.999999).numpy()), ts
+        # No clip to max_beta here: a coarse step may need beta > 0.999 (cosine's last step), and clipping
+        # it would change alpha_bar at that timestep. The guard only keeps beta < 1 in float64.
+        return NoiseSchedule((1.0 - ab / ab_prev).clamp(max=1.0 - 1e-12).numpy()), ts
 
     # ---- the forward process -------------------------------------------------------------------
     @staticmethod
@@ -129,6 +131,10 @@ class NoiseSchedule:
         return mean, self._at(self.posterior_variance, t, x_t)
 
     # ---- the naive chain's marginals (same tables; the chain never uses the posterior) ------------
+    def chain_prev_from_step_eps(self, x_t: torch.Tensor, t: torch.Tensor, step_eps: torch.Tensor) -> torch.Tensor:
+        """x_{t-1} = (x_t - sqrt(beta_t) eps_step) / sqrt(alpha_t): one forward step inverted, given its noise."""
+        return (x_t - self._at(self.betas.sqrt(), t, x_t) * step_eps) / self._at(self.alphas.sqrt(), t, x_t)
+
     def chain_pair(self, x0: torch.Tensor, t: torch.Tensor, eps_prev: torch.Tensor, eps_step: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_{t-1}, x_t) for the naive chain: x_{t-1} ~ q(x_{t-1}|x0), then one forward step

@@ -49,6 +49,11 @@ class DDPMConfig(DiffusionConfig):
 @dataclass(frozen=True, kw_only=True)
 class ChainConfig(DiffusionConfig):
     family: Literal["denoiser_chain"] = "denoiser_chain"
+    # What the network outputs. `step_eps`: the noise of the last forward step, so
+    # x_{t-1} = (x_t - sqrt(beta_t) f) / sqrt(alpha_t); `direct`: x_{t-1} itself. Both minimise the MSE of
+    # x_{t-1} at each t (step_eps reweights it per t by alpha_t / beta_t), so both learn E[x_{t-1} | x_t];
+    # direct is the literal naive method; step_eps keeps the output at unit scale.
+    parameterization: Literal["direct", "step_eps"] = "direct"
 
 
 class _DiffusionFamily(GenerativeModel):
@@ -104,12 +109,23 @@ class DenoiserChain(_DiffusionFamily):
     config_cls = ChainConfig
     samplers = ("chain",)
 
+    cfg: ChainConfig
+
     def training_loss(self, x, step, total_steps, loss_cfg, generator):
         t = self.draw_timesteps(x.shape[0], generator)
-        x_prev, x_t = self.schedule.chain_pair(x, t, self.randn(tuple(x.shape), generator),
-                                               self.randn(tuple(x.shape), generator))
-        loss = chain_mse_loss(self.net(x_t, t), x_prev)
+        eps_step = self.randn(tuple(x.shape), generator)
+        x_prev, x_t = self.schedule.chain_pair(x, t, self.randn(tuple(x.shape), generator), eps_step)
+        out = self.net(x_t, t)
+        if self.cfg.parameterization == "direct":
+            loss = chain_mse_loss(out, x_prev)
+        else:  # the x_{t-1} MSE reweighted per t by alpha_t / beta_t: the same minimiser at every t
+            loss = chain_mse_loss(out, eps_step)
         return loss, {"loss": loss.item()}
+
+    def predict_prev(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The learned conditional mean E[x_{t-1} | x_t] (B, *shape)."""
+        out = self.net(x_t, t)
+        return out if self.cfg.parameterization == "direct" else self.schedule.chain_prev_from_step_eps(x_t, t, out)
 
     @torch.no_grad()
     def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
@@ -117,4 +133,4 @@ class DenoiserChain(_DiffusionFamily):
         if cfg.steps not in (None, self.schedule.T):
             raise ValueError(f"the naive chain runs all T={self.schedule.T} steps; steps={cfg.steps} is not supported")
         x_T = self.randn((n, *self.sample_shape), generator)
-        return self.to_data_space(sample_chain(self.net, x_T, self.schedule.T))
+        return self.to_data_space(sample_chain(self.predict_prev, x_T, self.schedule.T))

@@ -1,0 +1,243 @@
+"""What a worker does with one cell: train a checkpoint, evaluate one, or measure a data floor.
+
+Cell bodies run in worker processes (or Ray tasks) and return plain results (metrics, the artifact
+path, provenance); they never touch the results store, which only the driver writes. Artifacts are
+built in a temporary directory and renamed into place, so a directory under its final name is always
+complete. The evaluation is a seam (`Evaluation`): the default computes `genlib.metrics` on samples
+from the checkpoint; tests pass a cheap one. Metrics are deterministic for a config and seed (on one
+machine and thread count); timings stay in the artifact's meta.json, not in the tables.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genlib.store import Metric
+
+from ablations.plan import Cell, EvalCell, FloorCell, TrainCell
+
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+PREVIEW_SAMPLES = 64  # samples kept beside each evaluation for sample grids
+
+# Training logs recorded as metrics of a training row (split "train"): (unit, higher_is_better).
+TRAIN_LOGS: dict[str, tuple[str, bool | None]] = {
+    "loss": ("", False),
+    "recon_nll": ("nats", False),
+    "neg_elbo": ("nats", False),
+    "kl": ("nats", None),
+    "recon_mse": ("", False),
+    "beta_t": ("", None),
+}
+
+
+class Evaluation:
+    """How evaluation cells and floors are measured. Subclasses must be importable (pickled by reference)."""
+
+    def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path) -> list[Metric]:
+        """Metrics of the checkpoint in `run_dir` under `eval_cfg` (SampleConfig fields + n + metrics).
+
+        `out_dir` is a fresh temporary directory for files worth keeping (it becomes the cell's artifact)."""
+        raise NotImplementedError
+
+    def evaluate_floor(self, data_cfg: dict[str, Any], names: list[str] | None, n: int, seed: int) -> list[Metric]:
+        """Data-versus-data metrics (training split against test split at n samples)."""
+        raise NotImplementedError
+
+
+def _sample_config(eval_cfg: dict[str, Any]):
+    from genlib.config import from_dict
+    from genlib.models import SampleConfig
+    from ablations.spec import SAMPLE_FIELDS
+    return from_dict(SampleConfig, {k: eval_cfg[k] for k in SAMPLE_FIELDS if k in eval_cfg}, "eval")
+
+
+def _metrics_module():
+    import genlib.metrics as metrics
+    if not hasattr(metrics, "evaluate"):
+        raise RuntimeError("genlib.metrics.evaluate is not available in this genbench installation")
+    return metrics
+
+
+class MetricsEvaluation(Evaluation):
+    """The default: draw n samples with the cell's SampleConfig, keep a preview, score with genlib.metrics."""
+
+    def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path) -> list[Metric]:
+        import numpy as np
+
+        from genlib.checkpoint import atomic_write
+        from genlib.data import load_dataset
+        from genlib.train import generate, load_run
+
+        metrics = _metrics_module()
+        loaded = load_run(run_dir)
+        sample_cfg = _sample_config(eval_cfg)
+        n = int(eval_cfg["n"])
+        samples = generate(loaded.model, n, sample_cfg, seed=seed).numpy().astype(np.float32)  # (n, *shape)
+        preview = samples[:PREVIEW_SAMPLES]
+        atomic_write(out_dir / "samples.npy", lambda p: np.save(p, preview, allow_pickle=False))
+        dataset = load_dataset(loaded.config.data)
+        # names None: every default metric that applies to this family and data.
+        return list(metrics.evaluate(eval_cfg.get("metrics"), dataset=dataset, model=loaded.model, samples=samples,
+                                     sample_cfg=sample_cfg, n=n, seed=seed))
+
+    def evaluate_floor(self, data_cfg: dict[str, Any], names: list[str] | None, n: int, seed: int) -> list[Metric]:
+        from genlib.config import from_dict
+        from genlib.data import DataConfig, load_dataset
+
+        metrics = _metrics_module()
+        dataset = load_dataset(from_dict(DataConfig, data_cfg, "data"))
+        return list(metrics.evaluate_floor(dataset, names, n=n, seed=seed))
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """What a worker needs besides the cell: where artifacts go, how to evaluate, how many threads."""
+
+    artifacts_dir: Path
+    evaluation: Evaluation = field(default_factory=MetricsEvaluation)
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class CellResult:
+    metrics: list[Metric]
+    artifact_path: str | None  # relative to the artifacts directory's parent (the store's directory)
+    device: str | None
+    git_commit: str | None
+    versions: dict[str, str]
+
+
+def init_worker(threads: int) -> None:
+    """Run once per worker process: fix the thread count (results depend on it) and import the stack."""
+    import torch
+
+    import genlib.train  # noqa: F401  (import costs are paid at start-up, not inside the first cell)
+    torch.set_num_threads(max(1, int(threads)))
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the first optimiser pulls in torch._dynamo
+
+
+def _tmp_dir(artifacts_dir: Path, key: str) -> Path:
+    path = artifacts_dir / f"{TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path) -> Path:
+    """Rename a finished temporary directory onto `final`, replacing a stale one (never half-written)."""
+    if final.exists():
+        trash = final.parent / f"{TRASH_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def clean_partial(artifacts_dir: Path) -> int:
+    """Remove temporary and trash directories left by an interrupted run; returns how many."""
+    if not artifacts_dir.is_dir():
+        return 0
+    removed = 0
+    for path in artifacts_dir.iterdir():
+        if path.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def artifact_complete(path: Path, kind: str) -> bool:
+    """A training artifact is complete when model.pt exists (written last); others when the dir exists."""
+    return (path / "model.pt").is_file() if kind == "train" else path.is_dir()
+
+
+def _relative(path: Path, artifacts_dir: Path) -> str:
+    return str(Path(artifacts_dir.name) / path.name)
+
+
+def train_metrics(history: list[dict[str, float]]) -> list[Metric]:
+    """The final logged window of training as metrics (split 'train'); timings are left out on purpose."""
+    final = history[-1] if history else {}
+    out = []
+    for name, value in final.items():
+        if name == "step":
+            continue
+        unit, better = TRAIN_LOGS.get(name, ("", None))
+        out.append(Metric(name=name, value=float(value), unit=unit, higher_is_better=better, split="train",
+                          extra={"step": int(final.get("step", 0)), "window": "last log window"}))
+    return out
+
+
+def _provenance() -> dict[str, Any]:
+    from genlib.provenance import git_commit, library_versions
+    return {"git_commit": git_commit(), "versions": library_versions()}
+
+
+def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
+    from genlib.train import load_run_config, train
+
+    cfg = load_run_config(cell.config)
+    tmp = _tmp_dir(ctx.artifacts_dir, cell.key)
+    try:
+        result = train(cfg, tmp, progress=False)
+        final = publish(tmp, ctx.artifacts_dir / cell.key)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return CellResult(metrics=train_metrics(result.history), artifact_path=_relative(final, ctx.artifacts_dir),
+                      device=result.meta.get("device"), **_provenance())
+
+
+def _run_eval(cell: EvalCell, ctx: CellContext) -> CellResult:
+    from genlib.checkpoint import CheckpointError
+
+    run_dir = ctx.artifacts_dir / cell.parent
+    if not artifact_complete(run_dir, "train"):
+        raise CheckpointError(f"the checkpoint of training {cell.parent} is missing ('{run_dir}/model.pt')")
+    tmp = _tmp_dir(ctx.artifacts_dir, cell.key)
+    try:
+        metrics = ctx.evaluation.evaluate_run(run_dir, cell.eval_config, cell.seed, tmp)
+        final = publish(tmp, ctx.artifacts_dir / cell.key) if any(tmp.iterdir()) else None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return CellResult(metrics=list(metrics), device=_device(cell.train_config),
+                      artifact_path=_relative(final, ctx.artifacts_dir) if final else None, **_provenance())
+
+
+def _run_floor(cell: FloorCell, ctx: CellContext) -> CellResult:
+    metrics = ctx.evaluation.evaluate_floor(cell.data, cell.metrics, cell.n, cell.seed)
+    return CellResult(metrics=list(metrics), artifact_path=None, device="cpu", **_provenance())
+
+
+def _device(train_config: dict[str, Any]) -> str:
+    from genlib.provenance import select_device
+    return str(select_device(train_config.get("train", {}).get("device", "auto")))
+
+
+CELL_BODIES = {"train": _run_train, "eval": _run_eval, "floor": _run_floor}
+
+
+def run_cell(task: tuple[Cell, CellContext]) -> CellResult:
+    """Worker entry point: run one cell with the context's thread count. Exceptions propagate."""
+    cell, ctx = task
+    import torch
+    torch.set_num_threads(max(1, ctx.threads))
+    return CELL_BODIES[cell.kind](cell, ctx)

@@ -1,0 +1,226 @@
+"""`genbench grid plan|run|status|list`: plan, run, resume and inspect ablation grids from the shell.
+
+A GRID argument is a YAML file or the name of a bundled study (beta, warmup, refinement, steps,
+baselines). `run` resumes by design: run the same command again after any interruption.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ablations.spec import GridError
+
+GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+
+EPILOG = """examples:
+  genbench grid list                                        bundled studies and their claims
+  genbench grid plan beta                                   trainings and evaluations, nothing runs
+  genbench grid plan refinement --no-share                  what training once per cell would cost
+  genbench grid run beta warmup --store results.db          quick profiles, one worker per core
+  genbench grid run my_grid.yaml --store r.db --profile full --workers 4 --max-failures 3
+  genbench grid run steps --store r.db --executor ray       Ray: RAY_ADDRESS or a local cluster
+  genbench grid run steps --store r.db --retry-failed       rerun only the failed cells
+  genbench grid status beta --store results.db              done / failed / running / pending
+
+Interrupt a run at any point (Ctrl-C, SIGTERM, even SIGKILL) and run the same command again: committed
+cells are kept and never rerun, cells that were in flight rerun from scratch.
+"""
+
+
+def bundled_grids() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(GRIDS_DIR.glob("*.yaml"))}
+
+
+def resolve_grid(text: str) -> Path:
+    """A path to a grid file, or the name of a bundled study."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    bundled = bundled_grids()
+    name = path.stem if path.suffix in (".yaml", ".yml") and len(path.parts) == 1 else text
+    if name in bundled:
+        return bundled[name]
+    from genlib.registry import suggest
+    raise GridError(f"grid '{text}' is neither a file nor a bundled study{suggest(name, list(bundled))} "
+                    f"(bundled: {', '.join(bundled)})")
+
+
+def _plans(args, share: bool = True):
+    from ablations.plan import plan_grid
+    from ablations.spec import load_grid
+    return [plan_grid(load_grid(resolve_grid(g), args.profile), share=share) for g in args.grids]
+
+
+def _decided_by_text(decided: dict) -> str:
+    if not decided:
+        return "-"
+    text = f"{decided['metric']}"
+    if decided.get("direction"):
+        text += f" ({decided['direction']}"
+        if decided.get("axis"):
+            text += f" at {decided['axis']}={decided.get('treatment')} than at {decided.get('reference')}"
+        text += ")"
+    return text
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def cmd_plan(args) -> int:
+    plans = _plans(args, share=not args.no_share)
+    out = []
+    for plan in plans:
+        summary = plan.summary()
+        summary["grid"] = str(plan.spec.path)
+        summary["claim"] = plan.spec.claim
+        summary["decided_by"] = plan.spec.decided_by
+        if args.store:
+            from ablations.driver import plan_status
+            from genlib.store import ResultsStore
+            with ResultsStore(args.store, create=False) as store:
+                summary["status"] = plan_status([plan], store)
+        out.append(summary)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    for plan, summary in zip(plans, out):
+        spec = plan.spec
+        print(f"study {spec.study}  (profile {spec.profile}; {spec.path})")
+        if spec.claim:
+            print(f"  claim:      {spec.claim}")
+            print(f"  decided by: {_decided_by_text(spec.decided_by)}")
+        print(f"  training axes:  {', '.join(plan.train_axes) or '-'}")
+        print(f"  inference axes: {', '.join(plan.eval_axes) or '-'}")
+        print(f"  seeds: {', '.join(map(str, spec.seeds))}")
+        shared = "one per evaluation (--no-share)" if args.no_share else "shared by inference-time axes"
+        print(f"  trainings:   {summary['trainings']:5d}   ({shared})")
+        print(f"  evaluations: {summary['evaluations']:5d}")
+        print(f"  floors:      {summary['floors']:5d}   (data-versus-data reference rows)")
+        print(f"  cells:       {summary['cells']:5d}")
+        if "status" in summary:
+            for row in summary["status"]:
+                print(f"  {row['kind']:6s} done {row['done']}, failed {row['failed']}, running {row['running']}, "
+                      f"pending {row['pending']}")
+    if len(plans) > 1:
+        print(f"total: {sum(s['trainings'] for s in out)} trainings, {sum(s['evaluations'] for s in out)} "
+              f"evaluations, {sum(s['cells'] for s in out)} cells")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from ablations.driver import Terminated, run_plans
+    plans = _plans(args, share=not args.no_share)
+    options = {"address": args.ray_address} if args.ray_address else {}
+    try:
+        summary = run_plans(plans, args.store, executor=args.executor, workers=args.workers,
+                            retry_failed=args.retry_failed, max_failures=args.max_failures, threads=args.threads,
+                            progress=not args.no_progress, executor_options=options)
+    except Terminated:
+        print("genbench grid: terminated; run the same command again to resume", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("genbench grid: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"{', '.join(summary.studies)}: {summary.done} cells done and {summary.failed} failed in this run "
+          f"({summary.already_done} were already done, {summary.skipped_failed} failed earlier and skipped, "
+          f"{summary.not_run} not run because their training failed) in {summary.wall_s:.1f} s; store {args.store}")
+    if summary.stopped_early:
+        print(f"stopped early after {summary.failed} failures (--max-failures)", file=sys.stderr)
+    if summary.failed or summary.skipped_failed or summary.not_run:
+        print("see the failures with `genbench grid status ... --failed`; rerun them with --retry-failed",
+              file=sys.stderr)
+    return 0 if summary.complete else 1
+
+
+def cmd_status(args) -> int:
+    from ablations.driver import failed_cells, plan_status, store_status
+    from genlib.store import ResultsStore
+    with ResultsStore(args.store, create=False) as store:
+        if args.grids:
+            plans = _plans(args)
+            rows = plan_status(plans, store)
+            failures = failed_cells(plans, store) if args.failed else []
+        else:
+            rows = store_status(store)
+            failures = []
+            if args.failed:
+                runs = store.read_table("runs")
+                for _, r in runs[runs["status"] == "failed"].iterrows():
+                    lines = [ln for ln in (r["error"] or "").strip().splitlines() if ln.strip()]
+                    failures.append({"study": r["study"], "name": r["name"], "run_key": r["run_key"],
+                                     "error": lines[-1].strip() if lines else ""})
+    if args.json:
+        print(json.dumps({"status": rows, "failed": failures}, indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"no grid cells in '{args.store}' yet")
+        return 0
+    _print_table(rows, ["study", "profile", "kind", "done", "failed", "running", "pending", "total"])
+    if any(r["running"] for r in rows):
+        print("(running: in flight now, or left by a run that was killed; the next run reruns them)")
+    for f in failures:
+        print(f"failed {f['run_key']} {f['name']}: {f['error']}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from ablations.spec import load_grid
+    for name, path in bundled_grids().items():
+        spec = load_grid(path, None)
+        print(f"{name:12s} {spec.claim}")
+        print(f"{'':12s} decided by {_decided_by_text(spec.decided_by)}; profiles: {', '.join(spec.profiles)}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "grid", help="plan, run, resume and inspect ablation grids",
+        description="Ablation grids: a YAML file (or a bundled study name) with a base run config, axes and "
+                    "profiles. Training-time axes make checkpoints; inference-time axes (eval.*) fan out from a "
+                    "checkpoint without retraining. Results go to a SQLite results store; run directories to "
+                    "<store stem>.artifacts/ beside it.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="grid_command", metavar="ACTION", required=True)
+
+    def common(p, store_required: bool, grids: str = "+") -> None:
+        p.add_argument("grids", nargs=grids, metavar="GRID", help="grid YAML file or bundled study name")
+        p.add_argument("--profile", default=None,
+                       help="profile defined in the grid file (default: quick when defined)")
+        p.add_argument("--store", required=store_required, metavar="DB", help="results store (SQLite file)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("plan", help="count trainings and evaluations before anything runs",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    common(p, store_required=False)
+    p.add_argument("--no-share", action="store_true", help="count one training per evaluation (the naive plan)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run (or resume) grids; the store records every cell exactly once",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    common(p, store_required=True)
+    p.add_argument("--executor", default="local", help="local (process pool), ray, or serial (default: local)")
+    p.add_argument("--workers", type=int, default=None, help="cells in parallel (default: the number of cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per cell (default: cores / workers); keep it fixed across resumes")
+    p.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    p.add_argument("--max-failures", type=int, default=None, metavar="N", help="stop once N cells failed")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument("--no-share", action="store_true",
+                   help="train once per evaluation instead of sharing checkpoints (a benchmark baseline)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="done / failed / running / pending per study",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    common(p, store_required=True, grids="*")
+    p.add_argument("--failed", action="store_true", help="list failed cells with their error")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("list", help="bundled studies, their claims and profiles")
+    p.set_defaults(func=cmd_list)

@@ -1,0 +1,331 @@
+"""The grid driver: schedules cells on an executor and is the only writer of the results store.
+
+Resumable by construction: a cell's result is committed in one store transaction, committed cells
+(done, and failed unless `retry_failed`) are never run again, and everything else (absent, pending,
+or left 'running' by an interrupted run) runs from scratch. Artifacts appear under their final name
+only by rename, and a store lock keeps two drivers off one store. Evaluations start as soon as their
+training is committed. SIGINT / SIGTERM kill the workers and mark cells in flight pending again.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm.auto import tqdm
+
+from genlib.cli import UserError
+from genlib.store import Metric, ResultsStore, RunRecord
+
+from ablations.cells import (CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete, clean_partial,
+                             init_worker, run_cell)
+from ablations.executors import default_workers, make_executor
+from ablations.faults import check_fault_env, fault_point
+from ablations.plan import Cell, EvalCell, Plan, TrainCell
+
+
+class GridRunError(UserError):
+    """The grid cannot run (the store is in use by another run, ...); the message says what to do."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the driver like Ctrl-C so the same clean-up runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def artifacts_dir_for(store_path: str | Path) -> Path:
+    """Run directories live beside the store: results.db -> results.artifacts/<run_key>/."""
+    store_path = Path(store_path)
+    return store_path.parent / f"{store_path.stem}.artifacts"
+
+
+@contextmanager
+def store_lock(store_path: Path) -> Iterator[None]:
+    """An exclusive lock on <store>.lock for the whole run (released by the kernel even on SIGKILL)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unguarded
+        yield
+        return
+    lock_path = store_path.parent / f"{store_path.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GridRunError(f"another grid run is writing '{store_path}' (lock '{lock_path}'); wait for it "
+                               "to finish or use another --store") from None
+        yield
+    finally:
+        fh.close()
+
+
+@dataclass
+class RunSummary:
+    studies: list[str]
+    planned: int = 0  # cells in the plans
+    already_done: int = 0  # committed as done before this run
+    skipped_failed: int = 0  # committed as failed before this run and not retried
+    done: int = 0  # completed by this run
+    failed: int = 0  # failed in this run (exceptions, NaN losses, dead workers)
+    not_run: int = 0  # evaluations recorded failed because their training failed
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM" when stopped by a signal
+    stopped_early: bool = False  # --max-failures reached
+    wall_s: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (label, last error line)
+
+    @property
+    def complete(self) -> bool:
+        return (self.interrupted is None and not self.stopped_early and self.failed == 0 and self.not_run == 0
+                and self.skipped_failed == 0)
+
+
+def _record(cell: Cell, status: str, *, result: CellResult | None = None, error: str | None = None,
+            git: dict[str, Any] | None = None) -> RunRecord:
+    prov = {"git_commit": result.git_commit, "versions": result.versions} if result else (git or {})
+    return RunRecord(run_key=cell.key, kind=cell.kind, config=cell.record_config(), status=status,  # type: ignore[arg-type]
+                     study=cell.study, name=cell.label, parent_key=getattr(cell, "parent", None), seed=cell.seed,
+                     git_commit=prov.get("git_commit"), versions=prov.get("versions"),
+                     device=result.device if result else None, provider=None,
+                     artifact_path=result.artifact_path if result else None, error=error)
+
+
+def _metrics_mid_commit(metrics: list[Metric]) -> Iterator[Metric]:
+    # commit_run materialises the metrics inside its transaction, after writing the run row:
+    # the fault fires with the row written but not committed.
+    fault_point("mid_commit")
+    yield from metrics
+
+
+def _states(store: ResultsStore, keys: set[str]) -> dict[str, tuple[str, str | None]]:
+    runs = store.read_table("runs")
+    runs = runs[runs["run_key"].isin(keys)]
+    return {k: (s, a) for k, s, a in zip(runs["run_key"], runs["status"], runs["artifact_path"])}
+
+
+def _last_line(error: str) -> str:
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else error
+
+
+def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "local", workers: int | None = None,
+              retry_failed: bool = False, max_failures: int | None = None, evaluation: Evaluation | None = None,
+              threads: int | None = None, progress: bool = True, executor_options: dict[str, Any] | None = None,
+              log=None) -> RunSummary:
+    """Run every pending cell of `plans` and commit each result to the store at `store_path`.
+
+    executor: local | ray | serial. workers: parallel cells (default: the core count). threads: torch
+    threads per cell (default: cores // workers; results depend on it, so keep it fixed across resumes).
+    retry_failed: rerun cells recorded as failed. max_failures: stop (killing cells in flight) once this
+    many cells failed in this run. evaluation: the seam that scores checkpoints (default: genlib.metrics).
+    Raises KeyboardInterrupt / Terminated after clean-up when interrupted; resuming is running again.
+    """
+    check_fault_env()
+    start = time.perf_counter()
+    store_path = Path(store_path)
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    summary = RunSummary(studies=[p.study for p in plans])
+    if max_failures is not None and max_failures < 1:
+        raise GridRunError(f"--max-failures must be >= 1, got {max_failures}")
+    cells: dict[str, Cell] = {}
+    for plan in plans:
+        for cell in plan.cells:
+            cells.setdefault(cell.key, cell)
+    summary.planned = len(cells)
+    art_dir = artifacts_dir_for(store_path)
+
+    with store_lock(store_path), ResultsStore(store_path) as store:
+        art_dir.mkdir(parents=True, exist_ok=True)
+        clean_partial(art_dir)
+        states = _states(store, set(cells))
+        git = _driver_provenance()
+
+        def status(key: str) -> str | None:
+            return states.get(key, (None, None))[0]
+
+        def runnable(cell: Cell) -> bool:
+            s = status(cell.key)
+            if s == "done":
+                return False
+            return s != "failed" or retry_failed
+
+        to_run: dict[str, Cell] = {k: c for k, c in cells.items() if runnable(c)}
+        summary.already_done = sum(status(k) == "done" for k in cells)
+        summary.skipped_failed = sum(status(k) == "failed" and k not in to_run for k in cells)
+        # A committed training whose checkpoint vanished (deleted by hand) is retrained if still needed.
+        for cell in cells.values():
+            if (isinstance(cell, EvalCell) and cell.key in to_run and status(cell.parent) == "done"
+                    and not artifact_complete(art_dir / cell.parent, "train")):
+                parent = cells[cell.parent]
+                if parent.key not in to_run:
+                    log(f"checkpoint of {parent.label} is missing from '{art_dir}'; training it again")
+                    to_run[parent.key] = parent
+        waiting: dict[str, list[EvalCell]] = {}
+        ready: list[Cell] = []
+        orphans: list[EvalCell] = []
+        for cell in to_run.values():
+            if isinstance(cell, EvalCell):
+                if cell.parent in to_run:
+                    waiting.setdefault(cell.parent, []).append(cell)
+                elif status(cell.parent) == "done":
+                    ready.append(cell)
+                else:
+                    orphans.append(cell)
+            else:
+                ready.append(cell)
+        # Trainings first: they unlock the evaluations.
+        ready.sort(key=lambda c: {"train": 0, "floor": 1, "eval": 2}[c.kind])
+        for cell in orphans:
+            store.commit_run(_record(cell, "failed", git=git, error=f"not run: its training {cell.parent} failed "
+                                                                    "(rerun with --retry-failed)"))
+            summary.not_run += 1
+        todo = len(to_run) - len(orphans)
+        if not todo:
+            summary.wall_s = time.perf_counter() - start
+            return summary
+
+        n_workers = min(workers or default_workers(), todo) if executor != "ray" else (workers or None)
+        n_threads = threads or max(1, default_workers() // (n_workers or default_workers()))
+        ctx = CellContext(artifacts_dir=art_dir.resolve(), evaluation=evaluation or MetricsEvaluation(),
+                          threads=n_threads)
+        in_flight: dict[str, Cell] = {}
+        previous_term = _install_sigterm()
+        pool = None
+        bar = tqdm(total=summary.planned, initial=summary.already_done, desc=", ".join(summary.studies), unit="cell",
+                   disable=not progress, dynamic_ncols=True, file=sys.stderr)
+        clean_exit = False
+        try:
+            pool = make_executor(executor, n_workers, initializer=init_worker, initargs=(n_threads,),
+                                 **(executor_options or {}))
+
+            def submit(cell: Cell) -> None:
+                store.commit_run(_record(cell, "running", git=git))
+                in_flight[cell.key] = cell
+                pool.submit(cell.key, run_cell, (cell, ctx))
+
+            for cell in ready:
+                submit(cell)
+            while in_flight:
+                for out in pool.wait(timeout=1.0):
+                    cell = in_flight.pop(out.task_id)
+                    if out.ok:
+                        result: CellResult = out.value
+                        if result.artifact_path:
+                            fault_point("after_artifact")
+                        store.commit_run(_record(cell, "done", result=result), _metrics_mid_commit(result.metrics))
+                        fault_point("after_commit")
+                        summary.done += 1
+                        bar.update(1)
+                        for child in waiting.pop(cell.key, []):
+                            submit(child)
+                        continue
+                    store.commit_run(_record(cell, "failed", git=git, error=out.error))
+                    fault_point("after_commit")
+                    summary.failed += 1
+                    summary.failures.append((cell.label, _last_line(out.error or "")))
+                    bar.update(1)
+                    log(f"failed: {cell.label}: {_last_line(out.error or '')}")
+                    for child in waiting.pop(cell.key, []):
+                        store.commit_run(_record(child, "failed", git=git, error=(
+                            f"not run: its training {cell.key} failed (rerun with --retry-failed)")))
+                        summary.not_run += 1
+                        bar.update(1)
+                    if max_failures is not None and summary.failed >= max_failures:
+                        summary.stopped_early = True
+                        log(f"stopping: {summary.failed} cell(s) failed (--max-failures {max_failures})")
+                        break
+                bar.set_postfix(failed=summary.failed + summary.not_run, refresh=False)
+                if summary.stopped_early:
+                    break
+            clean_exit = not summary.stopped_early
+        except KeyboardInterrupt as exc:
+            summary.interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+            raise
+        finally:
+            bar.close()
+            if previous_term is not None:
+                signal.signal(signal.SIGTERM, previous_term)
+            if pool is not None:
+                pool.shutdown(kill=not clean_exit)
+            # Cells abandoned in flight are not results: mark them pending for the next run.
+            for key in in_flight:
+                try:
+                    store.set_status(key, "pending")
+                except Exception:
+                    pass
+            summary.wall_s = time.perf_counter() - start
+    return summary
+
+
+def _driver_provenance() -> dict[str, Any]:
+    from genlib.provenance import git_commit, library_versions
+    return {"git_commit": git_commit(), "versions": library_versions()}
+
+
+def _install_sigterm():
+    """SIGTERM -> Terminated in the main thread (elsewhere signals cannot be handled; leave them be)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def run_plan(plan: Plan, store_path: str | Path, **kwargs: Any) -> RunSummary:
+    """run_plans for one plan."""
+    return run_plans([plan], store_path, **kwargs)
+
+
+# -- status -------------------------------------------------------------------------------------------------
+STATUS_COLUMNS = ("done", "failed", "running", "pending")
+
+
+def plan_status(plans: list[Plan], store: ResultsStore) -> list[dict[str, Any]]:
+    """Per study and cell kind: how many cells are done / failed / running / pending (absent = pending)."""
+    rows = []
+    keys = {c.key for p in plans for c in p.cells}
+    states = _states(store, keys)
+    for plan in plans:
+        for kind, group in (("train", plan.train_cells), ("eval", plan.eval_cells), ("floor", plan.floor_cells)):
+            if not group:
+                continue
+            counts = dict.fromkeys(STATUS_COLUMNS, 0)
+            for cell in group:
+                counts[states.get(cell.key, ("pending", None))[0]] += 1
+            rows.append({"study": plan.study, "profile": plan.spec.profile, "kind": kind, **counts,
+                         "total": len(group)})
+    return rows
+
+
+def store_status(store: ResultsStore) -> list[dict[str, Any]]:
+    """Per study and kind, from the store alone (cells never started are not counted)."""
+    runs = store.read_table("runs")
+    rows = []
+    for (study, kind), group in runs.groupby([runs["study"].fillna("(none)"), "kind"], sort=True):
+        counts = {s: int((group["status"] == s).sum()) for s in STATUS_COLUMNS}
+        rows.append({"study": study, "profile": "", "kind": kind, **counts, "total": len(group)})
+    return rows
+
+
+def failed_cells(plans: list[Plan], store: ResultsStore) -> list[dict[str, Any]]:
+    """The failed cells of `plans` with the last line of their error."""
+    out = []
+    for plan in plans:
+        for cell in plan.cells:
+            run = store.get_run(cell.key)
+            if run and run["status"] == "failed":
+                out.append({"study": plan.study, "name": cell.label, "run_key": cell.key,
+                            "error": _last_line(run["error"] or "")})
+    return out
+

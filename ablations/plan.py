@@ -1,0 +1,334 @@
+"""The train-once planner: expand a grid into training cells and the evaluation cells they feed.
+
+Every cell of a grid is split into its training config (a resolved RunConfig: data, model, loss, KL
+and noise schedules, T, steps, seed) and its evaluation config (sampler, steps, eta, refinement
+passes, re-encode mode, number of samples, metrics). Cells with the same training config share one
+checkpoint (its key is `RunConfig.run_key`); inference-time axes fan out from it without retraining.
+`share=False` gives every evaluation its own training, the baseline the planner is measured against.
+The planner validates every resolved config up front and never runs anything.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from genlib.config import ConfigError, config_hash, from_dict, set_dotted, to_dict
+from genlib.models import MODELS, SampleConfig
+from genlib.registry import suggest
+from genlib.train import RunConfig, load_run_config
+
+from ablations.spec import DEFAULT_EVAL_N, EVAL_FIELDS, SAMPLE_FIELDS, Block, GridError, GridSpec, is_eval_key
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class TrainCell:
+    """Train one checkpoint. `config` is the resolved RunConfig as a plain dict."""
+
+    kind: ClassVar[str] = "train"
+    key: str
+    study: str
+    profile: str
+    seed: int
+    label: str
+    config: dict[str, Any]
+    axes: dict[str, Any]
+    unshared_for: str | None = None  # share=False: the evaluation this private training feeds
+
+    def record_config(self) -> dict[str, Any]:
+        out = {"train": self.config, "eval": None, "axes": self.axes, "profile": self.profile}
+        if self.unshared_for:
+            out["unshared_for"] = self.unshared_for
+        return out
+
+
+@dataclass(frozen=True)
+class EvalCell:
+    """Evaluate the checkpoint `parent` with one evaluation config (SampleConfig fields + n + metrics)."""
+
+    kind: ClassVar[str] = "eval"
+    key: str
+    study: str
+    profile: str
+    seed: int
+    label: str
+    parent: str
+    train_config: dict[str, Any]
+    eval_config: dict[str, Any]
+    axes: dict[str, Any]
+
+    def record_config(self) -> dict[str, Any]:
+        return {"train": self.train_config, "eval": self.eval_config, "axes": self.axes, "profile": self.profile}
+
+
+@dataclass(frozen=True)
+class FloorCell:
+    """The data-versus-data reference: sample metrics of the training split against the test split."""
+
+    kind: ClassVar[str] = "floor"
+    key: str
+    study: str
+    profile: str
+    seed: int
+    label: str
+    data: dict[str, Any]
+    n: int
+    metrics: list[str] | None
+    axes: dict[str, Any]
+
+    def record_config(self) -> dict[str, Any]:
+        return {"train": None, "eval": {"n": self.n, "metrics": self.metrics}, "data": self.data,
+                "axes": self.axes, "profile": self.profile}
+
+
+Cell = TrainCell | EvalCell | FloorCell
+
+
+@dataclass
+class Plan:
+    spec: GridSpec
+    share: bool
+    train_cells: list[TrainCell] = field(default_factory=list)
+    eval_cells: list[EvalCell] = field(default_factory=list)
+    floor_cells: list[FloorCell] = field(default_factory=list)
+    train_axes: tuple[str, ...] = ()
+    eval_axes: tuple[str, ...] = ()
+
+    @property
+    def study(self) -> str:
+        return self.spec.study
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [*self.train_cells, *self.floor_cells, *self.eval_cells]
+
+    def children(self) -> dict[str, list[EvalCell]]:
+        out: dict[str, list[EvalCell]] = {c.key: [] for c in self.train_cells}
+        for cell in self.eval_cells:
+            out[cell.parent].append(cell)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"study": self.study, "profile": self.spec.profile, "share": self.share,
+                "trainings": len(self.train_cells), "evaluations": len(self.eval_cells),
+                "floors": len(self.floor_cells), "cells": len(self.cells), "seeds": list(self.spec.seeds),
+                "training_axes": list(self.train_axes), "inference_axes": list(self.eval_axes)}
+
+
+# -- evaluation configs -------------------------------------------------------------------------------
+def resolve_eval(data: dict[str, Any], where: str = "eval") -> dict[str, Any]:
+    """The resolved evaluation config: every SampleConfig field, n and the metric names (or None)."""
+    if not isinstance(data, dict):
+        raise GridError(f"'{where}' must be a mapping, got {data!r}")
+    for key in data:
+        if key not in EVAL_FIELDS:
+            full = [f"eval.{f}" for f in EVAL_FIELDS]
+            raise GridError(f"unknown key 'eval.{key}'{suggest(f'eval.{key}', full)} (valid: {', '.join(full)})")
+    sample = from_dict(SampleConfig, {k: v for k, v in data.items() if k in SAMPLE_FIELDS}, "eval")
+    n = data.get("n", DEFAULT_EVAL_N)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise GridError(f"'eval.n' must be an integer >= 1 (number of samples), got {n!r}")
+    metrics = data.get("metrics")
+    if metrics is not None:
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+            raise GridError(f"'eval.metrics' must be a non-empty list of metric names, got {metrics!r}")
+        check_metric_names(metrics, "eval.metrics")
+    return {**to_dict(sample), "n": n, "metrics": metrics}
+
+
+def check_metric_names(names: list[str], where: str) -> None:
+    """Validate names against genlib.metrics.METRICS when that registry exists (did-you-mean on typos)."""
+    try:
+        from genlib.metrics import METRICS  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    known = METRICS.names()
+    for name in names:
+        if name not in known:
+            raise GridError(f"'{where}': unknown metric '{name}'{suggest(name, known)} (known: {', '.join(known)})")
+
+
+def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> None:
+    """Reject evaluation settings the model family cannot honour before anything trains."""
+    family = run.model.family
+    samplers = MODELS.get(family).samplers
+    if ev["sampler"] != "auto" and ev["sampler"] not in samplers:
+        raise GridError(f"'eval.sampler' {ev['sampler']!r} does not apply to model family '{family}' "
+                        f"(use one of: auto, {', '.join(samplers)})")
+    if ev["metrics"]:
+        try:
+            from genlib.metrics import METRICS  # type: ignore[attr-defined]
+        except ImportError:
+            METRICS = None
+        for name in ev["metrics"] if METRICS is not None else ():
+            spec = METRICS.get(name)
+            if getattr(spec, "needs", None) == "model" and spec.families is not None and family not in spec.families:
+                raise GridError(f"'eval.metrics': metric '{name}' applies to model families "
+                                f"{', '.join(spec.families)}, not '{family}'")
+    noise = getattr(run.model, "noise", None)
+    if noise is not None and ev["steps"] is not None:
+        if family == "denoiser_chain" and ev["steps"] != noise.T:
+            raise GridError(f"'eval.steps' {ev['steps']} does not apply to the naive chain, which runs all "
+                            f"T={noise.T} steps; leave eval.steps null for it")
+        if ev["steps"] > noise.T:
+            raise GridError(f"'eval.steps' {ev['steps']} exceeds the training steps model.noise.T={noise.T}; "
+                            f"add an 'exclude' rule such as {{model.noise.T: {noise.T}, eval.steps: [{ev['steps']}]}}")
+
+
+# -- expansion ------------------------------------------------------------------------------------------
+def _factors(block: Block) -> list[list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """One factor per axis / zip group / variant axis: a list of (axis values, overrides) options."""
+    factors = [[({key: v}, {key: v}) for v in values] for key, values in block.axes.items()]
+    for group in block.zip:
+        length = len(next(iter(group.values())))
+        factors.append([({k: vs[i] for k, vs in group.items()},) * 2 for i in range(length)])
+    for axis, options in block.variants.items():
+        factors.append([({axis: label}, overrides) for label, overrides in options.items()])
+    return factors
+
+
+def _lookup(doc: dict, key: str) -> Any:
+    node: Any = doc
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):  # YAML true must not equal 1
+        return a is b
+    return a == b
+
+
+def _matches(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, where: str) -> bool:
+    """True when every key of an exclude rule has one of the rule's values in this cell.
+
+    A key is an axis name or any dotted key of the resolved configs (`eval.steps`, `model.noise.T`)."""
+    for key, want in rule.items():
+        have = axes[key] if key in axes else _lookup(resolved, key)
+        if have is _MISSING:
+            raise GridError(f"{where}: exclude rule key '{key}' is neither an axis nor a config key"
+                            f"{suggest(key, list(axes))}")
+        options = want if isinstance(want, list) else [want]
+        if not any(_same(have, w) for w in options):
+            return False
+    return True
+
+
+def _label(study: str, axes: dict[str, Any], seed: int) -> str:
+    parts = [f"{k}={v}" for k, v in axes.items()]
+    return f"{study}[{', '.join(parts + [f'seed={seed}'])}]"
+
+
+def _is_eval_axis(name: str, block: Block) -> bool:
+    if name in block.variants:
+        return all(is_eval_key(k) for o in block.variants[name].values() for k in o)
+    return is_eval_key(name)
+
+
+def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
+    """Expand `spec` into train, eval and floor cells, validating every resolved config.
+
+    share=True: one training per distinct training config. share=False: one per evaluation cell.
+    Raises GridError naming the grid file, the cell and the offending key.
+    """
+    where = f"grid '{spec.path}'" if spec.path else f"grid '{spec.study}'"
+    plan = Plan(spec=spec, share=share)
+    trains: dict[str, TrainCell] = {}
+    evals: dict[str, EvalCell] = {}
+    floors: dict[tuple[str, int, int], FloorCell] = {}
+    train_axes: dict[str, None] = {}
+    eval_axes: dict[str, None] = {}
+    many_blocks = len(spec.blocks) > 1
+    resolved_runs: dict[str, RunConfig] = {}
+    resolved_evals: dict[str, dict] = {}
+
+    for block in spec.blocks:
+        bwhere = f"{where}, block '{block.name}'" if block.name else where
+        block_axes: dict[str, Any] = ({"block": block.name} if many_blocks else {}) | (dict(block.set) if many_blocks else {})
+        for combo in itertools.product(*_factors(block)):
+            axes = dict(block_axes)
+            doc = {**spec.base, "eval": spec.eval}
+            try:
+                for key, value in block.set.items():
+                    doc = set_dotted(doc, key, value)
+                for axis_values, overrides in combo:
+                    axes.update(axis_values)
+                    for key, value in overrides.items():
+                        doc = set_dotted(doc, key, value)
+            except ConfigError as exc:
+                raise GridError(f"{bwhere}: {exc}") from None
+            eval_doc = doc.pop("eval") or {}
+            doc.setdefault("name", spec.study)
+            for seed in spec.seeds:
+                label = _label(spec.study, axes, seed)
+                doc_seeded = {**doc, "seed": seed}
+                try:
+                    run_key_doc = config_hash(doc_seeded)
+                    run = resolved_runs.get(run_key_doc)
+                    if run is None:
+                        run = resolved_runs[run_key_doc] = load_run_config(doc_seeded)
+                    eval_key_doc = config_hash(eval_doc)
+                    ev = resolved_evals.get(eval_key_doc)
+                    if ev is None:
+                        ev = resolved_evals[eval_key_doc] = resolve_eval(eval_doc)
+                    run_dict = to_dict(run)
+                    if any(_matches(rule, axes, {**run_dict, "eval": ev}, bwhere) for rule in block.exclude):
+                        continue
+                    check_eval_applies(run, ev)
+                except GridError:
+                    raise
+                except ConfigError as exc:
+                    raise GridError(f"{bwhere}: cell {label}: {exc}") from None
+                t_axes = {k: v for k, v in axes.items() if not _is_eval_axis(k, block)}
+                for k in axes:
+                    (eval_axes if _is_eval_axis(k, block) else train_axes)[k] = None
+                eval_key = config_hash({"study": spec.study, "parent": run.run_key, "eval": ev, "seed": seed})
+                if eval_key in evals:
+                    continue  # the same evaluation reached twice (e.g. a default value listed explicitly)
+                if share:
+                    train_key = run.run_key
+                    if train_key not in trains:
+                        trains[train_key] = TrainCell(key=train_key, study=spec.study, profile=spec.profile, seed=seed,
+                                                      label=_label(spec.study, t_axes, seed), config=run_dict,
+                                                      axes=t_axes)
+                else:
+                    train_key = config_hash({"run": run_dict, "unshared_for": eval_key})
+                    trains[train_key] = TrainCell(key=train_key, study=spec.study, profile=spec.profile, seed=seed,
+                                                  label=label, config=run_dict, axes=t_axes, unshared_for=eval_key)
+                evals[eval_key] = EvalCell(key=eval_key, study=spec.study, profile=spec.profile, seed=seed,
+                                           label=label, parent=train_key, train_config=run_dict, eval_config=ev,
+                                           axes=dict(axes))
+                if spec.floor is not None:
+                    fid = (config_hash(run_dict["data"]), ev["n"], seed)
+                    if fid not in floors:
+                        metrics = spec.floor["metrics"]
+                        if metrics:
+                            check_metric_names(metrics, "floor.metrics")
+                        f_axes = {"data.name": run_dict["data"]["name"], "eval.n": ev["n"]}
+                        fkey = config_hash({"kind": "floor", "study": spec.study, "data": run_dict["data"],
+                                            "n": ev["n"], "metrics": metrics, "seed": seed})
+                        floors[fid] = FloorCell(key=fkey, study=spec.study, profile=spec.profile, seed=seed,
+                                                label=f"{spec.study}[floor {run_dict['data']['name']}, n={ev['n']}, "
+                                                      f"seed={seed}]",
+                                                data=run_dict["data"], n=ev["n"], metrics=metrics, axes=f_axes)
+    if not evals:
+        raise GridError(f"{where}: the grid has no cells (every combination was excluded)")
+    plan.train_cells = list(trains.values())
+    plan.eval_cells = list(evals.values())
+    plan.floor_cells = list(floors.values())
+    plan.train_axes = tuple(train_axes)
+    plan.eval_axes = tuple(eval_axes)
+    return plan
+
+
+def count_shared(plan: Plan) -> Counter:
+    """How many evaluations each training feeds (the planner's saving)."""
+    return Counter(cell.parent for cell in plan.eval_cells)

@@ -1,0 +1,333 @@
+"""ONNX graph surgery for the whole-sampler graph: compose one exported step into a fixed-length loop.
+
+A sampler step is exported once with torch.export (inputs `x`, `i`, optional `noise`; outputs `x_next`
+and `out`, the data-space view of `x_next`). `compose_sampler` then builds the S-step graph at the ONNX
+level, either as an ONNX `Loop` (node count constant in S) or unrolled with the step index as a constant
+(node count linear in S, weights shared, so ONNX Runtime constant-folds everything that depends on t
+alone). Either way export time is that of one step. Also: node counting, dead-node pruning and a float16
+conversion that keeps the schedule arithmetic and the sinusoidal time embedding in float32.
+This module knows nothing of schedules or networks; it moves nodes and names.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Literal, Sequence
+
+import onnx
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper
+
+STEP_STATE, STEP_INDEX, STEP_NOISE = "x", "i", "noise"
+STEP_NEXT, STEP_OUT = "x_next", "out"
+WEIGHT_PREFIX = "w/"
+
+
+class GraphCompositionError(ValueError):
+    """A step graph does not have the interface the composer needs; the message names what is missing."""
+
+
+def count_nodes(graph: GraphProto) -> int:
+    """Nodes in `graph` including those in subgraphs (Loop bodies, If branches)."""
+    total = 0
+    for node in graph.node:
+        total += 1
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                total += count_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                total += sum(count_nodes(g) for g in attr.graphs)
+    return total
+
+
+def _needed(nodes: Sequence[NodeProto], outputs: Iterable[str], stop: Iterable[str] = ()) -> list[NodeProto]:
+    """The nodes (in their original order) needed to compute `outputs`, not looking past `stop` values."""
+    producer = {out: k for k, n in enumerate(nodes) for out in n.output if out}
+    stop = set(stop)
+    keep: set[int] = set()
+    todo = [o for o in outputs if o not in stop]
+    while todo:
+        name = todo.pop()
+        k = producer.get(name)
+        if k is None or k in keep:
+            continue
+        keep.add(k)
+        todo.extend(v for v in nodes[k].input if v and v not in stop)
+        for attr in nodes[k].attribute:  # values a subgraph reads from this scope
+            if attr.type == onnx.AttributeProto.GRAPH:
+                todo.extend(v for v in _outer_refs(attr.g) if v not in stop)
+    return [n for k, n in enumerate(nodes) if k in keep]
+
+
+def _outer_refs(graph: GraphProto) -> set[str]:
+    local = {v.name for v in graph.input} | {i.name for i in graph.initializer}
+    local |= {o for n in graph.node for o in n.output}
+    return {v for n in graph.node for v in n.input if v and v not in local}
+
+
+def prune(model: ModelProto) -> ModelProto:
+    """Drop nodes and initializers that no graph output depends on (in place; returns the model)."""
+    g = model.graph
+    kept = _needed(list(g.node), [o.name for o in g.output])
+    del g.node[:]
+    g.node.extend(kept)
+    used = {v for n in kept for v in n.input} | {o.name for o in g.output}
+    for n in kept:
+        for attr in n.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                used |= _outer_refs(attr.g)
+    inits = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    return model
+
+
+def _renamed(nodes: Iterable[NodeProto], rename: dict[str, str], prefix: str) -> list[NodeProto]:
+    """Copies of `nodes` with value names mapped through `rename`, else prefixed; node names prefixed."""
+    out = []
+    for node in nodes:
+        copy = NodeProto()
+        copy.CopyFrom(node)
+        copy.name = prefix + node.name
+        del copy.metadata_props[:]  # torch's per-node stack traces, S times over, would dominate the file
+        del copy.input[:]
+        copy.input.extend([rename.get(v, prefix + v) if v else "" for v in node.input])
+        del copy.output[:]
+        copy.output.extend([rename.get(v, prefix + v) if v else "" for v in node.output])
+        for attr in copy.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_subgraph_refs(attr.g, rename, prefix)
+        out.append(copy)
+    return out
+
+
+def _rename_subgraph_refs(graph: GraphProto, rename: dict[str, str], prefix: str) -> None:
+    for v in _outer_refs(graph):
+        new = rename.get(v, prefix + v)
+        for n in graph.node:
+            for k, name in enumerate(n.input):
+                if name == v:
+                    n.input[k] = new
+
+
+def _step_interface(step: ModelProto) -> tuple[dict[str, onnx.ValueInfoProto], dict[str, onnx.ValueInfoProto]]:
+    inputs = {v.name: v for v in step.graph.input}
+    outputs = {v.name: v for v in step.graph.output}
+    for name in (STEP_STATE, STEP_INDEX):
+        if name not in inputs:
+            raise GraphCompositionError(f"the step graph has no input '{name}' (inputs: {sorted(inputs)})")
+    for name in (STEP_NEXT, STEP_OUT):
+        if name not in outputs:
+            raise GraphCompositionError(f"the step graph has no output '{name}' (outputs: {sorted(outputs)})")
+    extra = set(inputs) - {STEP_STATE, STEP_INDEX, STEP_NOISE}
+    if extra:
+        raise GraphCompositionError(f"the step graph has unexpected inputs {sorted(extra)}")
+    return inputs, outputs
+
+
+def _value_info(name: str, like: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    v = onnx.ValueInfoProto()
+    v.CopyFrom(like)
+    v.name = name
+    return v
+
+
+def compose_sampler(step: ModelProto, indices: Sequence[int], *, mode: Literal["unrolled", "loop"],
+                    state_input: str, state_output: str | None, out_output: str,
+                    graph_name: str = "sampler") -> ModelProto:
+    """The whole sampler as one graph: apply `step` once per entry of `indices`, in order.
+
+    step: a model with inputs x (state), i (int64 (1,)) and optionally noise, outputs x_next and out.
+    indices: the table index i of each step, in execution order (e.g. S-1 .. 0 for DDIM); the loop form
+    needs them to be a contiguous run (descending or ascending). The composed graph takes `state_input`
+    (+ `noise`) and returns the final state as `state_output` (omitted when None) and `out` of it as
+    `out_output`. With no steps the graph is `out` of the input.
+    """
+    inputs, outputs = _step_interface(step)
+    nodes = list(step.graph.node)
+    init_names = {i.name for i in step.graph.initializer}
+    weights = {name: WEIGHT_PREFIX + name for name in init_names}
+    has_noise = STEP_NOISE in inputs
+    shared = {**weights, **({STEP_NOISE: STEP_NOISE} if has_noise else {})}
+
+    state_nodes = _needed(nodes, [STEP_NEXT])
+    out_nodes = _needed(nodes, [STEP_OUT], stop=[STEP_NEXT])
+    leaked = {v for n in out_nodes for v in n.input} & {STEP_STATE, STEP_INDEX, STEP_NOISE}
+    if leaked:
+        raise GraphCompositionError(f"the step output '{STEP_OUT}' must depend on '{STEP_NEXT}' only, "
+                                    f"but reads {sorted(leaked)}")
+
+    graph_nodes: list[NodeProto] = []
+    indices = [int(i) for i in indices]
+    final = state_input
+    if indices and mode == "unrolled":
+        for j, idx in enumerate(indices):
+            prefix = f"s{j}/"
+            graph_nodes.append(helper.make_node("Constant", [], [prefix + STEP_INDEX], name=prefix + "index",
+                                                value=helper.make_tensor("i", TensorProto.INT64, [1], [idx])))
+            rename = {**shared, STEP_STATE: final}
+            graph_nodes += _renamed(state_nodes, rename, prefix)
+            final = prefix + STEP_NEXT
+    elif indices and mode == "loop":
+        final = "loop/" + STEP_NEXT
+        graph_nodes += _loop_nodes(state_nodes, indices, inputs, shared, state_input, final)
+    elif indices:
+        raise GraphCompositionError(f"mode must be 'unrolled' or 'loop', got {mode!r}")
+
+    graph_nodes += _renamed(out_nodes, {**weights, STEP_NEXT: final, STEP_OUT: out_output}, "out/")
+    graph_outputs = [_value_info(out_output, outputs[STEP_OUT])]
+    if state_output is not None:
+        graph_nodes.append(helper.make_node("Identity", [final], [state_output], name="state_output"))
+        graph_outputs.insert(0, _value_info(state_output, outputs[STEP_NEXT]))
+
+    graph_inputs = [_value_info(state_input, inputs[STEP_STATE])]
+    if has_noise:
+        graph_inputs.append(_value_info(STEP_NOISE, inputs[STEP_NOISE]))
+    initializers = []
+    for init in step.graph.initializer:
+        copy = TensorProto()
+        copy.CopyFrom(init)
+        copy.name = weights[init.name]
+        initializers.append(copy)
+    graph = helper.make_graph(graph_nodes, graph_name, graph_inputs, graph_outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version,
+                              producer_name="genbench", producer_version=step.producer_version)
+    model.functions.extend(step.functions)
+    prune(model)
+    return model
+
+
+def _loop_nodes(state_nodes: list[NodeProto], indices: list[int], inputs: dict[str, onnx.ValueInfoProto],
+                shared: dict[str, str], state_input: str, final: str) -> list[NodeProto]:
+    """Loop(M = len(indices)) whose body maps the loop counter to the table index and runs one step."""
+    n = len(indices)
+    descending = indices == list(range(indices[0], indices[0] - n, -1))
+    ascending = indices == list(range(indices[0], indices[0] + n))
+    if not (descending or ascending):
+        raise GraphCompositionError("the loop form needs contiguous step indices; use mode='unrolled'")
+    p = "body/"
+    body_nodes = [
+        helper.make_node("Constant", [], [p + "first"], value=helper.make_tensor("first", TensorProto.INT64, [], [indices[0]])),
+        helper.make_node("Sub" if descending and n > 1 else "Add", [p + "first", "iter"], [p + "index0"]),
+        helper.make_node("Constant", [], [p + "shape1"], value=helper.make_tensor("shape1", TensorProto.INT64, [1], [1])),
+        helper.make_node("Reshape", [p + "index0", p + "shape1"], [p + STEP_INDEX]),
+        helper.make_node("Identity", ["state_in"], [p + STEP_STATE]),
+    ]
+    body_nodes += _renamed(state_nodes, shared, p)
+    body_nodes += [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                   helper.make_node("Identity", [p + STEP_NEXT], ["state_out"])]
+    state_type = inputs[STEP_STATE]
+    body = helper.make_graph(
+        body_nodes, "step",
+        [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), _value_info("state_in", state_type)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), _value_info("state_out", state_type)])
+    trip = helper.make_node("Constant", [], ["loop/M"], value=helper.make_tensor("M", TensorProto.INT64, [], [n]))
+    cond = helper.make_node("Constant", [], ["loop/cond"], value=helper.make_tensor("cond", TensorProto.BOOL, [], [True]))
+    loop = helper.make_node("Loop", ["loop/M", "loop/cond", state_input], [final], name="sampler_loop", body=body)
+    return [trip, cond, loop]
+
+
+# ---------------------------------------------------------------------------------------- float16
+def _torch_scopes(node: NodeProto) -> list[str]:
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                return list(json.loads(prop.value.replace("'", '"')))
+            except json.JSONDecodeError:
+                return []
+    return []
+
+
+def _torch_classes(node: NodeProto) -> str:
+    return next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.class_hierarchy"), "")
+
+
+def fp16_blocked_nodes(model: ModelProto, network_attr: str = "net",
+                       keep_fp32_modules: Sequence[str] = ("SinusoidalEmbedding",)) -> list[str]:
+    """Names of nodes to keep in float32: everything outside the wrapped network (the schedule
+    arithmetic of a sampler step, output reshaping) and the sinusoidal time embedding, whose
+    arguments t * freq reach 1e3 and would lose all phase precision in float16."""
+    blocked = []
+    for node in model.graph.node:
+        scopes = _torch_scopes(node)
+        inside = len(scopes) >= 3 and (scopes[1] == network_attr or scopes[1].startswith(network_attr + "."))
+        if not inside or any(m in _torch_classes(node) for m in keep_fp32_modules):
+            blocked.append(node.name)
+    return blocked
+
+
+# Inputs that ONNX requires in float32 whatever the data type (index -> kept as is).
+_FP32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
+
+
+def to_float16(model: ModelProto, network_attr: str = "net") -> ModelProto:
+    """A copy of a torch-exported model whose network runs in float16, with float32 inputs and outputs.
+
+    Nodes from `fp16_blocked_nodes` (schedule arithmetic, time embedding) stay float32; weights used
+    only by float16 nodes are stored as float16; Cast nodes are inserted where values cross between the
+    two regions. Only top-level nodes are converted (apply it before composing a sampler graph).
+    """
+    model = onnx.shape_inference.infer_shapes(model)
+    g = model.graph
+    blocked = set(fp16_blocked_nodes(model, network_attr))
+    is_float = {v.name for v in list(g.input) + list(g.output) + list(g.value_info)
+                if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    is_float |= {i.name for i in g.initializer if i.data_type == TensorProto.FLOAT}
+    half_nodes = [n for n in g.node if n.name not in blocked]
+    half_ids = {id(n) for n in half_nodes}
+    produced_half = {o for n in half_nodes for o in n.output if o in is_float}
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict[str, list[NodeProto]] = {}
+    for n in g.node:
+        for v in n.input:
+            consumers.setdefault(v, []).append(n)
+
+    new_nodes: list[NodeProto] = []
+    casts_done: set[str] = set()
+    half_inits: set[str] = set()
+    for node in g.node:
+        if id(node) in half_ids:
+            keep = _FP32_INPUTS.get(node.op_type, set())
+            for k, v in enumerate(node.input):
+                if not v or v not in is_float or k in keep:
+                    continue
+                if v in produced_half:
+                    node.input[k] = v + "/fp16"
+                elif v in inits and all(id(c) in half_ids for c in consumers.get(v, [])):
+                    half_inits.add(v)  # converted in place below
+                else:
+                    if v not in casts_done:
+                        new_nodes.append(helper.make_node("Cast", [v], [v + "/fp16"], name=v + "/to_fp16",
+                                                          to=TensorProto.FLOAT16))
+                        casts_done.add(v)
+                    node.input[k] = v + "/fp16"
+            for k, v in enumerate(node.output):
+                if v in produced_half:
+                    node.output[k] = v + "/fp16"
+            _attributes_to_fp16(node)
+            new_nodes.append(node)
+            for v in node.output:
+                base = v[: -len("/fp16")] if v.endswith("/fp16") else v
+                if base in produced_half and (any(id(c) not in half_ids for c in consumers.get(base, []))
+                                              or base in {o.name for o in g.output}):
+                    new_nodes.append(helper.make_node("Cast", [v], [base], name=base + "/to_fp32",
+                                                      to=TensorProto.FLOAT))
+        else:
+            new_nodes.append(node)
+    for init in g.initializer:
+        if init.name in half_inits:
+            arr = onnx.numpy_helper.to_array(init).astype("float16")
+            init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    del g.node[:]
+    g.node.extend(new_nodes)
+    del g.value_info[:]
+    return model
+
+
+def _attributes_to_fp16(node: NodeProto) -> None:
+    """Float32 constants and casts inside a float16 node become float16."""
+    for attr in node.attribute:
+        if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+            attr.i = TensorProto.FLOAT16
+        elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
+            arr = onnx.numpy_helper.to_array(attr.t).astype("float16")
+            attr.t.CopyFrom(onnx.numpy_helper.from_array(arr, attr.t.name))

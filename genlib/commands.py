@@ -1,0 +1,249 @@
+"""Core `genbench` subcommands: train, sample, datasets, models.
+
+Each `add_*_parser(subparsers)` is registered as a `genbench.commands` entry point in pyproject.toml.
+Handlers parse, call the library, print where the outputs went, and leave error reporting to
+`genlib.cli.main` (user errors become one line and exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+
+from genlib.cli import UserError
+
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def example_configs() -> dict[str, Path]:
+    """Shipped example run configs by name (file stem), from genlib/configs/."""
+    root = resources.files("genlib") / "configs"
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".yaml")}
+
+
+def resolve_config_path(text: str) -> Path:
+    """A YAML path, or the name of a shipped example config (see `genbench models`)."""
+    path = Path(text)
+    if path.exists():
+        return path
+    examples = example_configs()
+    if text in examples:
+        return examples[text]
+    from genlib.registry import suggest
+    raise UserError(f"config '{text}' is neither a file nor a shipped example{suggest(text, list(examples))} "
+                    f"(examples: {', '.join(sorted(examples))})")
+
+
+# -- train -----------------------------------------------------------------------------------------
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train one model from a YAML run config", formatter_class=FORMATTER,
+        description="Train one model and write a run directory: config.yaml (the resolved config, enough to "
+                    "reload), model.pt, history.csv (loss, KL, the beta(t) used) and meta.json (run key, seed, "
+                    "versions, git commit, device, timings).",
+        epilog="examples:\n"
+               "  genbench train vae_digits --out runs/vae                 # a shipped example config\n"
+               "  genbench train my.yaml --out runs/x --set model.latent_dim=16 --set loss.beta=4\n"
+               "  genbench train ddpm_8gaussians --out runs/d --set model.noise.kind=cosine --store results.db\n"
+               "\nOverrides use dotted keys and YAML values (8, 1e-3, [64, 64], null); unknown keys are errors.")
+    p.add_argument("config", help="run config YAML, or a shipped example name (list: genbench models)")
+    p.add_argument("--out", required=True, type=Path, help="run directory to write")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set train.steps=500")
+    p.add_argument("--store", type=Path, help="also record the run and its final training metrics in this results store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def _train_metrics(history_row: dict[str, float]) -> list:
+    from genlib.store import Metric
+    units = {"loss": "nats", "recon_nll": "nats", "kl": "nats", "neg_elbo": "nats", "recon_mse": "mse"}
+    return [Metric(f"train_{k}", v, units.get(k, ""), False if k in units else None, split="train")
+            for k, v in history_row.items() if k not in ("step", "beta_t")]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from genlib.config import to_dict
+    from genlib.store import Metric, ResultsStore, RunRecord
+    from genlib.train import load_run_config, train
+
+    cfg = load_run_config(resolve_config_path(args.config), args.overrides)
+    result = train(cfg, args.out, progress=not args.quiet)
+    meta = result.meta
+    final = ", ".join(f"{k} {v:.4g}" for k, v in meta["final"].items() if k != "step")
+    print(f"trained {cfg.model.family} '{cfg.name}' (run key {meta['run_key']}) on {cfg.data.name}: "
+          f"{cfg.train.steps} steps in {meta['train_wall_s']:.1f} s ({meta['train_steps_per_s']:.0f} steps/s) "
+          f"on {meta['device']}")
+    print(f"final: {final}")
+    print(f"run directory: {args.out}")
+    if args.store:
+        with ResultsStore(args.store) as store:
+            store.commit_run(
+                RunRecord(run_key=meta["run_key"], kind="train", config=to_dict(cfg), name=cfg.name, seed=cfg.seed,
+                          git_commit=meta["git_commit"], versions=meta["versions"], device=meta["device"],
+                          artifact_path=str(Path(args.out).resolve())),
+                _train_metrics(meta["final"]) + [Metric("train_steps_per_s", meta["train_steps_per_s"], "steps/s", True)])
+        print(f"recorded in {args.store}")
+    return 0
+
+
+# -- sample ----------------------------------------------------------------------------------------
+def add_sample_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sample", help="draw samples from a trained run", formatter_class=FORMATTER,
+        description="Draw N samples from a run directory written by `genbench train` and save them as .npz "
+                    "(array x, data space: images in [0, 1], shape (N, C, H, W)) or .png (image grid, or a "
+                    "scatter plot for 2-D toys). Inference-only settings need no retraining.",
+        epilog="samplers by family: ae -> ae (--prior standard|fitted); vae -> vae (--passes K --reencode "
+               "mean|sample); denoiser_chain -> chain; ddpm -> ddpm (--steps S --variance small|large) or "
+               "ddim (--steps S --eta E).\n\nexamples:\n"
+               "  genbench sample --run runs/vae --n 64 --passes 2 --out refined.png\n"
+               "  genbench sample --run runs/ddpm --n 1000 --sampler ddim --steps 20 --eta 0 --out ddim20.npz")
+    p.add_argument("--run", required=True, type=Path, help="run directory (from genbench train)")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", required=True, type=Path, help="output file, .npz or .png")
+    p.add_argument("--sampler", default="auto", choices=["auto", "ae", "vae", "chain", "ddpm", "ddim"],
+                   help="generation procedure (default: the family's own)")
+    p.add_argument("--steps", type=int, help="diffusion: respaced sampling steps S <= T (default T)")
+    p.add_argument("--eta", type=float, default=0.0, help="ddim: stochasticity, 0 deterministic .. 1 DDPM-like")
+    p.add_argument("--variance", choices=["small", "large"], default="small",
+                   help="ddpm: reverse-step variance beta_tilde (small) or beta (large)")
+    p.add_argument("--no-clip", action="store_true", help="diffusion on images: do not clip predicted x0 to [-1, 1]")
+    p.add_argument("--passes", type=int, default=0, help="vae: refinement passes (decode, re-encode, decode)")
+    p.add_argument("--reencode", choices=["mean", "sample"], default="mean", help="vae: use the posterior mean or a draw")
+    p.add_argument("--prior", choices=["standard", "fitted"], default="standard",
+                   help="ae: z ~ N(0, I) or a Gaussian fitted to the training codes")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.set_defaults(func=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    import time
+
+    from genlib.config import ConfigError
+    from genlib.images import save_samples
+    from genlib.models import SampleConfig
+    from genlib.train import generate, load_run
+
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    if args.out.suffix.lower() not in (".npz", ".png"):
+        raise UserError(f"--out '{args.out}' must end in .npz or .png")
+    try:
+        sample_cfg = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, variance=args.variance,
+                                  clip_x0=not args.no_clip, passes=args.passes, reencode=args.reencode, prior=args.prior)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    run = load_run(args.run, device=args.device)
+    start = time.perf_counter()
+    try:
+        x = generate(run.model, args.n, sample_cfg, seed=args.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    wall_s = time.perf_counter() - start
+    save_samples(x.numpy(), args.out, title=f"{run.config.name} ({run.model.resolve_sampler(sample_cfg)})")
+    print(f"{args.n} samples from {run.config.model.family} run {run.meta.get('run_key', '?')} in {wall_s:.2f} s "
+          f"-> {args.out}")
+    return 0
+
+
+# -- datasets / models -----------------------------------------------------------------------------
+def add_datasets_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("datasets", help="list datasets", description="List the datasets genbench can train on.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_datasets)
+
+
+def run_datasets(args: argparse.Namespace) -> int:
+    from genlib.data import describe_datasets
+
+    rows = describe_datasets()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(f"{'name':<14} {'kind':<6} {'shape':<10} {'train':>6} {'test':>6}  description")
+    for r in rows:
+        shape = "x".join(map(str, r.get("sample_shape") or ())) or "-"
+        print(f"{r['name']:<14} {r.get('kind') or '-':<6} {shape:<10} {r.get('n_train') or '-':>6} "
+              f"{r.get('n_test') or '-':>6}  {r.get('description', '')}")
+    return 0
+
+
+def add_models_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list model families, samplers and example configs",
+                       description="List model families with their samplers, and the shipped example configs "
+                                   "usable as `genbench train NAME`.")
+    p.set_defaults(func=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from genlib.models import MODELS
+
+    print("model families:")
+    for name in MODELS.names():
+        cls = MODELS.get(name)
+        print(f"  {name:<15} samplers: {', '.join(cls.samplers):<10} {MODELS.describe(name)}")
+    print("\nexample configs (genbench train NAME --out DIR):")
+    for name, path in sorted(example_configs().items()):
+        first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        print(f"  {name:<22} {first}")
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------------------
+DEMO_RUNS = ("vae_digits", "ae_digits", "ddpm_digits", "chain_digits")
+
+
+def add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="the main job on the bundled digits data: train, sample, write grids", formatter_class=FORMATTER,
+        description="Train a VAE, a plain AE, a DDPM and the naive denoiser chain on scikit-learn's bundled 8x8 "
+                    "digits (CPU, a few minutes), then write sample grids that show the lecture's contrasts: "
+                    "AE prior samples vs VAE prior samples, VAE refinement, DDPM vs DDIM vs the naive chain.")
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output directory (default outputs/demo)")
+    p.add_argument("--steps", type=int, help="override training steps of every run (e.g. 300 for a smoke run)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from genlib.config import to_dict
+    from genlib.images import save_samples
+    from genlib.models import SampleConfig
+    from genlib.store import Metric, ResultsStore, RunRecord
+    from genlib.train import generate, load_run_config, train
+
+    out: Path = args.out
+    overrides = [f"train.steps={args.steps}"] if args.steps else []
+    grids = {
+        "vae_digits": {"vae_prior": SampleConfig(), "vae_refined_2_passes": SampleConfig(passes=2)},
+        "ae_digits": {"ae_standard_normal_prior": SampleConfig(prior="standard"),
+                      "ae_fitted_gaussian_prior": SampleConfig(prior="fitted")},
+        "ddpm_digits": {"ddpm_ancestral_100_steps": SampleConfig(sampler="ddpm"),
+                        "ddim_20_steps": SampleConfig(sampler="ddim", steps=20)},
+        "chain_digits": {"naive_chain_100_steps": SampleConfig()},
+    }
+    written = []
+    with ResultsStore(out / "results.db") as store:
+        for name in DEMO_RUNS:
+            cfg = load_run_config(example_configs()[name], overrides)
+            print(f"[{name}] training {cfg.model.family} for {cfg.train.steps} steps ...", flush=True)
+            result = train(cfg, out / "runs" / name, progress=not args.quiet)
+            meta = result.meta
+            store.commit_run(
+                RunRecord(run_key=meta["run_key"], kind="train", study="demo", config=to_dict(cfg), name=name,
+                          seed=cfg.seed, git_commit=meta["git_commit"], versions=meta["versions"],
+                          device=meta["device"], artifact_path=str((out / "runs" / name).resolve())),
+                _train_metrics(meta["final"]) + [Metric("train_steps_per_s", meta["train_steps_per_s"], "steps/s", True)])
+            print(f"[{name}] {meta['train_wall_s']:.1f} s, final loss {meta['final'].get('loss', float('nan')):.4g}")
+            for label, sample_cfg in grids[name].items():
+                x = generate(result.model, 64, sample_cfg, seed=0)
+                written.append(save_samples(x.numpy(), out / "samples" / f"{label}.png"))
+    print("\noutputs:")
+    print(f"  run directories: {out / 'runs'}")
+    print(f"  results store:   {out / 'results.db'}")
+    for path in written:
+        print(f"  samples:         {path}")
+    return 0

@@ -1,0 +1,181 @@
+"""Grid specs and the train-once planner: structure errors, profiles, axes, sharing, the record contract."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from ablations import GridError, load_grid, parse_grid, plan_grid
+from ablations.cli import bundled_grids
+from ablations.spec import EVAL_FIELDS
+from genlib.train import load_run_config
+
+
+def _plan(grid: dict, **kw):
+    return plan_grid(parse_grid(grid, **kw))
+
+
+# -- the planner splits cells and shares checkpoints ---------------------------------------------------
+def test_planner_trains_once_per_training_config(tiny):
+    plan = _plan(tiny)
+    # 2 learning rates x 2 seeds trainings; x 3 sampling step counts evaluations; one floor per seed.
+    assert len(plan.train_cells) == 4
+    assert len(plan.eval_cells) == 12
+    assert len(plan.floor_cells) == 2
+    assert plan.train_axes == ("train.lr",) and plan.eval_axes == ("eval.steps",)
+    train_keys = {c.key for c in plan.train_cells}
+    for cell in plan.train_cells:
+        assert cell.key == load_run_config(cell.config).run_key  # the run key is the training config's hash
+        assert cell.config["name"] == "tiny"
+    children = plan.children()
+    assert all(len(v) == 3 for v in children.values())
+    for cell in plan.eval_cells:
+        assert cell.parent in train_keys
+        assert cell.train_config == next(t.config for t in plan.train_cells if t.key == cell.parent)
+        assert set(cell.eval_config) == set(EVAL_FIELDS)
+        assert cell.eval_config["steps"] == cell.axes["eval.steps"]
+        assert cell.seed == cell.train_config["seed"]
+
+
+def test_no_share_trains_once_per_evaluation(tiny):
+    shared, unshared = _plan(tiny), plan_grid(parse_grid(tiny), share=False)
+    assert len(unshared.train_cells) == len(unshared.eval_cells) == len(shared.eval_cells)
+    assert {c.key for c in unshared.eval_cells} == {c.key for c in shared.eval_cells}  # same evaluations
+    assert len({c.key for c in unshared.train_cells}) == 12
+    assert all(c.unshared_for for c in unshared.train_cells)
+
+
+def test_plan_is_deterministic(tiny):
+    a, b = _plan(tiny), _plan(dict(reversed(list(tiny.items()))))
+    assert [c.key for c in a.cells] == [c.key for c in b.cells]
+
+
+def test_record_config_contract(tiny):
+    plan = _plan(tiny)
+    ev = plan.eval_cells[0].record_config()
+    assert set(ev) == {"train", "eval", "axes", "profile"}
+    assert ev["profile"] == "quick" and ev["axes"] == {"train.lr": 0.001, "eval.steps": 2}
+    assert ev["eval"]["n"] == 64 and ev["eval"]["sampler"] == "auto"
+    tr = plan.train_cells[0].record_config()
+    assert tr["eval"] is None and tr["axes"] == {"train.lr": 0.001}
+    fl = plan.floor_cells[0].record_config()
+    assert fl["train"] is None and fl["eval"] == {"n": 64, "metrics": None} and fl["data"]["name"] == "moons"
+
+
+def test_profiles_replace_seeds_and_axes(tiny):
+    full = _plan(tiny, profile="full")
+    assert len(full.train_cells) == 6 and full.spec.profile == "full"
+    tiny["profiles"]["quick"] = {"axes": {"eval.steps": [5]}, "set": {"eval.n": 32, "train.steps": 7}}
+    quick = _plan(tiny)
+    assert len(quick.eval_cells) == 4
+    assert all(c.eval_config["n"] == 32 and c.train_config["train"]["steps"] == 7 for c in quick.eval_cells)
+    tiny["profiles"]["quick"] = {"axes": {"eval.steps": None}}  # null drops an axis
+    assert len(_plan(tiny).eval_cells) == 4
+
+
+def test_zip_variants_blocks_and_exclude(tiny):
+    tiny["axes"] = {"eval.steps": [2, None]}
+    tiny["zip"] = [{"eval.sampler": ["ddpm", "ddpm", "ddim"], "eval.variance": ["small", "large", "small"]}]
+    tiny["variants"] = {"width": {"narrow": {"model.hidden": [8]}, "wide": {"model.hidden": [32, 32]}}}
+    tiny["exclude"] = [{"eval.sampler": "ddim", "eval.steps": None}]
+    tiny["seeds"] = [0]
+    plan = _plan(tiny)
+    assert len(plan.train_cells) == 2  # the width variant makes checkpoints
+    assert len(plan.eval_cells) == 2 * (2 * 3 - 1)
+    assert "width" in plan.train_axes and "eval.sampler" in plan.eval_axes
+    assert not any(c.eval_config["sampler"] == "ddim" and c.eval_config["steps"] is None for c in plan.eval_cells)
+    tiny["blocks"] = {"moons": {"set": {"data.name": "moons"}}, "rings": {"set": {"data.name": "rings"}}}
+    blocks = _plan(tiny)
+    assert len(blocks.train_cells) == 4
+    assert {c.axes["data.name"] for c in blocks.eval_cells} == {"moons", "rings"}
+    assert {c.axes["block"] for c in blocks.eval_cells} == {"moons", "rings"}
+    assert len(blocks.floor_cells) == 2  # one per dataset (x one seed)
+
+
+def test_variant_with_only_eval_keys_is_an_inference_axis(tiny):
+    tiny["axes"] = {}
+    tiny["variants"] = {"sampler": {"ddpm": {"eval.sampler": "ddpm"}, "ddim": {"eval.sampler": "ddim", "eval.eta": 1.0}}}
+    plan = _plan(tiny)
+    assert plan.eval_axes == ("sampler",) and len(plan.train_cells) == 2 and len(plan.eval_cells) == 4
+
+
+# -- errors name the key and suggest the nearest valid one ---------------------------------------------
+@pytest.mark.parametrize("change, message", [
+    ({"axis": {"train.lr": [1]}}, "unknown key 'axis'; did you mean 'axes'?"),
+    ({"axes": {"train.lrr": [1]}}, "did you mean 'train.lr'?"),
+    ({"axes": {"eval.pases": [1]}}, "unknown key 'eval.pases'; did you mean 'eval.passes'?"),
+    ({"axes": {"modle.hidden": [[8]]}}, "did you mean 'model'?"),
+    ({"axes": {"model.latnt_dim": [8]}}, "'model.latnt_dim'"),
+    ({"axes": {"loss.beta": []}}, "'axes'.loss.beta must be a non-empty list"),
+    ({"axes": {"eval.sampler": ["dim"]}}, "did you mean 'ddim'?"),
+    ({"axes": {"eval.sampler": ["vae"]}}, "does not apply to model family 'ddpm'"),
+    ({"axes": {"eval.steps": [2, 50]}}, "exceeds the training steps model.noise.T=10; add an 'exclude' rule"),
+    ({"zip": [{"eval.steps": [2, 5], "eval.eta": [0.0]}]}, "zipped lists must have equal lengths"),
+    ({"zip": [{"eval.eta": [0.0, 1.0], "train.lr": [0.1, 0.2]}]}, "'train.lr' is varied by both"),
+    ({"seeds": [0, 0]}, "repeated seeds"),
+    ({"axes": {"seed": [1, 2]}}, "vary seeds with the top-level 'seeds' list"),
+    ({"exclude": [{"eval.stesp": 2}]}, "exclude rule key 'eval.stesp'"),
+    ({"exclude": [{"train.lr": [0.001, 0.002]}]}, "no cells"),
+    ({"decided_by": {"metric": "x", "direction": "lowr"}}, "did you mean 'lower'?"),
+    ({"eval": {"n": 0}}, "'eval.n' must be an integer >= 1"),
+])
+def test_grid_errors_name_the_key(tiny, change, message):
+    tiny.update(change)
+    with pytest.raises(GridError) as info:
+        _plan(tiny)
+    assert message in str(info.value)
+
+
+def test_unknown_profile_suggests(tiny):
+    with pytest.raises(GridError, match="defines no profile 'quik'; did you mean 'quick'"):
+        _plan(tiny, profile="quik")
+
+
+def test_load_grid_errors_name_the_file(tmp_path, tiny):
+    path = tmp_path / "mine.yaml"
+    tiny.pop("study")
+    tiny["axes"]["train.lrr"] = [1]
+    path.write_text(yaml.safe_dump(tiny))
+    with pytest.raises(GridError, match="mine.yaml"):
+        plan_grid(load_grid(path))
+    path.write_text("base: [unclosed")
+    with pytest.raises(GridError, match="not valid YAML"):
+        load_grid(path)
+    del tiny["axes"]["train.lrr"]
+    path.write_text(yaml.safe_dump(tiny))
+    assert load_grid(path).study == "mine"  # the study is named after the file
+
+
+# -- the bundled studies ---------------------------------------------------------------------------------
+STUDIES = ("beta", "warmup", "refinement", "steps", "baselines")
+
+
+def test_bundled_studies_exist():
+    assert set(STUDIES) <= set(bundled_grids())
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_bundled_study_plans_and_states_its_claim(study):
+    path = bundled_grids()[study]
+    quick, full = plan_grid(load_grid(path, "quick")), plan_grid(load_grid(path, "full"))
+    for plan, min_seeds in ((quick, 2), (full, 3)):
+        spec = plan.spec
+        assert spec.study == study and len(spec.claim) > 20
+        assert len(spec.seeds) >= min_seeds  # intervals over seeds need replicates
+        metric = spec.decided_by["metric"]
+        assert spec.decided_by["direction"]
+        assert all(c.eval_config["metrics"] for c in plan.eval_cells)
+        assert any(metric in c.eval_config["metrics"] for c in plan.eval_cells), metric
+        axis = spec.decided_by.get("axis")
+        if axis:  # the deciding comparison names cells that exist
+            values = {repr(c.axes.get(axis)) for c in plan.eval_cells}
+            assert repr(spec.decided_by["treatment"]) in values and repr(spec.decided_by["reference"]) in values
+        assert plan.floor_cells
+    assert len(full.eval_cells) >= len(quick.eval_cells)
+
+
+def test_share_saves_at_least_5x_trainings_on_fan_out_studies():
+    for study in ("refinement", "steps"):
+        path = bundled_grids()[study]
+        shared = plan_grid(load_grid(path, "quick"))
+        unshared = plan_grid(load_grid(path, "quick"), share=False)
+        assert len(unshared.train_cells) >= 5 * len(shared.train_cells), study

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny configs, a seeded generator, a temporary results store.
+
+Tests under tests/benchmarks/ are marked `bench` automatically; the default run deselects
+`slow`, `mnist`, `gpu`, `ray`, `bench` and `browser` (see tox.ini for the environments that run them).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlib.store import ResultsStore
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "benchmarks" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.bench)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def store(tmp_path) -> ResultsStore:
+    with ResultsStore(tmp_path / "results.db") as s:
+        yield s
+
+
+@pytest.fixture
+def tiny_train() -> dict:
+    """Overrides that make any run train in well under a second (for contract tests, not learning tests)."""
+    return {"train.steps": 20, "train.batch_size": 32, "train.log_every": 5, "train.device": "cpu"}
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one intra-op torch thread, restoring the previous count afterwards.
+
+    Tests on small tensors are dominated by thread hand-offs; on a shared 2-core machine two intra-op
+    threads can be ten times slower than one. Use with `pytestmark = pytest.mark.usefixtures("single_thread")`.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

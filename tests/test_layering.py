@@ -1,0 +1,46 @@
+"""The dependency direction of STYLE.md: genlib <- bench <- ablations; reports reads only genlib.store.
+
+Walks every module's imports with `ast` (static, so lazy imports inside functions count too).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "genlib": {"bench", "ablations", "reports"},
+    "bench": {"ablations", "reports"},
+    "reports": {"bench", "ablations"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_respects_dependency_direction(package):
+    bad = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        for mod in imported_modules(path):
+            top = mod.split(".")[0]
+            if top in FORBIDDEN[package]:
+                bad.append(f"{path.relative_to(REPO)} imports {mod}")
+            if package == "reports" and top == "genlib" and mod not in ("genlib", "genlib.store"):
+                bad.append(f"{path.relative_to(REPO)} imports {mod} (reports may use only genlib.store)")
+    assert not bad, "dependency direction violated:\n" + "\n".join(bad)
+
+
+def test_walker_sees_lazy_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    import bench.cli\n    from ablations import grid\n")
+    assert imported_modules(src) == {"bench.cli", "ablations"}
