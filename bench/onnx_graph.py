@@ -83,10 +83,10 @@ def prune(model: ModelProto) -> ModelProto:
 def _renamed(nodes: Iterable[NodeProto], rename: dict[str, str], prefix: str) -> list[NodeProto]:
     """Copies of `nodes` with value names mapped through `rename`, else prefixed; node names prefixed."""
     out = []
-    for node in nodes:
+    for k, node in enumerate(nodes):
         copy = NodeProto()
         copy.CopyFrom(node)
-        copy.name = prefix + node.name
+        copy.name = prefix + (node.name or f"{node.op_type}#{k}")  # ONNX Runtime needs unique node names
         del copy.metadata_props[:]  # torch's per-node stack traces, S times over, would dominate the file
         del copy.input[:]
         copy.input.extend([rename.get(v, prefix + v) if v else "" for v in node.input])

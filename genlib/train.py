@@ -83,6 +83,11 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if self.model.family != "vae" and self.loss != LossConfig():
+            raise ValueError(f"loss.* (beta, kl_schedule) applies only to model.family 'vae', not "
+                             f"'{self.model.family}'; remove it so equal runs share one run key")
+
     @property
     def run_key(self) -> str:
         return config_hash(self)

@@ -64,6 +64,17 @@ class SampleConfig:
             raise ValueError(f"passes must be >= 0, got {self.passes}")
 
 
+# The SampleConfig fields each sampler reads; any other field set away from its default is an error.
+SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "ae": ("prior",),
+    "vae": ("passes", "reencode"),
+    "chain": (),
+    "ddpm": ("steps", "variance", "clip_x0"),
+    "ddim": ("steps", "eta", "clip_x0"),
+}
+_ALL_SETTINGS = ("steps", "eta", "variance", "clip_x0", "passes", "reencode", "prior")
+
+
 class GenerativeModel:
     """A family's network plus the glue that trains and samples it. Subclasses register with MODELS."""
 
@@ -112,10 +123,16 @@ class GenerativeModel:
         return torch.randn(shape, generator=generator).to(self.device)
 
     def resolve_sampler(self, cfg: SampleConfig) -> str:
+        """The sampler to run; settings that the sampler would silently ignore are errors."""
         name = self.samplers[0] if cfg.sampler == "auto" else cfg.sampler
         if name not in self.samplers:
             raise ConfigError(f"sampler '{name}' does not apply to model family '{self.cfg.family}' "
                               f"(use one of: {', '.join(self.samplers)})")
+        default = SampleConfig()
+        ignored = [f for f in _ALL_SETTINGS if f not in SAMPLER_SETTINGS[name] and getattr(cfg, f) != getattr(default, f)]
+        if ignored:
+            raise ConfigError(f"sampler '{name}' does not use {', '.join(ignored)} "
+                              f"(it uses: {', '.join(SAMPLER_SETTINGS[name]) or 'no settings'})")
         return name
 
 

@@ -113,5 +113,9 @@ class VAE(GenerativeModel):
     def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
         self.resolve_sampler(cfg)
         z = self.randn((n, self.cfg.latent_dim), generator)
-        return sample_vae(self.net.decode, self.net.encode, z, passes=cfg.passes, reencode=cfg.reencode,
+        decode = self.net.decode
+        if self.kind == "image" and self.cfg.likelihood == "gaussian":
+            # A Gaussian mean is unbounded; samples (and what refinement re-encodes) stay in the data range [0, 1].
+            decode = lambda z_: self.net.decode(z_).clamp(0, 1)  # noqa: E731
+        return sample_vae(decode, self.net.encode, z, passes=cfg.passes, reencode=cfg.reencode,
                           generator=generator)

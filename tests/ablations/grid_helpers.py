@@ -16,7 +16,12 @@ from genlib.store import Metric
 
 DIE_N = 13  # a cell with eval.n == 13 kills its worker process
 RAISE_N = 17  # a cell with eval.n == 17 raises
-TRACE_ENV = "GENBENCH_TEST_TRACE"  # file that every executed evaluation appends its seed and config to
+TRACE_ENV = "GENBENCH_TEST_TRACE"  # file that every executed evaluation appends its cell key to
+
+
+def cell_key(out_dir) -> str:
+    """The cell key from the driver's temporary artifact directory '.tmp-<key>-<pid>-<random>'."""
+    return Path(out_dir).name.split("-")[1]
 
 
 def _trace(line: str) -> None:
@@ -34,7 +39,7 @@ class ToyEvaluation(Evaluation):
         from ablations.cells import _sample_config
 
         n = int(eval_cfg["n"])
-        _trace(f"eval {Path(run_dir).name} {eval_cfg['steps']} {n} {seed}")
+        _trace(f"eval {cell_key(out_dir)}")
         if n == DIE_N:
             os._exit(3)
         if n == RAISE_N:
@@ -44,7 +49,7 @@ class ToyEvaluation(Evaluation):
         np.save(out_dir / "samples.npy", samples[:8], allow_pickle=False)
         ref = load_dataset(loaded.config.data).heldout(n, seed)
         sw = sliced_wasserstein(samples, ref, n_projections=32, seed=seed)
-        return [Metric("sliced_wasserstein", sw, unit="data units", higher_is_better=False, extra={"n": n}),
+        return [Metric("swd", sw, unit="data units", higher_is_better=False, extra={"n": n}),
                 Metric("sample_mean_norm", float(np.linalg.norm(samples.mean(0))), unit="data units")]
 
     def evaluate_floor(self, data_cfg, names, n, seed):
@@ -52,9 +57,10 @@ class ToyEvaluation(Evaluation):
         from genlib.data import DataConfig, load_dataset
         from genlib.metrics import sliced_wasserstein
 
+        _trace(f"floor {seed}")
         ds = load_dataset(from_dict(DataConfig, data_cfg, "data"))
         x = ds.x_train[np.random.default_rng(seed).choice(len(ds.x_train), n, replace=False)]
-        return [Metric("sliced_wasserstein", sliced_wasserstein(x, ds.heldout(n, seed), n_projections=32, seed=seed),
+        return [Metric("swd", sliced_wasserstein(x, ds.heldout(n, seed), n_projections=32, seed=seed),
                        unit="data units", higher_is_better=False, extra={"n": n})]
 
 
@@ -73,7 +79,7 @@ def tiny_grid(**changes) -> dict:
     grid = {
         "study": "tiny",
         "claim": "more sampling steps give samples closer to the data",
-        "decided_by": {"metric": "sliced_wasserstein", "direction": "lower", "axis": "eval.steps",
+        "decided_by": {"metric": "swd", "direction": "lower", "axis": "eval.steps",
                        "treatment": None, "reference": 2},
         "base": {"data": {"name": "moons", "n_train": 1000, "n_test": 500},
                  "model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 10}},

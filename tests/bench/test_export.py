@@ -1,0 +1,201 @@
+"""ONNX export: parity of every part at two batch sizes, the whole-sampler graph against the torch
+sampler on the same noise, float16, the sidecar record, and the parity gate catching a broken graph."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from genlib.samplers import sample_ddim, sample_ddpm, sample_vae
+
+from bench.export import (ExportConfig, ExportError, NotOnnxFileError, PARTS, UnexpectedInputsError, check_parity,
+                          export_part, read_export, sidecar_path)
+from bench.runtime import make_session
+
+from .conftest import PARITY_BATCHES
+
+
+def _ort(path):
+    return make_session(path)
+
+
+def _assert_close(got, want, atol):
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= atol, np.max(np.abs(got - want))
+
+
+@pytest.mark.parametrize("name,part,outputs", [
+    ("vae", "decoder", ["x"]),
+    ("vae", "encoder", ["mu", "L"]),
+    ("vae_full", "encoder", ["mu", "L"]),
+    ("ae", "decoder", ["x"]),
+    ("ae", "encoder", ["z"]),
+    ("ddpm", "denoiser", ["eps"]),
+    ("chain", "chain", ["x_prev"]),
+])
+def test_part_matches_torch_at_two_batch_sizes(exported, runs, name, part, outputs):
+    res = exported(name, ExportConfig(part=part))
+    assert res.valid, res.parity.reason
+    assert {r["batch"] for r in res.parity.per_batch} == set(PARITY_BATCHES)
+    sess = _ort(res.path)
+    assert [o.name for o in sess.get_outputs()] == outputs
+    net = runs(name).model.net
+    gen = torch.Generator().manual_seed(5)
+    for batch in PARITY_BATCHES:  # checked here independently of the recorded verdict
+        shape = runs(name).model.sample_shape
+        if part == "decoder":
+            feeds = {"z": torch.randn(batch, runs(name).config.model.latent_dim, generator=gen)}
+            want = [net.decode(feeds["z"])]
+        elif part == "encoder":
+            feeds = {"x": torch.rand(batch, *shape, generator=gen)}
+            enc = net.encode(feeds["x"])
+            if name == "vae":  # diagonal std is exported as L = diag(std)
+                want = [enc[0], torch.diag_embed(enc[1])]
+            else:
+                want = list(enc) if isinstance(enc, tuple) else [enc]
+        else:
+            feeds = {"x_t": torch.randn(batch, *shape, generator=gen), "t": torch.randint(0, 100, (batch,), generator=gen)}
+            feeds["t"] = feeds["t"] % runs(name).model.schedule.T
+            want = [net(feeds["x_t"], feeds["t"])]
+        with torch.no_grad():
+            got = sess.run(None, {k: v.numpy() for k, v in feeds.items()})
+            for g, w in zip(got, want):
+                _assert_close(g, w.detach().numpy(), 1e-4)
+
+
+def test_sidecar_records_exporter_opset_size_time_and_config(exported, runs):
+    res = exported("vae", ExportConfig(part="decoder"))
+    info = json.loads(sidecar_path(res.path).read_text())
+    assert info["exporter"].startswith("torch.onnx.export(dynamo=True)")
+    assert info["opset"] == 18 and info["node_count"] == len(onnx.load(res.path).graph.node)
+    assert info["file_size_bytes"] == res.path.stat().st_size
+    assert 0 < info["export_time_s"] < 120
+    assert info["run"]["run_key"] == runs("vae").config.run_key
+    assert info["run"]["config"]["model"]["latent_dim"] == 4
+    assert info["parity"]["valid"] is True and info["parity"]["max_abs_err"] <= info["parity"]["tolerance"]
+    assert info["inputs"] == [{"name": "z", "dtype": "float32", "shape": ["batch", 4]}]
+    assert info["provenance"]["git_commit"] and "onnxruntime" in json.dumps(info["provenance"]["versions"])
+    opset = {o.domain: o.version for o in onnx.load(res.path).opset_import}[""]
+    assert opset >= 18
+
+
+@pytest.mark.parametrize("graph", ["unrolled", "loop"])
+def test_ddim_sampler_graph_equals_the_torch_sampler(exported, runs, graph):
+    run = runs("ddpm")
+    res = exported("ddpm", ExportConfig(part="sampler", steps=20, graph=graph))
+    assert res.valid, res.parity.reason
+    assert res.parity.metric["agree"] is True
+    assert [v.name for v in onnx.load(res.path).graph.input] == ["x_T"]  # deterministic DDIM: no noise input
+    sess = _ort(res.path)
+    for batch in (1, 7):
+        x_T = torch.randn(batch, 2, generator=torch.Generator().manual_seed(batch))
+        want = sample_ddim(run.model.net, x_T, run.model.schedule, 20)
+        x0, x = sess.run(["x0", "x"], {"x_T": x_T.numpy()})
+        _assert_close(x0, want.numpy(), 1e-4)
+        _assert_close(x, want.numpy(), 1e-4)  # toy data: data space is model space
+
+
+@pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 0.7)])
+def test_stochastic_sampler_graph_uses_the_supplied_noise(exported, runs, sampler, eta):
+    run = runs("ddpm")
+    S = 10
+    res = exported("ddpm", ExportConfig(part="sampler", sampler=sampler, steps=S, eta=eta))
+    assert res.valid, res.parity.reason
+    sess = _ort(res.path)
+    gen = torch.Generator().manual_seed(3)
+    x_T, noise = torch.randn(5, 2, generator=gen), torch.randn(S, 5, 2, generator=gen)
+    if sampler == "ddpm":
+        want = sample_ddpm(run.model.net, x_T, run.model.schedule, S, noise=noise)
+    else:
+        want = sample_ddim(run.model.net, x_T, run.model.schedule, S, eta=eta, noise=noise)
+    got = sess.run(["x0"], {"x_T": x_T.numpy(), "noise": noise.numpy()})[0]
+    _assert_close(got, want.numpy(), 1e-4)
+    other = sess.run(["x0"], {"x_T": x_T.numpy(), "noise": (noise * 0).numpy()})[0]
+    assert np.max(np.abs(other - got)) > 1e-3  # the noise input really drives the graph
+
+
+def test_chain_sampler_graph_runs_all_T_steps(exported, runs):
+    run = runs("chain")
+    res = exported("chain", ExportConfig(part="sampler"))
+    assert res.valid and res.info["details"]["steps"] == run.model.schedule.T == 8
+    with pytest.raises(ExportError, match="runs all T=8 steps"):
+        export_part(run, ExportConfig(part="sampler", steps=4), res.path.with_name("bad.onnx"))
+
+
+def test_vae_refinement_graph_with_sampled_reencoding(exported, runs):
+    run = runs("vae_full")
+    res = exported("vae_full", ExportConfig(part="sampler", passes=2, reencode="sample"))
+    assert res.valid, res.parity.reason
+    sess = _ort(res.path)
+    z = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    pass_gen = torch.Generator().manual_seed(11)
+    noise = torch.stack([torch.randn(4, 4, generator=pass_gen) for _ in range(2)])
+    want = sample_vae(run.model.net.decode, run.model.net.encode, z, passes=2, reencode="sample",
+                      generator=torch.Generator().manual_seed(11))
+    got = sess.run(None, {"z": z.numpy(), "noise": noise.numpy()})[0]
+    _assert_close(got, want.numpy(), 1e-4)
+
+
+def test_float16_variant_is_validated_with_its_own_tolerance(exported):
+    res = exported("ddpm", ExportConfig(part="denoiser", precision="fp16"))
+    fp32 = exported("ddpm", ExportConfig(part="denoiser"))
+    assert res.valid, res.parity.reason
+    model = onnx.load(res.path)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert [v.type.tensor_type.elem_type for v in model.graph.input] == [onnx.TensorProto.FLOAT, onnx.TensorProto.INT64]
+    assert res.parity.atol == 1e-2 and fp32.parity.atol == 1e-4
+    assert res.parity.max_abs_err > fp32.parity.max_abs_err  # half precision really is in the graph
+
+
+def test_parity_gate_marks_a_corrupted_graph_invalid(exported, runs, tmp_path):
+    res = exported("vae", ExportConfig(part="decoder"))
+    model = onnx.load(res.path)
+    w = next(i for i in model.graph.initializer if i.name.endswith("weight"))
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.01, w.name))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, bad)
+    part = PARTS.get("decoder")(runs("vae"), ExportConfig(part="decoder"))
+    verdict = check_parity(part, ExportConfig(part="decoder", parity_batches=PARITY_BATCHES), bad)
+    assert not verdict.valid and "exceeds tolerance" in verdict.reason
+    assert verdict.max_abs_err > verdict.tolerance
+
+
+def test_wrong_part_for_the_family_is_a_named_error(runs, tmp_path):
+    with pytest.raises(ExportError, match="needs a run of family ae or vae.*'ddpm'"):
+        export_part(runs("ddpm"), ExportConfig(part="decoder"), tmp_path / "d.onnx")
+    with pytest.raises(ExportError, match="ddpm networks are part 'denoiser'"):
+        export_part(runs("ddpm"), ExportConfig(part="chain"), tmp_path / "c.onnx")
+    with pytest.raises(ExportError, match="sampler 'ddim' does not apply to family 'vae'"):
+        export_part(runs("vae"), ExportConfig(part="sampler", sampler="ddim"), tmp_path / "s.onnx")
+    with pytest.raises(ExportError, match="must end in .onnx"):
+        export_part(runs("vae"), ExportConfig(part="decoder"), tmp_path / "d.pt")
+    with pytest.raises(ValueError, match="opset must be >= 18"):
+        ExportConfig(opset=17)
+
+
+def test_read_export_rejects_non_onnx_and_unexpected_inputs(exported, tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"certainly not protobuf \x00\xff" * 10)
+    with pytest.raises(NotOnnxFileError, match="is not an ONNX model"):
+        read_export(junk)
+    with pytest.raises(NotOnnxFileError, match="does not exist"):
+        read_export(tmp_path / "missing.onnx")
+    res = exported("vae", ExportConfig(part="decoder"))
+    model = onnx.load(res.path)
+    model.graph.input[0].name = "latent"
+    for n in model.graph.node:
+        n.input[:] = ["latent" if v == "z" else v for v in n.input]
+    renamed = tmp_path / "renamed.onnx"
+    onnx.save(model, renamed)
+    with pytest.raises(UnexpectedInputsError, match=r"claims to be a 'decoder' graph but has inputs \['latent'\]"):
+        read_export(renamed)
+    del model.metadata_props[:]
+    onnx.save(model, renamed)
+    with pytest.raises(UnexpectedInputsError, match="match no genbench part"):
+        read_export(renamed)
+    info = read_export(res.path)
+    assert info.part == "decoder" and info.valid is True
