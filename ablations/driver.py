@@ -8,6 +8,8 @@ training is committed. SIGINT / SIGTERM kill the workers and mark cells in fligh
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import signal
 import sys
 import time
@@ -23,7 +25,7 @@ from genlib.store import Metric, ResultsStore, RunRecord
 
 from ablations.cells import (CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete, clean_partial,
                              init_worker, run_cell)
-from ablations.executors import default_workers, make_executor
+from ablations.executors import EXECUTORS, default_workers, make_executor
 from ablations.faults import check_fault_env, fault_point
 from ablations.plan import Cell, EvalCell, Plan, TrainCell
 
@@ -129,6 +131,7 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
     Raises KeyboardInterrupt / Terminated after clean-up when interrupted; resuming is running again.
     """
     check_fault_env()
+    EXECUTORS.get(executor)  # an unknown name fails before anything is written
     start = time.perf_counter()
     store_path = Path(store_path)
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
@@ -147,6 +150,12 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         clean_partial(art_dir)
         states = _states(store, set(cells))
         git = _driver_provenance()
+        # We hold the lock, so nothing is running: 'running' rows were left by a killed run.
+        stale = [k for k, (s, _) in states.items() if s == "running"]
+        if stale:
+            with store.transaction() as cur:
+                cur.executemany("UPDATE runs SET status='pending' WHERE run_key=?", [(k,) for k in stale])
+            states.update({k: ("pending", states[k][1]) for k in stale})
 
         def status(key: str) -> str | None:
             return states.get(key, (None, None))[0]
@@ -169,20 +178,25 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                     log(f"checkpoint of {parent.label} is missing from '{art_dir}'; training it again")
                     to_run[parent.key] = parent
         waiting: dict[str, list[EvalCell]] = {}
-        ready: list[Cell] = []
+        # Ready cells by priority: evaluations of committed checkpoints first (a study's results complete
+        # early, and little is lost to an interruption), then floors, then trainings; FIFO within each.
+        ready: list[tuple[int, int, Cell]] = []
+        order = itertools.count()
+
+        def make_ready(cell: Cell) -> None:
+            heapq.heappush(ready, ({"eval": 0, "floor": 1, "train": 2}[cell.kind], next(order), cell))
+
         orphans: list[EvalCell] = []
         for cell in to_run.values():
             if isinstance(cell, EvalCell):
                 if cell.parent in to_run:
                     waiting.setdefault(cell.parent, []).append(cell)
                 elif status(cell.parent) == "done":
-                    ready.append(cell)
+                    make_ready(cell)
                 else:
                     orphans.append(cell)
             else:
-                ready.append(cell)
-        # Trainings first: they unlock the evaluations.
-        ready.sort(key=lambda c: {"train": 0, "floor": 1, "eval": 2}[c.kind])
+                make_ready(cell)
         for cell in orphans:
             store.commit_run(_record(cell, "failed", git=git, error=f"not run: its training {cell.parent} failed "
                                                                     "(rerun with --retry-failed)"))
@@ -206,13 +220,15 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
             pool = make_executor(executor, n_workers, initializer=init_worker, initargs=(n_threads,),
                                  **(executor_options or {}))
 
-            def submit(cell: Cell) -> None:
-                store.commit_run(_record(cell, "running", git=git))
-                in_flight[cell.key] = cell
-                pool.submit(cell.key, run_cell, (cell, ctx))
+            def fill() -> None:
+                # Hand out only as many cells as there are workers, so 'running' in the store means running.
+                while ready and len(in_flight) < pool.workers:
+                    cell = heapq.heappop(ready)[2]
+                    store.commit_run(_record(cell, "running", git=git))
+                    in_flight[cell.key] = cell
+                    pool.submit(cell.key, run_cell, (cell, ctx))
 
-            for cell in ready:
-                submit(cell)
+            fill()
             while in_flight:
                 for out in pool.wait(timeout=1.0):
                     cell = in_flight.pop(out.task_id)
@@ -225,7 +241,7 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                         summary.done += 1
                         bar.update(1)
                         for child in waiting.pop(cell.key, []):
-                            submit(child)
+                            make_ready(child)
                         continue
                     store.commit_run(_record(cell, "failed", git=git, error=out.error))
                     fault_point("after_commit")
@@ -245,6 +261,7 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                 bar.set_postfix(failed=summary.failed + summary.not_run, refresh=False)
                 if summary.stopped_early:
                     break
+                fill()
             clean_exit = not summary.stopped_early
         except KeyboardInterrupt as exc:
             summary.interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"

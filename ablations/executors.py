@@ -190,12 +190,12 @@ class LocalExecutor(Executor):
             if not worker.proc.is_alive():
                 worker = self._pool[i] = _Worker(self._ctx, *self._init)
             task_id, fn, arg = self._queue.popleft()
-            worker.task_id = task_id
             try:
                 worker.conn.send((task_id, fn, arg))
-            except Exception:
-                worker.task_id = None
-                raise
+            except (BrokenPipeError, ConnectionError):  # died while idle: replace it and hand it the task
+                worker = self._pool[i] = _Worker(self._ctx, *self._init)
+                worker.conn.send((task_id, fn, arg))
+            worker.task_id = task_id
 
     def wait(self, timeout=None):
         busy = [w for w in self._pool if w.task_id is not None]
@@ -220,22 +220,24 @@ class LocalExecutor(Executor):
                     f"worker process {worker.proc.pid} died with {_describe_exit(worker.proc.exitcode)} "
                     "while running this cell (out of memory, a crash in native code, or killed)")))
                 worker.conn.close()
-                self._pool[i] = _Worker(self._ctx, *self._init)
+                worker.task_id = None  # the slot is refilled by _dispatch when there is work for it
         self._dispatch()
         return outcomes
 
     def shutdown(self, *, kill: bool = False) -> None:
         self._queue.clear()
         for worker in self._pool:
-            if kill or worker.task_id is not None:
+            if kill or worker.task_id is not None or not worker.proc.is_alive():
                 worker.proc.kill()
-            else:
-                try:
-                    worker.conn.send(None)
-                except (OSError, ValueError):
-                    worker.proc.kill()
+                continue
+            try:
+                worker.conn.send(None)
+            except (OSError, ValueError):
+                worker.proc.kill()
+        deadline = time.monotonic() + 2.0
         for worker in self._pool:
-            worker.proc.join(timeout=10)
+            # An idle worker holds no work: one still importing at start-up is not worth waiting for.
+            worker.proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.proc.is_alive():
                 worker.proc.kill()
                 worker.proc.join(timeout=5)
@@ -253,7 +255,8 @@ def _ray_task(initializer, initargs, fn, arg):
 @EXECUTORS.register("ray", help="plain Ray tasks: RAY_ADDRESS / --ray-address for a cluster, else a local one")
 class RayExecutor(Executor):
     def __init__(self, workers: int | None = None, initializer: Callable[..., None] | None = None,
-                 initargs: tuple = (), address: str | None = None, **_: Any) -> None:
+                 initargs: tuple = (), address: str | None = None, runtime_env: dict | None = None,
+                 **_: Any) -> None:
         try:
             import ray
         except ImportError:
@@ -266,6 +269,8 @@ class RayExecutor(Executor):
                                       "configure_logging": False}
             if address is None:
                 kwargs["num_cpus"] = workers or default_workers()
+            if runtime_env:  # e.g. {"working_dir": ".", "env_vars": {...}} for code the workers must import
+                kwargs["runtime_env"] = runtime_env
             ray.init(**kwargs)
             self._started = True
         self.workers = workers or int(ray.cluster_resources().get("CPU", 1))

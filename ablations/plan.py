@@ -9,6 +9,7 @@ The planner validates every resolved config up front and never runs anything.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
@@ -222,6 +223,17 @@ def _matches(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, where: 
     return True
 
 
+def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
+    """{'data': {'name': 'moons'}} -> {'data.name': 'moons'}: dotted leaf keys, as axes are named."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value:
+            out.update({f"{key}.{k}": v for k, v in _flatten(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
 def _label(study: str, axes: dict[str, Any], seed: int) -> str:
     parts = [f"{k}={v}" for k, v in axes.items()]
     return f"{study}[{', '.join(parts + [f'seed={seed}'])}]"
@@ -252,7 +264,9 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
 
     for block in spec.blocks:
         bwhere = f"{where}, block '{block.name}'" if block.name else where
-        block_axes: dict[str, Any] = ({"block": block.name} if many_blocks else {}) | (dict(block.set) if many_blocks else {})
+        # With several blocks, the block's name and fixed settings tell its cells apart: record them as axes.
+        block_axes: dict[str, Any] = {"block": block.name, **_flatten(block.set)} if many_blocks else {}
+        block_axes.pop("eval.metrics", None)  # what is measured, not a setting of the cell
         for combo in itertools.product(*_factors(block)):
             axes = dict(block_axes)
             doc = {**spec.base, "eval": spec.eval}
@@ -321,6 +335,19 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                                                 data=run_dict["data"], n=ev["n"], metrics=metrics, axes=f_axes)
     if not evals:
         raise GridError(f"{where}: the grid has no cells (every combination was excluded)")
+    # A checkpoint shared by labels of a mixed variant (an AE evaluated with two priors) lists all of them.
+    children: dict[str, list[EvalCell]] = {}
+    for e in evals.values():
+        children.setdefault(e.parent, []).append(e)
+    for key, cell in trains.items():
+        values: dict[str, list] = {}
+        for child in children.get(key, []):
+            for axis in cell.axes:
+                if child.axes.get(axis) not in values.setdefault(axis, []):
+                    values[axis].append(child.axes.get(axis))
+        merged = {axis: vs[0] if len(vs) == 1 else vs for axis, vs in values.items()}
+        if merged != cell.axes:
+            trains[key] = dataclasses.replace(cell, axes=merged)
     plan.train_cells = list(trains.values())
     plan.eval_cells = list(evals.values())
     plan.floor_cells = list(floors.values())

@@ -46,6 +46,11 @@ class Target:
     step_path: Path | None = None
     siblings: dict[str, "Target"] = field(default_factory=dict)
     parity_cache: dict[str, ParityResult] = field(default_factory=dict)
+    label: str = ""  # how tables name it (default: the part)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.part
 
     @property
     def is_sampler(self) -> bool:

@@ -310,7 +310,7 @@ def sampler_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
     else:
         n, noisy = cfg.steps, True
         step = DDPMStep(net, ddpm_tables(model.schedule, n, cfg.variance), model.to_data_space, clip)
-    step.eval()
+    step.to(model.device).eval()  # the tables follow the network's device
     indices = list(reversed(range(n)))
 
     def feeds(b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -391,6 +391,8 @@ def torch_export_onnx(module: nn.Module, example: tuple, input_names: list[str],
     try:
         for lg in quiet:
             lg.setLevel(logging.ERROR)
+        device = next(module.parameters()).device
+        example = tuple(v.to(device) for v in example)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(module, example, dynamo=True, opset_version=opset,
@@ -505,6 +507,10 @@ def sidecar_path(onnx_path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- parity
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 def _np(v: torch.Tensor) -> np.ndarray:
     return v.detach().cpu().numpy()
 
@@ -528,8 +534,9 @@ def check_parity(part: PartGraph, cfg: ExportConfig, model: bytes | str | Path |
     for b in cfg.parity_batches:
         gen = torch.Generator().manual_seed(cfg.seed + 7919 * b)
         feeds = part.make_feeds(b, gen)
+        device = _device_of(part.module)
         with torch.inference_mode():
-            ref = {k: _np(v) for k, v in part.reference(feeds).items()}
+            ref = {k: _np(v) for k, v in part.reference({k: v.to(device) for k, v in feeds.items()}).items()}
         onnx_feeds = {k: _np(v) for k, v in feeds.items() if k in part.graph_inputs}
         got = dict(zip([o.name for o in session.get_outputs()], session.run(None, onnx_feeds)))
         for name in part.graph_outputs:
@@ -542,7 +549,10 @@ def check_parity(part: PartGraph, cfg: ExportConfig, model: bytes | str | Path |
             bound = atol + rtol * float(np.max(np.abs(r))) if r.size else atol
             rows.append({"batch": b, "output": name, "max_abs_err": err, "tolerance": bound,
                          "max_abs_ref": float(np.max(np.abs(r))) if r.size else 0.0})
-            ratio = err / bound if math.isfinite(err) else math.inf
+            if not math.isfinite(err):
+                ratio = math.inf
+            else:
+                ratio = err / bound if bound > 0 else (0.0 if err == 0 else math.inf)
             if ratio > worst_ratio:
                 worst_ratio, worst = ratio, (err, bound)
         if part.metric_data is not None and b == max(cfg.parity_batches):

@@ -22,7 +22,7 @@ from bench.timing import machine_info
 
 def _extra(row: BenchRow) -> dict:
     parity = row.parity or {}
-    return {"batch": row.batch, "threads": row.threads, "backend": row.backend, "part": row.part,
+    return {"batch": row.batch, "threads": row.threads, "backend": row.backend, "part": row.part, "target": row.target,
             "precision": row.precision, "provider": row.provider,
             "parity": "n/a" if row.parity is None else ("valid" if parity.get("valid") else
                                                         "unchecked" if parity.get("valid") is None else "invalid"),
@@ -50,14 +50,14 @@ def bench_metrics(row: BenchRow) -> list[Metric]:
 def bench_record(row: BenchRow, cfg: BenchConfig, *, study: str | None = None, seed: int | None = None) -> RunRecord:
     config = {"bench": {"backend": row.backend, "provider": row.provider, "batch": row.batch, "threads": row.threads,
                         "precision": row.precision, "timing": vars(cfg.timing), "cuda_graph": cfg.cuda_graph},
-              "part": row.part, "export": row.export_config, "export_key": row.export_key, "run_key": row.run_key,
+              "part": row.part, "target": row.target, "export": row.export_config, "export_key": row.export_key, "run_key": row.run_key,
               "machine": machine_info()}
     key_config = {k: v for k, v in config.items() if k != "machine"}
     failed = row.status == "invalid"
     return RunRecord(
         run_key="bench-" + config_hash({**key_config, "node": config["machine"].get("node")}), kind="bench",
         config=config, status="failed" if failed else "done", study=study,
-        name=f"{row.part}/{row.backend}/{row.provider}/b{row.batch}/t{row.threads}/{row.precision}",
+        name=f"{row.target}/{row.backend}/{row.provider}/b{row.batch}/t{row.threads}/{row.precision}",
         parent_key=row.run_key, seed=seed, git_commit=git_commit(), versions=library_versions(), device=row.device,
         provider=row.provider, artifact_path=row.onnx_path,
         error=f"export failed parity: {(row.parity or {}).get('reason')}" if failed else None)

@@ -58,6 +58,7 @@ class BenchConfig:
 class BenchRow:
     """One timed cell: a backend on a provider at one batch size and thread count."""
 
+    target: str  # the target's label (the part unless named otherwise)
     part: str
     backend: str
     provider: str  # what actually ran: 'torch:cpu', 'CPUExecutionProvider', 'CUDAExecutionProvider'
@@ -180,7 +181,7 @@ def _run_cell(target: Target, name: str, provider: str | None, batch: int, threa
     precision = target.export_cfg.precision if target.export_cfg else (target.info.sidecar or {}).get("precision", "fp32")
     if spec.baseline or name in ("torch_compile", "diffusers_ddim"):
         precision = "fp32"  # torch runs the network as trained
-    base = dict(part=target.part, backend=name, batch=batch, threads=threads, precision=precision,
+    base = dict(target=target.name, part=target.part, backend=name, batch=batch, threads=threads, precision=precision,
                 onnx_path=str(target.onnx_path), export_key=(target.info.sidecar or {}).get("export_key"),
                 export_config=(target.info.sidecar or {}).get("export_config"),
                 run_key=(target.info.sidecar or {}).get("run", {}).get("run_key"), details=dict(target.info.details))
@@ -216,7 +217,7 @@ def rows_frame(rows: Sequence[BenchRow]) -> pd.DataFrame:
     for r in rows:
         t = r.timing
         recs.append({
-            "part": r.part, "backend": r.backend, "provider": r.provider, "precision": r.precision,
+            "target": r.target, "part": r.part, "backend": r.backend, "provider": r.provider, "precision": r.precision,
             "batch": r.batch, "threads": r.threads, "status": r.status,
             "p50_ms": t.p50_ms if t else None, "p90_ms": t.p90_ms if t else None, "p99_ms": t.p99_ms if t else None,
             "mean_ms": t.mean_ms if t else None, "std_ms": t.std_ms if t else None,
@@ -228,7 +229,7 @@ def rows_frame(rows: Sequence[BenchRow]) -> pd.DataFrame:
 
 
 def speed_table(rows: Sequence[BenchRow]) -> pd.DataFrame:
-    """p50 latency per (part, precision, batch, threads) with one column per backend/provider and the
+    """p50 latency per (target, batch, threads) with one column per backend/provider and the
     speed-up of each over the torch baseline (torch for parts, torch_loop for samplers). Only rows that
     passed parity are used; others appear as missing."""
     df = rows_frame([r for r in rows if r.valid and r.timing is not None])
@@ -237,7 +238,7 @@ def speed_table(rows: Sequence[BenchRow]) -> pd.DataFrame:
     df["column"] = [b + ("" if p.startswith("torch") else "/" + p.replace("ExecutionProvider", "").lower())
                     + ("+fp16" if prec == "fp16" else "")
                     for b, p, prec in zip(df["backend"], df["provider"], df["precision"])]
-    wide = df.pivot_table(index=["part", "batch", "threads"], columns="column", values="p50_ms", aggfunc="min")
+    wide = df.pivot_table(index=["target", "batch", "threads"], columns="column", values="p50_ms", aggfunc="min")
     baseline = None
     for base in ("torch", "torch_loop"):
         if base in wide.columns:

@@ -8,6 +8,7 @@ hashes the canonical resolved form into a run key. It does not know any concrete
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import types
@@ -116,8 +117,10 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            full = [_join(path, k) for k in fields]
-            raise ConfigError(f"unknown key '{_join(path, str(key))}'{suggest(_join(path, str(key)), full)}"
+            # Match the last component only: a shared 'train.' prefix would make any key look close.
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
+            raise ConfigError(f"unknown key '{_join(path, str(key))}'{hint}"
                               f" (valid keys here: {', '.join(sorted(fields))})")
     kwargs = {}
     for name, f in fields.items():

@@ -122,12 +122,13 @@ class ResultsStore:
         if not create and not self.path.exists():
             raise StoreError(f"results store '{self.path}' does not exist")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            self._conn.close()
             raise StoreError(f"'{self.path}' is not a SQLite results store: {exc}") from None
         if version > SCHEMA_VERSION:
             self._conn.close()

@@ -2,7 +2,7 @@
 
 An `EvalContext` holds the dataset, an optional trained model, the generated (or given) samples and a
 seeded reference subset of one split, all at the same n. Expensive intermediates (samples from the model,
-extractor features, k-NN radii, q(z|x) on the evaluation set, IWAE bounds per k) are computed lazily and
+extractor features, the k-NN pass, q(z|x) on the evaluation set, IWAE bounds per k) are computed lazily and
 cached, so asking for eight image metrics extracts features once. It computes no metric itself.
 """
 from __future__ import annotations
@@ -89,8 +89,12 @@ class EvalContext:
     def sample_extra(self) -> dict[str, Any]:
         extra = {"n": len(self.samples), "n_reference": self.n, "reference": self.reference_split, "seed": self.seed,
                  "samples_from": "arrays" if self._given is not None else "model"}
-        if self._given is None and self.sample_cfg is not None:
+        if self.sample_cfg is not None:  # given with arrays too: how the caller drew them
             extra["sample"] = to_dict(self.sample_cfg)
+        elif self._given is None:
+            from genlib.models import SampleConfig
+
+            extra["sample"] = to_dict(SampleConfig())  # what generate() used
         if self.n < self.n_requested:
             extra["n_requested"] = self.n_requested
         return extra
@@ -149,7 +153,8 @@ class EvalContext:
     def iwae(self, k: int) -> np.ndarray:
         """Per-sample L_k (n,) nats, cached per k."""
         if k not in self._iwae:
-            self._iwae[k] = latent.iwae_bound(self.model, self.model_x, k, generator=self.generator(f"iwae@{k}"))
+            self._iwae[k] = latent.iwae_bound(self.model, self.model_x, k, generator=self.generator(f"iwae@{k}"),
+                                              progress=self.progress)
         return self._iwae[k]
 
 

@@ -51,7 +51,8 @@ def why_not(spec: MetricSpec, *, dataset: Dataset, model: Any | None, have_sampl
     """Why metric `spec` cannot be computed for these inputs, or None when it can."""
     name = spec.name
     if dataset.kind not in spec.kinds:
-        return f"metric '{name}' applies to {' and '.join(spec.kinds)} data; dataset '{dataset.name}' is {dataset.kind} data"
+        return (f"metric '{name}' applies to {' and '.join(spec.kinds)} data; dataset '{dataset.name}' is "
+                f"{dataset.kind} data")
     if spec.needs == "model":
         if model is None:
             return (f"metric '{name}' needs the trained model ({spec.why}); only samples were given "

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from genlib.losses import (gaussian_log_prob, is_full, kl_per_dim, kl_standard_normal, reconstruction_nll,
                            reparameterize, standard_normal_log_prob)
@@ -68,7 +69,7 @@ def negative_elbo(model, x: np.ndarray | torch.Tensor, *, draws: int = 1, genera
 
 @torch.no_grad()
 def iwae_bound(model, x: np.ndarray | torch.Tensor, k: int, *, generator: torch.Generator,
-               batch_size: int = 256) -> np.ndarray:
+               batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """L_k per sample (N,) in nats: log (1/k) sum_{i<=k} p(x | z_i) p(z_i) / q(z_i | x), z_i ~ q(z | x).
 
     A lower bound on log p(x), tight as k -> infinity; L_1 is the ELBO. Draws are processed in chunks with
@@ -78,7 +79,8 @@ def iwae_bound(model, x: np.ndarray | torch.Tensor, k: int, *, generator: torch.
         raise ValueError(f"iwae: k must be >= 1, got {k}")
     dev = _device(model)
     out = []
-    for xb in _batches(x, batch_size):
+    n_batches = -(-len(x) // batch_size)
+    for xb in tqdm(_batches(x, batch_size), total=n_batches, desc=f"iwae k={k}", disable=not progress, leave=False):
         xb = xb.to(dev)
         b = len(xb)
         mu, scale = model.net.encode(xb)

@@ -17,12 +17,14 @@ BLOCK = 2048  # rows of a distance/kernel matrix held at once
 
 
 def _as_features(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
-    t = x.double() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be features of shape (N, D), got {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
+    """(N, D) float64 tensor; validated in numpy (no intra-op thread hand-offs for a cheap check)."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be features of shape (N, D), got {a.shape}")
+    a = np.array(a, dtype=np.float64)  # a private copy: inputs may be read-only dataset arrays
+    if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    return t
+    return torch.from_numpy(a)
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, min_n: int = 2) -> None:

@@ -11,14 +11,20 @@ import numpy as np
 import torch
 
 
+def _float64(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N, ...) -> (N, D) float64 tensor; numpy input is copied (dataset arrays are read-only)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().flatten(1)
+    return torch.from_numpy(np.array(x, dtype=np.float64)).flatten(1)
+
+
 def sliced_wasserstein(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, n_projections: int = 256,
                        p: int = 2, seed: int = 0) -> float:
     """SW_p between samples x (N, D) and y (M, D), in the data's units.
 
     Unequal set sizes are handled by comparing quantiles at a common grid of max(N, M) levels.
     """
-    x = torch.as_tensor(np.array(x), dtype=torch.float64).flatten(1)  # a copy: dataset arrays are read-only
-    y = torch.as_tensor(np.array(y), dtype=torch.float64).flatten(1)
+    x, y = _float64(x), _float64(y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"sample dimensions differ: {x.shape[1]} vs {y.shape[1]}")
     gen = torch.Generator().manual_seed(seed)
@@ -34,8 +40,7 @@ def sliced_wasserstein(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tenso
 
 
 def _pair(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.as_tensor(np.array(x, dtype=np.float64)).flatten(1)
-    y = torch.as_tensor(np.array(y, dtype=np.float64)).flatten(1)
+    x, y = _float64(x), _float64(y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"sample dimensions differ: {x.shape[1]} vs {y.shape[1]}")
     if min(len(x), len(y)) < 2:

@@ -125,9 +125,10 @@ class UNet(nn.Module):
         self.mid2 = ResBlock(prev, prev, time_dim)
         self.up = nn.ModuleList()
         self.upconv = nn.ModuleList()
-        for w in reversed(widths):
+        for i, w in enumerate(reversed(widths)):
             self.up.append(ResBlock(prev + w, w, time_dim))
-            self.upconv.append(nn.Conv2d(prev, prev, 3, padding=1))
+            # the deepest level was never downsampled, so only the levels above it upsample
+            self.upconv.append(nn.Conv2d(prev, prev, 3, padding=1) if i > 0 else nn.Identity())
             prev = w
         self.norm_out = nn.GroupNorm(_groups(prev), prev)
         self.conv_out = nn.Conv2d(prev, c, 3, padding=1)
@@ -141,9 +142,9 @@ class UNet(nn.Module):
             skips.append(h)
             h = down(h)
         h = self.mid2(self.mid1(h, temb), temb)
-        for block, conv in zip(self.up, self.upconv):
+        for i, (block, conv) in enumerate(zip(self.up, self.upconv)):
             skip = skips.pop()
-            if h.shape[-2:] != skip.shape[-2:]:
+            if i > 0:
                 h = conv(F.interpolate(h, size=skip.shape[-2:], mode="nearest"))
             h = block(torch.cat([h, skip], dim=1), temb)
         return self.conv_out(F.silu(self.norm_out(h)))

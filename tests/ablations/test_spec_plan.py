@@ -179,3 +179,17 @@ def test_share_saves_at_least_5x_trainings_on_fan_out_studies():
         shared = plan_grid(load_grid(path, "quick"))
         unshared = plan_grid(load_grid(path, "quick"), share=False)
         assert len(unshared.train_cells) >= 5 * len(shared.train_cells), study
+
+
+def test_the_autoencoder_is_trained_once_for_both_priors():
+    plan = plan_grid(load_grid(bundled_grids()["baselines"], "quick"))
+    by_method = {}
+    for cell in plan.eval_cells:
+        by_method.setdefault((cell.axes["data.name"], cell.seed), {})[cell.axes["method"]] = cell
+    for cells in by_method.values():
+        standard, fitted = cells["ae_standard"], cells["ae_fitted"]
+        assert standard.parent == fitted.parent
+        assert (standard.eval_config["prior"], fitted.eval_config["prior"]) == ("standard", "fitted")
+        train = next(t for t in plan.train_cells if t.key == standard.parent)
+        assert train.axes["method"] == ["ae_standard", "ae_fitted"]
+    assert len(plan.train_cells) == 2 * 2 * 5  # datasets x seeds x (ae, vae diag, vae full, chain, ddpm)

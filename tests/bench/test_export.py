@@ -199,3 +199,29 @@ def test_read_export_rejects_non_onnx_and_unexpected_inputs(exported, tmp_path):
         read_export(renamed)
     info = read_export(res.path)
     assert info.part == "decoder" and info.valid is True
+
+
+@pytest.mark.slow
+def test_unet_denoiser_and_image_sampler_graph(exported, runs):
+    """Images: a conv U-Net, x0 clipping to [-1, 1] and the data-space output ((x + 1) / 2, clamped)."""
+    run = runs("unet")
+    den = exported("unet", ExportConfig(part="denoiser"))
+    assert den.valid, den.parity.reason
+    res = exported("unet", ExportConfig(part="sampler", steps=6))
+    assert res.valid, res.parity.reason
+    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    want = sample_ddim(run.model.net, x_T, run.model.schedule, 6, clip_x0=1.0)
+    x0, x = _ort(res.path).run(["x0", "x"], {"x_T": x_T.numpy()})
+    _assert_close(x0, want.numpy(), 1e-4)
+    _assert_close(x, run.model.to_data_space(want).numpy(), 1e-4)
+    assert x.min() >= 0 and x.max() <= 1
+
+
+@pytest.mark.slow
+def test_float16_sampler_keeps_schedule_arithmetic_in_float32(exported):
+    res = exported("ddpm", ExportConfig(part="sampler", steps=20, precision="fp16"))
+    assert res.valid, res.parity.reason
+    step = res.step_model
+    tables = [i for i in step.graph.initializer if i.name in ("sqrt_alpha_bar", "coef_x0", "coef_second")]
+    assert tables and all(i.data_type == onnx.TensorProto.FLOAT for i in tables)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in step.graph.initializer)

@@ -42,7 +42,7 @@ def test_every_backend_is_timed_side_by_side(ddpm_targets):
             assert r.provider == "torch:cpu" and r.parity is None
     table = speed_table(rows)
     assert {"torch", "ort/cpu", "x ort/cpu", "torch_loop", "ort_graph/cpu", "x ort_graph/cpu"} <= set(table.columns)
-    sampler = table[table.part == "sampler"].iloc[0]
+    sampler = table[table.target == "sampler"].iloc[0]
     assert sampler["x ort_graph/cpu"] == pytest.approx(sampler["torch_loop"] / sampler["ort_graph/cpu"])
 
 

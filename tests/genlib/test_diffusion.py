@@ -226,3 +226,10 @@ def test_chain_pair_marginals_are_the_forward_process(schedule, t, generator):
     else:
         mean_prev, var_prev = schedule.q_mean_var(x0[:1], tt[:1] - 1)
         assert_gaussian_moments(x_prev, mean_prev[0], var_prev[0])
+
+
+def test_chain_prev_from_step_eps_inverts_the_forward_step(schedule, generator):
+    x0, eps_prev, eps_step = (torch.randn(32, D, generator=generator, dtype=torch.float64) for _ in range(3))
+    t = torch.randint(0, schedule.T, (32,), generator=generator)
+    x_prev, x_t = schedule.chain_pair(x0, t, eps_prev, eps_step)
+    torch.testing.assert_close(schedule.chain_prev_from_step_eps(x_t, t, eps_step), x_prev)

@@ -43,6 +43,7 @@ CASES: dict[str, list[tuple[str, dict, tuple]]] = {
         ("chain-mlp-image", {"arch": "mlp", **_SMALL_DIFFUSION}, IMAGE),
         ("chain-unet-image", {"arch": "unet", **_SMALL_DIFFUSION}, IMAGE),
         ("chain-mlp-toy", {"arch": "mlp", **_SMALL_DIFFUSION}, TOY),
+        ("chain-step_eps-mlp-toy", {"arch": "mlp", "parameterization": "step_eps", **_SMALL_DIFFUSION}, TOY),
     ],
 }
 ALL = [pytest.param(family, cfg, data, id=cid) for family, rows in CASES.items() for cid, cfg, data in rows]
@@ -138,7 +139,7 @@ def samplers_for(family: str) -> list[SampleConfig]:
         "vae": [SampleConfig(), SampleConfig(passes=2), SampleConfig(passes=1, reencode="sample")],
         "ddpm": [SampleConfig(), SampleConfig(sampler="ddpm", steps=5, variance="large"),
                  SampleConfig(sampler="ddim", steps=5, eta=0.5), SampleConfig(sampler="ddim", clip_x0=False)],
-        "denoiser_chain": [SampleConfig(), SampleConfig(sampler="chain", steps=20)],
+        "denoiser_chain": [SampleConfig(), SampleConfig(sampler="chain")],
     }[family]
 
 
@@ -192,6 +193,18 @@ def test_chain_generation_is_the_chain_sampler_from_seeded_noise():
     torch.testing.assert_close(model.generate(3, SampleConfig(), torch.Generator().manual_seed(5)), expected)
 
 
+def test_chain_step_eps_parameterisation_inverts_the_forward_step():
+    """With `step_eps` the network predicts the last step's noise; predict_prev turns it into x_{t-1}, so a
+    network that outputs the true noise recovers x_{t-1} exactly."""
+    model = make("denoiser_chain", CASES["denoiser_chain"][3][1], TOY)
+    gen = torch.Generator().manual_seed(0)
+    x0, eps_prev, eps_step = (torch.randn(8, 2, generator=gen) for _ in range(3))
+    t = torch.randint(0, 20, (8,), generator=gen)
+    x_prev, x_t = model.schedule.chain_pair(x0, t, eps_prev, eps_step)
+    model.net = lambda x_t_, t_: eps_step  # an oracle network
+    torch.testing.assert_close(model.predict_prev(x_t, t), x_prev, rtol=1e-4, atol=1e-5)
+
+
 def test_vae_gaussian_images_are_clamped_to_the_data_range():
     model = make("vae", CASES["vae"][2][1], IMAGE)
     with torch.no_grad():
@@ -238,10 +251,15 @@ def test_a_sampler_of_another_family_is_refused(family, sampler):
         model.generate(2, SampleConfig(sampler=sampler), torch.Generator().manual_seed(0))
 
 
-def test_chain_refuses_respaced_steps():
-    model = make("denoiser_chain", CASES["denoiser_chain"][2][1], TOY)
-    with pytest.raises(ValueError, match="the naive chain runs all T=20 steps; steps=5 is not supported"):
-        model.generate(2, SampleConfig(steps=5), torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("family,sample_cfg,ignored", [
+    ("denoiser_chain", SampleConfig(steps=5), "steps"), ("ddpm", SampleConfig(eta=0.5), "eta"),
+    ("ddpm", SampleConfig(sampler="ddim", variance="large"), "variance"), ("vae", SampleConfig(steps=3), "steps"),
+    ("ae", SampleConfig(passes=1), "passes")])
+def test_settings_a_sampler_would_ignore_are_refused(family, sample_cfg, ignored):
+    cid, cfg, data = CASES[family][0]
+    model = make(family, cfg, data)
+    with pytest.raises(ConfigError, match=rf"sampler '\w+' does not use {ignored} \(it uses: "):
+        model.generate(2, sample_cfg, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -15,14 +15,14 @@ from genlib.train import load_run_config, train
 VAE_STEPS = 300
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def extractor_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("genbench-cache")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(extractor_cache, monkeypatch):
-    monkeypatch.setenv("GENBENCH_CACHE", str(extractor_cache))
+    """GENBENCH_CACHE for the whole session. Session scope, so it is set before any module-scoped
+    fixture computes a metric (a function-scoped monkeypatch would come too late for those)."""
+    path = tmp_path_factory.mktemp("genbench-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENBENCH_CACHE", str(path))
+        yield path
 
 
 def _vae_config(beta: float, steps: int = VAE_STEPS, **model):

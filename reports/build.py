@@ -1,0 +1,323 @@
+"""Assemble reports from the store: the full report (every study, speed, Pareto, claims) and the claims report.
+
+`build_report` and `build_claims` read the store once, build tables, plots and sample grids, and write
+each requested format (Markdown beside PNG files, one self-contained HTML file, CSV per table, LaTeX
+booktabs tables). They never run anything: `genbench claims` / `genbench demo` fill the store first.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from reports.claims import CLAIMS, AnalyticCheck, Claim, ClaimResult, Comparison, claims_frame, evaluate_claims
+from reports.load import ReportError, StoreData, check_studies, open_store
+from reports.plots import Plot, plot_latency_vs_batch, plot_pareto, study_plots
+from reports.render import (Bullets, Column, Document, Gallery, Heading, Image, Para, Table, TableBlock,
+                            document_html, document_markdown, table_latex, verdict_markup, write_bytes, write_text)
+from reports.samples import MAX_GRIDS, SampleGrid, study_sample_grids
+from reports.stats import LEVEL
+from reports.tables import pareto_tables, slug, speed_table, study_tables
+
+FORMATS = ("md", "html", "csv", "tex")
+CLAIMS_FORMATS = ("md", "html", "csv")
+PLOTS_DIR = "plots"
+SAMPLES_DIR = "samples"
+
+
+def _formats(formats: Iterable[str] | str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = [f for f in formats.split(",")]
+    out = []
+    for f in formats:
+        f = f.strip().lower()
+        if f not in allowed:
+            raise ReportError(f"unknown {what} format '{f}' (choose from: {', '.join(allowed)})")
+        out.append(f)
+    if not out:
+        raise ReportError(f"no {what} format given (choose from: {', '.join(allowed)})")
+    return tuple(dict.fromkeys(out))
+
+
+# -- sections -------------------------------------------------------------------------------------------------
+@dataclass
+class StudySection:
+    study: str
+    tables: list[Table]
+    plots: list[Plot]
+    grids: list[SampleGrid]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return f"study-{slug(self.study)}"
+
+    @property
+    def plots_anchor(self) -> str:
+        return f"plots-{slug(self.study)}"
+
+    @property
+    def samples_anchor(self) -> str:
+        return f"samples-{slug(self.study)}"
+
+
+def study_section(data: StoreData, study: str, max_grids: int = MAX_GRIDS) -> StudySection:
+    grids, notes = study_sample_grids(data, study, max_grids)
+    return StudySection(study, study_tables(data, study), study_plots(data, study), grids, notes)
+
+
+def _plot_image(plot: Plot) -> Image:
+    return Image(f"{PLOTS_DIR}/{plot.name}.png", plot.png, plot.caption, plot.anchor)
+
+
+def _grid_image(grid: SampleGrid) -> Image:
+    return Image(f"{SAMPLES_DIR}/{slug(grid.study)}/{grid.name}.png", grid.png, grid.caption)
+
+
+def section_blocks(sec: StudySection) -> list:
+    blocks: list = [Heading(f"Study {sec.study}", 2, sec.anchor)]
+    blocks += [TableBlock(t) for t in sec.tables]
+    if sec.plots:
+        blocks.append(Heading(f"Plots: {sec.study}", 3, sec.plots_anchor))
+        blocks += [_plot_image(p) for p in sec.plots]
+    blocks.append(Heading(f"Samples: {sec.study}", 3, sec.samples_anchor))
+    if sec.grids:
+        blocks.append(Para(f"One grid per setting, from the lowest seed that kept samples "
+                           f"({len(sec.grids)} shown)."))
+        blocks.append(Gallery([_grid_image(g) for g in sec.grids]))
+    blocks += [Para(n) for n in sec.notes]
+    return blocks
+
+
+def provenance_blocks(data: StoreData) -> list:
+    runs = data.runs
+    kinds = Counter(runs["kind"])
+    status = Counter(runs["status"])
+    commits = sorted({str(c)[:10] for c in runs["git_commit"] if isinstance(c, str) and c})
+    devices = sorted({d for d in runs["device"] if isinstance(d, str) and d})
+    providers = sorted({p for p in runs["provider"] if isinstance(p, str) and p})
+    versions = Counter(v for v in runs["versions_json"] if isinstance(v, str) and v not in ("", "{}"))
+    items = [f"Store `{data.path.name}`: {len(runs)} runs ("
+             + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + "); status: "
+             + ", ".join(f"{k} {n}" for k, n in sorted(status.items())) + ".",
+             f"Git commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.",
+             f"Devices: {', '.join(devices) or 'not recorded'}; execution providers: "
+             f"{', '.join(providers) or 'none recorded'}."]
+    if versions:
+        common = json.loads(versions.most_common(1)[0][0])
+        if isinstance(common, dict) and common:
+            items.append("Library versions (most runs): " + ", ".join(f"{k} {v}" for k, v in sorted(common.items()))
+                         + ("." if len(versions) == 1 else f"; {len(versions) - 1} other version set(s) in the store."))
+    return [Heading("Provenance", 2, "provenance"), Bullets(items)]
+
+
+def _metric_info_text(data: StoreData, study: str, metric: str) -> str:
+    m = data.metrics
+    rows = m[(m["study"] == study) & (m["metric"] == metric)]
+    if rows.empty:
+        return ""
+    dirs = {d for d in rows["higher_is_better"] if d is not None}
+    unit = next((u for u in rows["unit"] if isinstance(u, str) and u), "")
+    targets = {e.get("target") for e in rows["extra"] if isinstance(e.get("target"), (int, float))}
+    direction = ("higher is better" if dirs == {True} else "lower is better" if dirs == {False}
+                 else f"target {targets.pop():g}" if len(targets) == 1 else "no better direction")
+    return f" ({direction}{', ' + unit if unit else ''})"
+
+
+def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]) -> list:
+    """The claims section: rule, summary table, then one subsection per claim with links into the document."""
+    blocks: list = [Heading("Claims", 2, "claims"),
+                    Para(f"Each claim is decided by the tests listed under it. Rule for a comparison between two "
+                         f"settings of a study: the effect is treatment - reference, paired by seed, with its "
+                         f"{int(LEVEL * 100)}% Student-t interval over seeds; **supported** when the interval "
+                         f"excludes 0 on the expected side, **contradicted** when it excludes 0 on the other side, "
+                         f"**inconclusive** when it contains 0 or fewer than 2 seeds are stored. Analytic checks "
+                         f"state their own rule. A claim is supported when every measured test is, contradicted "
+                         f"when any test is, inconclusive otherwise; tests without stored results are "
+                         f"**not measured** and do not count.")]
+    summary_rows = []
+    for res in results:
+        measured = sum(t.verdict != "not measured" for t in res.tests)
+        summary_rows.append({"id": res.claim.id, "claim": res.claim.text, "verdict": res.verdict,
+                             "tests": f"{measured} of {len(res.tests)} measured",
+                             "studies": ", ".join(res.claim.studies)})
+    blocks.append(TableBlock(Table("claims-summary", "Claims: verdicts",
+                                   [Column("id", "#"), Column("claim", "claim"), Column("verdict", "verdict"),
+                                    Column("tests", "tests"), Column("studies", "studies")], summary_rows)))
+    analytic_missing = False
+    for res in results:
+        claim = res.claim
+        blocks.append(Heading(f"Claim {claim.id}: {verdict_markup(res.verdict)}", 3, f"claim-{claim.id}"))
+        blocks.append(Para(f"*{claim.text}*"))
+        items = []
+        for test, r in zip(claim.tests, res.tests):
+            links = _links(test, anchors)
+            info = _metric_info_text(data, r.study, test.metric) if isinstance(test, Comparison) else ""
+            items.append(f"{verdict_markup(r.verdict)} study `{r.study}`: {r.description}{info}. "
+                         f"Measured: {r.measured}." + (f" See {links}." if links else ""))
+            analytic_missing |= isinstance(test, AnalyticCheck) and r.verdict == "not measured"
+        blocks.append(Bullets(items))
+        if any(isinstance(t, AnalyticCheck) for t in claim.tests):
+            blocks.append(Para("Rule for the analytic check: " + "; ".join(
+                t.rule for t in claim.tests if isinstance(t, AnalyticCheck)) + "."))
+    if analytic_missing:
+        blocks.append(Heading("Measuring the analytic claims", 3, "analytic-rows"))
+        blocks.append(Para("Claims 8 to 10 read rows of kind `analytic` (study `analytic`). Store one run per check: "
+                           "metrics `kl_closed_form` and `kl_monte_carlo` (nats; `std_error` and `draws` in the "
+                           "Monte Carlo metric's extra), `kl_forward` and `kl_reverse` (nats, KL(p||q) and KL(q||p) "
+                           "of one pair), and `alpha_bar_T` with extra `{\"T\": 100, \"schedule\": \"linear\", "
+                           "\"scaled\": false}`. Until then these tests are reported as not measured."))
+    return blocks
+
+
+def _links(test: Any, anchors: set[str]) -> str:
+    if not isinstance(test, Comparison):
+        return ""
+    study = slug(test.study)
+    group = test.where_dict.get("data.name")
+    out = []
+    for anchor in ([f"table-{slug(f'{test.study}-{group}')}"] if group else []) + [f"table-{study}"]:
+        if anchor in anchors:
+            out.append(f"[table](#{anchor})")
+            break
+    for label, anchor in (("plots", f"plots-{study}"), ("samples", f"samples-{study}")):
+        if anchor in anchors:
+            out.append(f"[{label}](#{anchor})")
+    return ", ".join(out)
+
+
+def _anchors(blocks: list) -> set[str]:
+    out = set()
+    for b in blocks:
+        if isinstance(b, (Heading, Image, Gallery)) and b.anchor:
+            out.add(b.anchor)
+        elif isinstance(b, TableBlock):
+            out.add(b.table.anchor)
+    return out
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+def _write_images(doc: Document, out_dir: Path) -> None:
+    for im in doc.images():
+        write_bytes(out_dir / im.rel_path, im.data)
+
+
+def _write(doc: Document, tables: list[Table], out_dir: Path, stem: str, formats: tuple[str, ...],
+           claims: list[ClaimResult] | None) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "md" in formats or "html" in formats:
+        _write_images(doc, out_dir)
+        if doc.images():
+            out["plots"] = out_dir / PLOTS_DIR
+    if "md" in formats:
+        out["md"] = write_text(out_dir / f"{stem}.md", document_markdown(doc))
+    if "html" in formats:
+        out["html"] = write_text(out_dir / f"{stem}.html", document_html(doc))
+    if "csv" in formats:
+        if stem == "claims":
+            out["csv"] = write_text(out_dir / "claims.csv", claims_frame(claims or []).to_csv(index=False))
+        else:
+            csv_dir = out_dir / "csv"
+            for t in tables:
+                write_text(csv_dir / f"{t.name}.csv", t.frame().to_csv(index=False))
+            if claims:
+                write_text(csv_dir / "claims.csv", claims_frame(claims).to_csv(index=False))
+            out["csv"] = csv_dir
+    if "tex" in formats:
+        header = ("% genbench tables: needs \\usepackage{booktabs} in the preamble; \\input{tables.tex} or copy "
+                  "a table.\n")
+        out["tex"] = write_text(out_dir / f"{stem}_tables.tex" if stem != "report" else out_dir / "tables.tex",
+                                header + "\n\n".join(table_latex(t) for t in tables) + "\n")
+    return out
+
+
+def _claims_for(studies: list[str] | None) -> tuple[Claim, ...]:
+    if studies is None:
+        return CLAIMS
+    return tuple(c for c in CLAIMS if set(c.studies) & set(studies))
+
+
+def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] | str = FORMATS,
+                 studies: Iterable[str] | str | None = None, *, claims: bool = True,
+                 max_grids: int = MAX_GRIDS) -> dict[str, Path]:
+    """Write the full report of the store at `store` into `out_dir`.
+
+    formats: any of md, html, csv, tex. studies: restrict to these grid studies (each must exist).
+    claims: include the claims section. Returns {format: path} plus 'plots' (the PNG directory).
+    Raises ReportError / StoreError with a one-line message for an empty or unreadable store.
+    """
+    formats = _formats(formats, FORMATS, "report")
+    data = open_store(store)
+    chosen = check_studies(data, list(studies) if studies is not None and not isinstance(studies, str)
+                           else studies)
+    has_bench = (data.runs["kind"] == "bench").any()
+    if not chosen and not has_bench and not (data.runs["kind"] == "analytic").any():
+        kinds = ", ".join(sorted(set(data.runs["kind"])))
+        raise ReportError(f"results store '{data.path}' has no grid studies, benchmarks or analytic rows to report "
+                          f"(kinds there: {kinds})")
+    sections = [study_section(data, s, max_grids) for s in chosen]
+    speed = speed_table(data)
+    paretos = pareto_tables(data) if studies is None or "steps" in chosen else []
+
+    doc = Document("genbench report")
+    contents = [f"[{sec.study}](#{sec.anchor})" for sec in sections]
+    if speed is not None:
+        contents.append("[speed](#speed)")
+    if paretos:
+        contents.append("[quality vs latency](#pareto)")
+    results = evaluate_claims(data, _claims_for(None if studies is None else chosen)) if claims else []
+    if results:
+        contents.insert(0, "[claims](#claims)")
+    doc.add(Para("Quality tables show each metric as mean ± 95% confidence interval (Student t) over seeds, "
+                 "with ↑ / ↓ for the direction stored with the metric and the best value in bold; the floor row "
+                 "scores data against data. Every number comes from the results store below."))
+    doc.add(*provenance_blocks(data), Heading("Contents", 2, "contents"), Bullets(contents))
+    body: list = []
+    for sec in sections:
+        body += section_blocks(sec)
+    tables = [t for sec in sections for t in sec.tables]
+    if speed is not None:
+        body += [Heading("Speed", 2, "speed"), TableBlock(speed)]
+        body += [_plot_image(p) for p in plot_latency_vs_batch(data, None)]
+        tables.append(speed)
+    if paretos:
+        body += [Heading("Quality vs latency", 2, "pareto")]
+        body += [TableBlock(t) for t in paretos]
+        body += [_plot_image(p) for p in plot_pareto(paretos)]
+        tables += paretos
+    if results:
+        doc.add(*claims_blocks(data, results, _anchors(body)))
+    doc.add(*body)
+    return _write(doc, tables, Path(out_dir), "report", formats, results)
+
+
+def build_claims(store: str | Path, out_dir: str | Path, formats: Iterable[str] | str = ("md", "html"), *,
+                 max_grids: int = MAX_GRIDS) -> dict[str, Path]:
+    """Write the claims report: each claim's tests, effects with intervals and verdicts, then the tables,
+    plots and samples of the studies they read (so every link resolves inside the file).
+
+    formats: any of md, html, csv. Returns {format: path} plus 'plots' when images were written.
+    """
+    formats = _formats(formats, CLAIMS_FORMATS, "claims report")
+    data = open_store(store)
+    results = evaluate_claims(data)
+    present = set(data.studies())
+    studies = [s for s in dict.fromkeys(st for c in CLAIMS for st in c.studies) if s in present]
+    sections = [study_section(data, s, max_grids) for s in studies]
+    body: list = []
+    for sec in sections:
+        body += section_blocks(sec)
+    doc = Document("genbench claims report")
+    doc.add(Para("Ten claims about autoencoders, VAEs, a naive denoiser chain and diffusion models, each tested "
+                 "against the results store. Studies without stored results leave their claims not measured."))
+    doc.add(*provenance_blocks(data))
+    doc.add(*claims_blocks(data, results, _anchors(body)))
+    doc.add(*body)
+    tables = [t for sec in sections for t in sec.tables]
+    return _write(doc, tables, Path(out_dir), "claims", formats, results)
+
+
+__all__ = ["CLAIMS_FORMATS", "FORMATS", "StudySection", "build_claims", "build_report", "study_section"]

@@ -1,0 +1,568 @@
+"""Tables from the store: per-study quality (mean +- 95% CI over seeds), speed, and quality-vs-latency Pareto.
+
+A study table has one row per setting (the grid axes that vary, seeds pooled), one column per metric
+with its direction arrow taken from the stored `higher_is_better`, the best value marked, and the
+data-versus-data floor as a reference row. The speed table lists benchmark rows by part, backend,
+provider, batch and threads with their parity status; the Pareto table joins sampler quality from the
+`steps` study with sampler latency. Directions and units always come from the rows, never a list here.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from reports.load import MISSING, StoreData, data_name, is_scalar, same_value, setting_value
+from reports.render import Column, Num, Stat, Table
+from reports.stats import t_interval
+
+HIDDEN_AXES = ("block",)  # a block's name repeats the settings its `set` fixes
+STEPS_STUDY = "steps"  # the study whose evaluations the Pareto table joins with sampler timings
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def _hashable(value: Any) -> Any:
+    return repr(value) if not is_scalar(value) else (("bool", value) if isinstance(value, bool) else value)
+
+
+# -- metric columns ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricInfo:
+    key: str  # column key: the metric name, or name[split] when one name has several splits
+    name: str
+    split: str
+    unit: str
+    higher_is_better: bool | None
+    target: float | None
+
+    def column(self) -> Column:
+        return Column(key=self.key, label=self.key, kind="stat", unit=self.unit,
+                      higher_is_better=self.higher_is_better, target=self.target)
+
+
+def metric_infos(frame: pd.DataFrame, preferred: Iterable[str] = ()) -> list[MetricInfo]:
+    """Metric columns of `frame` (rows of the store's metrics), in `preferred` order then by first appearance.
+    Direction: the rows' higher_is_better when they agree, else None; target: extra['target'] when numeric."""
+    if frame.empty:
+        return []
+    pairs = list(dict.fromkeys(zip(frame["metric"], frame["split"])))
+    splits_per_name = Counter(name for name, _ in pairs)
+    order = {name: i for i, name in enumerate(dict.fromkeys(preferred))}
+    first_seen = {p: i for i, p in enumerate(pairs)}
+    pairs.sort(key=lambda p: (order.get(p[0], len(order)), first_seen[p]))
+    out = []
+    for name, split in pairs:
+        rows = frame[(frame["metric"] == name) & (frame["split"] == split)]
+        units = [u for u in rows["unit"] if isinstance(u, str) and u]
+        dirs = {d for d in rows["higher_is_better"] if d is not None}
+        hib = dirs.pop() if len(dirs) == 1 else None
+        targets = {e.get("target") for e in rows["extra"] if isinstance(e.get("target"), (int, float))
+                   and not isinstance(e.get("target"), bool)}
+        target = float(targets.pop()) if hib is None and len(targets) == 1 else None
+        key = name if splits_per_name[name] == 1 else f"{name}[{split}]"
+        out.append(MetricInfo(key, name, split, units[0] if units else "", hib, target))
+    return out
+
+
+def per_seed(values: pd.DataFrame) -> dict[int | None, float]:
+    """seed -> value, averaging rows that share a seed (cells differing only in hidden settings)."""
+    out: dict[Any, list[float]] = {}
+    for seed, value in zip(values["seed"], values["value"]):
+        out.setdefault(seed, []).append(value)
+    return {s: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for s, v in out.items()}
+
+
+def stat_of(values: pd.DataFrame) -> Stat:
+    iv = t_interval(list(per_seed(values).values()))
+    return Stat(iv.mean, iv.low, iv.high, iv.n)
+
+
+def mark_best(rows: list[dict[str, Any]], info: MetricInfo | Column) -> None:
+    """Mark the best mean of a column (ties all marked): by direction, or closest to the target."""
+    key = info.key
+    cells = [(i, r[key]) for i, r in enumerate(rows) if isinstance(r.get(key), (Stat, Num))]
+    values = [(i, c.mean if isinstance(c, Stat) else c.value) for i, c in cells]
+    values = [(i, v) for i, v in values if v is not None and math.isfinite(v)]
+    if len(values) < 2:
+        return
+    hib, target = info.higher_is_better, info.target
+    if hib is True:
+        score = {i: -v for i, v in values}
+    elif hib is False:
+        score = {i: v for i, v in values}
+    elif target is not None:
+        score = {i: abs(v - target) for i, v in values}
+    else:
+        return
+    best = min(score.values())
+    for i, s in score.items():
+        if s == best:
+            cell = rows[i][key]
+            rows[i][key] = Stat(cell.mean, cell.low, cell.high, cell.n, True) if isinstance(cell, Stat) else \
+                Num(cell.value, True, cell.digits)
+
+
+# -- settings ------------------------------------------------------------------------------------------------
+def _sort_key_for(values: list[Any]) -> Callable[[Any], Any]:
+    """Numbers sort numerically (None last), booleans False < True, anything else keeps first-seen order."""
+    if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+        return lambda v: (v is None, float(v) if v is not None else 0.0)
+    if all(isinstance(v, bool) for v in values):
+        return lambda v: int(v)
+    order = {_hashable(v): i for i, v in enumerate(dict.fromkeys(_hashable(v) for v in values))}
+    return lambda v: order.get(_hashable(v), len(order))
+
+
+def varying_axes(configs: list[dict[str, Any]]) -> list[str]:
+    """Scalar axes (in first-seen order) that take more than one value across `configs`."""
+    keys: dict[str, set] = {}
+    for cfg in configs:
+        for k, v in (cfg.get("axes") or {}).items():
+            if k in HIDDEN_AXES or not is_scalar(v):
+                continue
+            keys.setdefault(k, set()).add(_hashable(v))
+    out = []
+    for k, vals in keys.items():
+        # an axis missing from some rows counts as a distinct value (MISSING)
+        missing = any(k not in (cfg.get("axes") or {}) for cfg in configs)
+        if len(vals) + int(missing) > 1:
+            out.append(k)
+    return out
+
+
+def training_first(data: StoreData, parent_keys: Iterable[Any], keys: list[str]) -> list[str]:
+    """Training-time axes (those on the parent training rows) before inference-time ones, each group in order."""
+    train_keys: set[str] = set()
+    for p in dict.fromkeys(parent_keys):
+        run = data.run(p)
+        if run is not None:
+            train_keys.update(run["axes"] or {})
+    return [k for k in keys if k in train_keys] + [k for k in keys if k not in train_keys]
+
+
+def _row_values(cfg: dict[str, Any], keys: list[str]) -> tuple:
+    axes = cfg.get("axes") or {}
+    return tuple(axes.get(k, MISSING) if k != "profile" else cfg.get("profile") for k in keys)
+
+
+def _label(key: str, value: Any) -> Any:
+    return "-" if value is MISSING else value
+
+
+# -- study tables -----------------------------------------------------------------------------------------
+def grid_metrics(data: StoreData, study: str, kind: str = "eval") -> pd.DataFrame:
+    """Metrics of a study's rows of one kind that finished ('done'), with a `data_name` column."""
+    m = data.metrics
+    rows = m[(m["study"] == study) & (m["kind"] == kind) & (m["status"] == "done")].copy()
+    rows["data_name"] = [data_name(c) or "" for c in rows["config"]]
+    return rows
+
+
+def _preferred_metrics(frame: pd.DataFrame) -> list[str]:
+    out: list[str] = []
+    for cfg in frame["config"]:
+        names = (cfg.get("eval") or {}).get("metrics")
+        if isinstance(names, list):
+            out.extend(n for n in names if isinstance(n, str))
+    return list(dict.fromkeys(out))
+
+
+def _unfinished_note(data: StoreData, study: str, group: str | None, kinds: tuple[str, ...]) -> list[str]:
+    runs = data.runs[(data.runs["study"] == study) & data.runs["kind"].isin(kinds) & (data.runs["status"] != "done")]
+    if group is not None:
+        runs = runs[[(data_name(c) or "") == group for c in runs["config"]]]
+    if runs.empty:
+        return []
+    counts = Counter(runs["status"])
+    examples = []
+    for name, status, error in zip(runs["name"], runs["status"], runs["error"]):
+        if status == "failed" and len(examples) < 3:
+            last = [ln for ln in str(error or "").strip().splitlines() if ln.strip()]
+            examples.append(f"{name}: {last[-1].strip() if last else 'no error text'}")
+    text = (f"Not in the means: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))} "
+            f"cell(s) of this study ({'/'.join(kinds)}).")
+    if examples:
+        text += " Failed, e.g. " + "; ".join(f"`{e}`" for e in examples) + "."
+    return [text]
+
+
+def study_tables(data: StoreData, study: str) -> list[Table]:
+    """One table per dataset of the study's evaluations (metrics differ between datasets)."""
+    ev = grid_metrics(data, study, "eval")
+    floors = grid_metrics(data, study, "floor")
+    groups = list(dict.fromkeys(ev["data_name"])) or [None]
+    tables = []
+    for group in groups:
+        frame = ev[ev["data_name"] == group] if group is not None else ev
+        name = study if len(groups) == 1 else f"{study}-{group}"
+        title = f"Study {study}" + (f": {group}" if group else "")
+        notes = _unfinished_note(data, study, group, ("train", "eval"))
+        if frame.empty:
+            tables.append(Table(slug(name), title, [Column("setting", "setting")], [],
+                                notes=notes or ["No finished evaluations."]))
+            continue
+        runs = frame.drop_duplicates("run_key")
+        configs = [dict(c, profile=c.get("profile")) for c in runs["config"]]
+        keys = training_first(data, runs["parent_key"], varying_axes(configs))
+        if len({c.get("profile") for c in configs}) > 1:
+            keys.append("profile")
+        infos = metric_infos(frame, _preferred_metrics(frame))
+        row_of = {rk: _row_values(dict(c, profile=c.get("profile")), keys)
+                  for rk, c in zip(runs["run_key"], runs["config"])}
+        frame = frame.assign(_row=[row_of[rk] for rk in frame["run_key"]])
+        settings = list(dict.fromkeys(row_of.values()))
+        sorters = [_sort_key_for([s[i] for s in settings if s[i] is not MISSING]) for i in range(len(keys))]
+        settings.sort(key=lambda s: tuple((s[i] is MISSING, sorters[i](s[i]) if s[i] is not MISSING else 0)
+                                          for i in range(len(keys))))
+        setting_cols = [Column(k, k, "setting") for k in keys] or [Column("setting", "setting")]
+        columns = setting_cols + [Column("seeds", "seeds", "setting")] + [i.column() for i in infos]
+        rows = []
+        by_row = {key: g for key, g in frame.groupby("_row", sort=False)}
+        for s in settings:
+            g = by_row[s]
+            row: dict[str, Any] = {k: _label(k, v) for k, v in zip(keys, s)} if keys else {"setting": "all cells"}
+            n = 0
+            for info in infos:
+                vals = g[(g["metric"] == info.name) & (g["split"] == info.split)]
+                if not vals.empty:
+                    row[info.key] = stat_of(vals)
+                    n = max(n, row[info.key].n)
+            row["seeds"] = n
+            rows.append(row)
+        for info in infos:
+            mark_best(rows, info)
+        reference = []
+        fl = floors[floors["data_name"] == group] if group is not None else floors
+        if not fl.empty:
+            first = setting_cols[0].key
+            row = {first: "floor: data vs data"}
+            n = 0
+            for info in infos:
+                vals = fl[fl["metric"] == info.name]
+                if not vals.empty:
+                    row[info.key] = stat_of(vals)
+                    n = max(n, row[info.key].n)
+            row["seeds"] = n
+            reference.append(row)
+        if reference:
+            notes = ["The floor row scores training-split data against the test split as if it were samples: "
+                     "the value a perfect model would reach at this sample size.", *notes]
+        notes = [f"Mean ± 95% t-interval over seeds; best value in bold "
+                 f"(↑ higher is better, ↓ lower is better, →v closest to v).", *notes]
+        tables.append(Table(slug(name), title, columns, rows, reference, notes))
+    return tables
+
+
+# -- benchmark rows -----------------------------------------------------------------------------------------
+BENCH_FIELDS: dict[str, tuple[str, ...]] = {
+    # field -> dotted paths tried in order in the row's config, then the same names in metric extras
+    "part": ("part", "bench.part", "export.part"),
+    "backend": ("bench.backend", "backend"),
+    "provider": ("bench.provider", "provider"),
+    "precision": ("bench.precision", "precision", "export.precision"),
+    "batch": ("bench.batch", "batch"),
+    "threads": ("bench.threads", "threads"),
+    "sampler": ("sampler", "export.sampler", "bench.sampler"),
+    "steps": ("steps", "export.steps", "bench.steps", "sampler_steps"),
+    "eta": ("eta", "export.eta"),
+    "variance": ("variance", "export.variance"),
+}
+LATENCY_METRICS = {"p50": ("latency_ms_p50",), "p90": ("latency_ms_p90",), "p99": ("latency_ms_p99",),
+                   "mean": ("latency_ms_mean",), "throughput": ("throughput_per_s",),
+                   "peak_mb": ("peak_memory_mb", "peak_rss_mb"),
+                   "max_abs_err": ("parity_max_abs_err", "max_abs_error", "parity_max_abs_error"),
+                   "parity_valid": ("parity_valid",)}
+
+
+def _dig(doc: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
+
+
+def _parity(status: str, extras: list[dict], metrics: dict[str, float]) -> str:
+    for e in extras:
+        p = e.get("parity")
+        if isinstance(p, str):
+            return p
+        if isinstance(p, dict) and "valid" in p:
+            return "valid" if p["valid"] else "invalid"
+    if "parity_valid" in metrics and math.isfinite(metrics["parity_valid"]):
+        return "valid" if metrics["parity_valid"] >= 0.5 else "invalid"
+    for e in extras:
+        if isinstance(e.get("valid"), bool):
+            return "valid" if e["valid"] else "invalid"
+    return "invalid" if status == "failed" else "n/a"
+
+
+def model_label(data: StoreData, run_key: Any) -> str:
+    """'family/data' of a training run (e.g. 'ddpm/moons T=1000'), or its key when not in the store."""
+    run = data.run(run_key)
+    if run is None:
+        return str(run_key)[:12] if isinstance(run_key, str) else "-"
+    cfg = run["config"]
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else cfg
+    family = _dig(train, "model.family") or run.get("kind")
+    label = f"{family}/{_dig(train, 'data.name') or '?'}"
+    T = _dig(train, "model.noise.T")
+    if family in ("ddpm", "denoiser_chain") and T is not None:
+        label += f" T={T}" + ("" if _dig(train, "model.noise.scaled") in (True, None) else " unscaled")
+    return label
+
+
+def bench_frame(data: StoreData) -> pd.DataFrame:
+    """One line per benchmark run: the fields of BENCH_FIELDS, its latency metrics, parity, model and status."""
+    m = data.metrics[data.metrics["kind"] == "bench"]
+    records = []
+    for run_key, g in m.groupby("run_key", sort=False):
+        first = g.iloc[0]
+        cfg = first["config"]
+        extras = [e for e in g["extra"] if isinstance(e, dict)]
+        metrics = {name: v for name, v in zip(g["metric"], g["value"])}
+        rec: dict[str, Any] = {"run_key": run_key, "status": first["status"], "parent_key": first["parent_key"],
+                               "name": first["name"]}
+        for fld, paths in BENCH_FIELDS.items():
+            value = None
+            if fld == "provider" and isinstance(first["provider"], str) and first["provider"]:
+                value = first["provider"]
+            for path in paths:
+                if value is None:
+                    value = _dig(cfg, path)
+            for e in extras:
+                if value is None:
+                    value = e.get(fld)
+            rec[fld] = value
+        for col, names in LATENCY_METRICS.items():
+            rec[col] = next((metrics[n] for n in names if n in metrics), float("nan"))
+        rec["parity"] = _parity(first["status"], extras, metrics)
+        rec["model"] = model_label(data, first["parent_key"] or cfg.get("run_key"))
+        records.append(rec)
+    df = pd.DataFrame.from_records(records)
+    if df.empty:
+        return df
+    for col in ("batch", "threads", "steps"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def sampler_detail(row: pd.Series) -> str:
+    if row.get("part") != "sampler" or not row.get("sampler"):
+        return ""
+    text = str(row["sampler"])
+    if isinstance(row.get("steps"), (int, float)) and math.isfinite(row["steps"]):
+        text += f" S={int(row['steps'])}"
+    if row.get("sampler") == "ddim" and row.get("eta") is not None:
+        text += f" eta={row['eta']}"
+    if row.get("sampler") == "ddpm" and row.get("variance"):
+        text += f" {row['variance']}"
+    return text
+
+
+def speed_table(data: StoreData) -> Table | None:
+    """Latency p50/p90, throughput and peak memory per part, backend, provider, batch and threads."""
+    df = bench_frame(data)
+    if df.empty:
+        return None
+    df["detail"] = [sampler_detail(r) for _, r in df.iterrows()]
+
+    def order(r: pd.Series) -> tuple:
+        num = [float(r[k]) if isinstance(r[k], (int, float)) and math.isfinite(r[k]) else -1.0
+               for k in ("steps", "batch", "threads")]
+        return (str(r["model"]), str(r["part"]), str(r["sampler"] or ""), num[0], str(r["eta"]), str(r["variance"]),
+                str(r["precision"]), str(r["backend"]), str(r["provider"]), num[1], num[2])
+
+    df = df.iloc[sorted(range(len(df)), key=lambda i: order(df.iloc[i]))].reset_index(drop=True)
+    cols = [Column("model", "model"), Column("part", "part")]
+    if (df["detail"] != "").any():
+        cols.append(Column("detail", "sampler"))
+    cols += [Column("backend", "backend"), Column("provider", "provider"), Column("precision", "precision"),
+             Column("batch", "batch", "num"), Column("threads", "threads", "num"),
+             Column("p50", "p50", "num", "ms", False), Column("p90", "p90", "num", "ms", False),
+             Column("throughput", "throughput", "num", "samples/s", True),
+             Column("peak_mb", "peak mem", "num", "MB", False), Column("parity", "parity", "text"),
+             Column("max_abs_err", "max abs err", "num", "abs", False)]
+    rows = []
+    for _, r in df.iterrows():
+        row: dict[str, Any] = {}
+        for c in cols:
+            v = r.get(c.key)
+            if c.kind == "num":
+                v = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+                row[c.key] = Num(v, digits=4) if c.key not in ("batch", "threads") else (int(v) if v is not None else "-")
+            else:
+                row[c.key] = "-" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+        rows.append(row)
+    # fastest valid backend per (model, part, sampler, precision, batch, threads)
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, r) in enumerate(df.iterrows()):
+        if r["parity"] in ("valid", "n/a") and r["status"] == "done":
+            groups.setdefault(tuple(str(r.get(k)) for k in ("model", "part", "detail", "precision", "batch",
+                                                              "threads")), []).append(i)
+    for idx in groups.values():
+        sub = [rows[i] for i in idx]
+        if len(sub) > 1:
+            mark_best(sub, Column("p50", "p50", "num", "ms", False))
+    notes = ["One row per timed cell; bold: the fastest backend for the same model, part, sampler, precision, "
+             "batch and threads among exports that passed parity. Parity: valid (ONNX output equals torch "
+             "within tolerance), invalid (timed anyway, not a valid speed), n/a (torch backends)."]
+    failed = int((df["status"] != "done").sum())
+    if failed:
+        notes.append(f"{failed} row(s) are stored as failed (parity not passed).")
+    return Table("speed", "Inference speed", cols, rows, notes=notes)
+
+
+# -- Pareto: sampler quality vs latency ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplerSetting:
+    data: str
+    T: Any
+    scaled: Any
+    label: str  # the grid's sampler label (variant) or sampler + eta / variance
+    sampler: str
+    steps: int | None  # S (the effective number of steps; eval.steps null means S = T)
+    eta: Any
+    variance: Any
+
+
+def sampler_setting(cfg: dict[str, Any]) -> SamplerSetting | None:
+    ev = cfg.get("eval") or {}
+    sampler = ev.get("sampler")
+    if sampler not in ("ddpm", "ddim"):
+        return None
+    T = setting_value(cfg, "model.noise.T")
+    T = None if T is MISSING else T
+    steps = ev.get("steps") if ev.get("steps") is not None else T
+    label = (cfg.get("axes") or {}).get("sampler")
+    if not isinstance(label, str):
+        label = f"ddim eta={ev.get('eta')}" if sampler == "ddim" else f"ddpm {ev.get('variance')}"
+    scaled = setting_value(cfg, "model.noise.scaled")
+    return SamplerSetting(data_name(cfg) or "", T, None if scaled is MISSING else scaled, label, sampler,
+                          int(steps) if steps is not None else None, ev.get("eta"), ev.get("variance"))
+
+
+def _bench_match(bench: pd.DataFrame, s: SamplerSetting, parent_data: dict[str, tuple[str, Any]]) -> pd.DataFrame:
+    """Sampler bench rows of the same sampler and S (and eta for DDIM, variance for DDPM when recorded),
+    preferring rows timed on a model of the same data and T, then the same data, then any."""
+    if bench.empty or s.steps is None:
+        return bench.iloc[0:0]
+    b = bench[(bench["sampler"] == s.sampler) & (bench["steps"] == s.steps)]
+    if s.sampler == "ddim" and s.eta is not None:
+        b = b[[e is None or same_value(float(e), float(s.eta)) for e in b["eta"]]]
+    if s.sampler == "ddpm" and s.variance is not None:
+        b = b[[v is None or v == s.variance for v in b["variance"]]]
+    if b.empty:
+        return b
+    level = [(2 if parent_data.get(p, ("", None))[0] == s.data and same_value(parent_data.get(p, ("", None))[1], s.T)
+              else 1 if parent_data.get(p, ("", None))[0] == s.data else 0) for p in b["parent_key"]]
+    b = b.assign(_level=level)
+    return b[b["_level"] == b["_level"].max()]
+
+
+def pareto_tables(data: StoreData, study: str = STEPS_STUDY) -> list[Table]:
+    """Quality of each sampler configuration of `study` against its latency (sampler bench rows) or, where no
+    timing is stored, its network evaluations; the non-dominated configurations are marked."""
+    ev = grid_metrics(data, study, "eval")
+    if ev.empty:
+        return []
+    bench = bench_frame(data)
+    if not bench.empty:
+        bench = bench[(bench["part"] == "sampler") & (bench["status"] == "done")
+                      & bench["parity"].isin(["valid", "n/a", "unchecked"]) & bench["p50"].notna()]
+    parent_data: dict[str, tuple[str, Any]] = {}
+    for p in ([] if bench.empty else bench["parent_key"]):
+        run = data.run(p)
+        if run is not None:
+            parent_data[p] = (data_name(run["config"]) or "", setting_value(run["config"], "model.noise.T"))
+    ref_batch = None
+    if not bench.empty:
+        counts = Counter(int(b) for b in bench["batch"].dropna())
+        if counts:
+            ref_batch = max(counts, key=lambda b: (counts[b], b))
+    tables = []
+    for group, frame in ev.groupby("data_name", sort=False):
+        infos = [i for i in metric_infos(frame, _preferred_metrics(frame)) if i.higher_is_better is not None]
+        if not infos:
+            continue
+        info = infos[0]
+        q = frame[(frame["metric"] == info.name) & (frame["split"] == info.split)]
+        settings: dict[SamplerSetting, list[int]] = {}
+        for i, cfg in zip(q.index, q["config"]):
+            s = sampler_setting(cfg)
+            if s is not None:
+                settings.setdefault(s, []).append(i)
+        if not settings:
+            continue
+        rows = []
+        timed = False
+        for s, idx in settings.items():
+            stat = stat_of(q.loc[idx])
+            base = {"T": s.T if s.T is not None else "-", "scaled": s.scaled if s.scaled is not None else "-",
+                    "sampler": s.label, "S": s.steps if s.steps is not None else "-", "quality": stat}
+            matches = _bench_match(bench, s, parent_data)
+            if ref_batch is not None and not matches.empty:
+                at_ref = matches[matches["batch"] == ref_batch]
+                matches = at_ref if not at_ref.empty else matches
+            if matches.empty:
+                rows.append({**base, "backend": "-", "batch": "-", "latency": Num(None), "per_sample": Num(None),
+                             "timed_on": "-", "_cost": float(s.steps) if s.steps else float("nan")})
+                continue
+            timed = True
+            for backend, mb in matches.groupby("backend", sort=True):
+                best = mb.sort_values("p50").iloc[0]
+                rows.append({**base, "backend": f"{backend}" + (f"/{best['provider']}" if best["provider"] and
+                                                                 not str(best["provider"]).startswith("torch") else ""),
+                             "batch": int(best["batch"]), "latency": Num(float(best["p50"])),
+                             "per_sample": Num(float(best["p50"]) / max(1, int(best["batch"]))),
+                             "timed_on": best["model"], "_cost": float(best["p50"]) / max(1, int(best["batch"]))})
+        if timed:
+            for r in rows:
+                if r["backend"] == "-":
+                    r["_cost"] = float("nan")  # steps are not milliseconds: untimed rows go last
+            cost_note = (f"Cost: median (p50) latency per sample of the sampler benchmark at batch {ref_batch} "
+                         "(the most common batch), matched on sampler, S and eta/variance, preferring a model of the "
+                         "same data and T; configurations without a timing are listed last and left out of the front.")
+        else:
+            cost_note = ("No sampler timing matches these configurations: cost is the number of network "
+                         "evaluations (S), which latency follows for a fixed network.")
+        _mark_front(rows, info.higher_is_better, use_latency=timed)
+        rows.sort(key=lambda r: (not math.isfinite(r["_cost"]), r["_cost"]))
+        cols = [Column("T", "T"), Column("scaled", "scaled"), Column("sampler", "sampler"), Column("S", "S", "num"),
+                Column("quality", info.key, "stat", info.unit, info.higher_is_better)]
+        if timed:
+            cols += [Column("backend", "backend"), Column("batch", "batch", "num"),
+                     Column("latency", "p50", "num", "ms", False),
+                     Column("per_sample", "ms/sample", "num", "ms", False), Column("timed_on", "timed on")]
+        cols.append(Column("front", "Pareto", "text"))
+        for r in rows:
+            r.pop("_cost")
+        tables.append(Table(slug(f"pareto-{group}"), f"Sampler quality vs {'latency' if timed else 'steps'}"
+                                                     f" ({group}, {info.key})", cols, rows,
+                            notes=[cost_note, "Pareto: yes when no other configuration is both cheaper and better."]))
+    return tables
+
+
+def _mark_front(rows: list[dict[str, Any]], higher_is_better: bool, use_latency: bool) -> None:
+    sign = -1.0 if higher_is_better else 1.0  # minimise sign * quality
+    points = [(i, r["_cost"], sign * r["quality"].mean) for i, r in enumerate(rows)
+              if math.isfinite(r["_cost"]) and math.isfinite(r["quality"].mean)
+              and (not use_latency or r["backend"] != "-")]
+    for r in rows:
+        r["front"] = ""
+    for i, cost, loss in points:
+        dominated = any((c <= cost and q <= loss) and (c < cost or q < loss) for j, c, q in points if j != i)
+        if not dominated:
+            rows[i]["front"] = "yes"
+
+
+__all__ = ["BENCH_FIELDS", "MetricInfo", "bench_frame", "grid_metrics", "mark_best", "metric_infos", "model_label",
+           "pareto_tables", "per_seed", "slug", "speed_table", "stat_of", "study_tables", "varying_axes"]

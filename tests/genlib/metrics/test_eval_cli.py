@@ -1,0 +1,60 @@
+"""`genbench eval`: the floor and a run from the command line, JSON output, the results store, user errors."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from genlib.cli import main
+from genlib.metrics.cli import add_parser
+from genlib.store import ResultsStore
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="genbench")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_list_shows_every_metric_with_its_direction(capsys):
+    assert main(["eval", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "iwae" in out and "bits/dim" in out and "model (vae)" in out and "↓" in out
+
+
+def test_floor_as_json(capsys):
+    assert _run(["eval", "--data", "digits", "--metrics", "precision,recall,sharpness", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["precision", "recall", "sharpness"]
+    assert rows[0]["higher_is_better"] is True and rows[0]["extra"]["k"] == 3 and rows[0]["extra"]["floor"] is True
+    assert rows[2]["higher_is_better"] is None and rows[2]["unit"] == "ratio"
+
+
+def test_run_table_and_store(vae_run, tmp_path, capsys):
+    db = tmp_path / "results.db"
+    assert _run(["eval", "--run", str(vae_run.run_dir), "--metrics", "iwae,active_units,coverage", "--n", "200",
+                 "--set", "metrics.iwae_k=5", "sample.passes=1", "--store", str(db)]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:2] == ["metric", "value"]
+    assert "k=5" in table and "threshold=0.01" in table
+    with ResultsStore(db) as store:
+        results = store.read_table("results")
+        run = store.get_run(results["run_key"].iloc[0])
+    assert sorted(results["name"]) == ["active_units", "coverage", "iwae"]
+    assert run["kind"] == "eval" and run["parent_key"] == vae_run.config.run_key
+    assert run["config"]["settings"]["iwae_k"] == 5 and run["config"]["sample"]["passes"] == 1
+
+
+def test_user_errors_exit_2_with_one_line(vae_run, capsys):
+    assert main(["eval", "--run", str(vae_run.run_dir), "--metrics", "psnr,precisoin"]) == 2
+    assert "did you mean 'precision'" in capsys.readouterr().err
+    assert main(["eval", "--data", "moons", "--metrics", "fd"]) == 2
+    assert "'fd' applies to image data" in capsys.readouterr().err
+    assert main(["eval", "--run", str(vae_run.run_dir), "--set", "metrics.iwae_kk=5"]) == 2
+    assert "did you mean 'metrics.iwae_k'" in capsys.readouterr().err
+    assert main(["eval", "--run", str(vae_run.run_dir), "--set", "data.name=moons"]) == 2
+    assert "'data.*' settings apply to --data" in capsys.readouterr().err

@@ -1,0 +1,125 @@
+"""Study, speed and Pareto tables built from the fixture store, checked against the rows they summarise."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from genlib.store import Metric, ResultsStore, RunRecord
+from reports.load import open_store, setting_value
+from reports.render import Num, Stat
+from reports.tables import bench_frame, pareto_tables, speed_table, study_tables
+
+
+def _only(tables, name):
+    return next(t for t in tables if t.name == name)
+
+
+def test_beta_table_rows_columns_and_floor(store_data):
+    (table,) = study_tables(store_data, "beta")
+    assert table.title == "Study beta: digits"
+    assert [c.key for c in table.columns] == ["loss.beta", "seeds", "mse", "kl", "active_units", "fd", "precision",
+                                              "sharpness"]  # the grid's eval.metrics order
+    assert [r["loss.beta"] for r in table.rows] == [0, 1, 64]  # numeric order; the failed beta=8 run is absent
+    assert [r["seeds"] for r in table.rows] == [3, 3, 3]
+    arrows = {c.key: c.arrow for c in table.columns}
+    assert arrows["mse"] == "↓" and arrows["active_units"] == "↑" and arrows["kl"] == "" and arrows["sharpness"] == "→1.00"
+    best = {c: [r["loss.beta"] for r in table.rows if r[c].best] for c in ("mse", "fd", "precision", "kl",
+                                                                            "sharpness")}
+    assert best == {"mse": [0], "fd": [1], "precision": [1], "kl": [], "sharpness": [0]}
+    (floor,) = table.reference_rows
+    assert floor["loss.beta"].startswith("floor") and "mse" not in floor and floor["fd"].n == 3
+    assert any("failed" in n and "beta[loss.beta=8, seed=0]" in n for n in table.notes)
+
+
+def test_table_cell_is_the_t_interval_of_the_stored_values(store_data):
+    m = store_data.metrics
+    rows = m[(m["study"] == "beta") & (m["kind"] == "eval") & (m["metric"] == "fd")]
+    values = [v for v, cfg in zip(rows["value"], rows["config"]) if setting_value(cfg, "loss.beta") == 1]
+    assert len(values) == 3
+    (table,) = study_tables(store_data, "beta")
+    cell = table.rows[1]["fd"]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert (cell.mean, cell.low, cell.high) == (pytest.approx(np.mean(values)), pytest.approx(low),
+                                                pytest.approx(high))
+
+
+def test_steps_table_hides_constant_axes_and_puts_training_axes_first(store_data):
+    (table,) = study_tables(store_data, "steps")
+    keys = [c.key for c in table.columns]
+    assert keys[:5] == ["model.noise.T", "model.noise.scaled", "eval.steps", "sampler", "seeds"]
+    assert "block" not in keys and "data.name" not in keys and "eval.metrics" not in keys
+    assert len(table.rows) == 18
+    # None (eval.steps null: S = T) sorts after the numbers within each T / schedule
+    first = [r["eval.steps"] for r in table.rows if r["model.noise.T"] == 100 and r["model.noise.scaled"] is True]
+    assert first == [5, 5, 50, 50, None, None]
+
+
+def test_speed_table_parity_and_fastest(store_data):
+    table = speed_table(store_data)
+    rows = table.rows
+    assert len(rows) == len(bench_frame(store_data)) == 33
+    invalid = [r for r in rows if r["parity"] == "invalid"]
+    assert len(invalid) == 3 and all(r["precision"] == "fp16" and not r["p50"].best for r in invalid)
+    dec16 = [r for r in rows if r["part"] == "decoder" and r["batch"] == 16]
+    fastest = [r["backend"] for r in dec16 if r["p50"].best]
+    assert fastest == ["ort"]  # the fp16 export is faster but failed parity: not a valid winner
+    assert {r["provider"] for r in rows} == {"CPUExecutionProvider", "torch:cpu"}
+    assert any("failed" in n for n in table.notes)
+
+
+def test_pareto_front_is_non_dominated_and_joined_on_sampler_and_steps(store_data):
+    (table,) = pareto_tables(store_data)
+    timed = [r for r in table.rows if isinstance(r["per_sample"], Num) and r["per_sample"].value is not None]
+    untimed = [r for r in table.rows if r not in timed]
+    assert timed and untimed and table.rows[-len(untimed):] == untimed  # no timing: listed last
+    assert all(r["S"] == 100 and r["front"] == "" for r in untimed)  # S=100 was never benchmarked
+    for r in timed:  # latency joined on (sampler, S): p50 = S * per-step cost at batch 64 in the fixture
+        per_step = {"torch_loop": 0.30, "ort_graph/CPUExecutionProvider": 0.12}[r["backend"]]
+        assert r["latency"].value == pytest.approx(r["S"] * per_step * 3, rel=1e-3) and r["batch"] == 64
+
+    def point(r):
+        return r["per_sample"].value, r["quality"].mean
+
+    front = [r for r in timed if r["front"] == "yes"]
+    assert front
+    for r in timed:
+        c, q = point(r)
+        dominated = any(point(o)[0] <= c and point(o)[1] <= q and point(o) != (c, q) for o in timed)
+        assert (r["front"] == "yes") == (not dominated)
+
+
+def _bench_only_store(path, **config_extra) -> None:
+    with ResultsStore(path) as s:
+        s.commit_run(RunRecord(run_key="b1", kind="bench", config={"part": "denoiser", **config_extra},
+                               provider="CPUExecutionProvider"),
+                     [Metric("latency_ms_p50", 2.0, "ms", False, extra={"backend": "ort_cuda", "batch": 8,
+                                                                         "threads": 2, "precision": "fp32"}),
+                      Metric("parity_valid", 0.0, "", None)])
+
+
+def test_bench_fields_fall_back_to_metric_extras(tmp_path):
+    _bench_only_store(tmp_path / "r.db")
+    df = bench_frame(open_store(tmp_path / "r.db"))
+    row = df.iloc[0]
+    assert (row["part"], row["backend"], row["provider"], row["batch"], row["threads"]) == \
+        ("denoiser", "ort_cuda", "CPUExecutionProvider", 8, 2)
+    assert row["parity"] == "invalid"  # from the parity_valid metric
+    assert math.isnan(row["throughput"])
+
+
+def test_study_with_two_datasets_gets_one_table_each(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as s:
+        for data, metric in (("digits", "fd"), ("moons", "swd")):
+            for seed in (0, 1):
+                for m in ("ae", "vae"):
+                    cfg = {"train": {"data": {"name": data}, "model": {"family": m}}, "eval": {"metrics": [metric]},
+                           "axes": {"block": data, "method": m}, "profile": "quick"}
+                    s.commit_run(RunRecord(run_key=f"{data}{seed}{m}", kind="eval", study="base", seed=seed, config=cfg),
+                                 [Metric(metric, 1.0 + seed + (m == "vae"), "u", False)])
+    tables = study_tables(open_store(tmp_path / "r.db"), "base")
+    assert [t.name for t in tables] == ["base-digits", "base-moons"]
+    assert [[c.key for c in t.columns] for t in tables] == [["method", "seeds", "fd"], ["method", "seeds", "swd"]]
+    assert isinstance(tables[0].rows[0]["fd"], Stat) and tables[0].rows[0]["fd"].mean == 1.5
