@@ -79,7 +79,11 @@ class MetricsEvaluation(Evaluation):
         n = int(eval_cfg["n"])
         samples = generate(loaded.model, n, sample_cfg, seed=seed).numpy().astype(np.float32)  # (n, *shape)
         preview = samples[:PREVIEW_SAMPLES]
-        atomic_write(out_dir / "samples.npy", lambda p: np.save(p, preview, allow_pickle=False))
+        def write(path: Path) -> None:
+            with open(path, "wb") as fh:  # a file object: np.save would append '.npy' to a temporary name
+                np.save(fh, preview, allow_pickle=False)
+
+        atomic_write(out_dir / "samples.npy", write)
         dataset = load_dataset(loaded.config.data)
         # names None: every default metric that applies to this family and data.
         return list(metrics.evaluate(eval_cfg.get("metrics"), dataset=dataset, model=loaded.model, samples=samples,

@@ -188,12 +188,13 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="grid_command", metavar="ACTION", required=True)
 
-    def common(p, store_required: bool, grids: str = "+") -> None:
+    def common(p, store_required: bool, grids: str = "+", json_output: bool = True) -> None:
         p.add_argument("grids", nargs=grids, metavar="GRID", help="grid YAML file or bundled study name")
         p.add_argument("--profile", default=None,
                        help="profile defined in the grid file (default: quick when defined)")
         p.add_argument("--store", required=store_required, metavar="DB", help="results store (SQLite file)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if json_output:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("plan", help="count trainings and evaluations before anything runs",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
@@ -203,7 +204,7 @@ def add_parser(subparsers) -> None:
 
     p = sub.add_parser("run", help="run (or resume) grids; the store records every cell exactly once",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
-    common(p, store_required=True)
+    common(p, store_required=True, json_output=False)
     p.add_argument("--executor", default="local", help="local (process pool), ray, or serial (default: local)")
     p.add_argument("--workers", type=int, default=None, help="cells in parallel (default: the number of cores)")
     p.add_argument("--threads", type=int, default=None,

@@ -27,7 +27,7 @@ from ablations.cells import (CellContext, CellResult, Evaluation, MetricsEvaluat
                              init_worker, run_cell)
 from ablations.executors import EXECUTORS, default_workers, make_executor
 from ablations.faults import check_fault_env, fault_point
-from ablations.plan import Cell, EvalCell, Plan, TrainCell
+from ablations.plan import Cell, EvalCell, Plan
 
 
 class GridRunError(UserError):
@@ -206,14 +206,15 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
             summary.wall_s = time.perf_counter() - start
             return summary
 
+        # Threads follow the requested worker count, not the cells left, so a resumed run computes alike.
+        n_threads = threads or max(1, default_workers() // (workers or default_workers()))
         n_workers = min(workers or default_workers(), todo) if executor != "ray" else (workers or None)
-        n_threads = threads or max(1, default_workers() // (n_workers or default_workers()))
         ctx = CellContext(artifacts_dir=art_dir.resolve(), evaluation=evaluation or MetricsEvaluation(),
                           threads=n_threads)
         in_flight: dict[str, Cell] = {}
         previous_term = _install_sigterm()
         pool = None
-        bar = tqdm(total=summary.planned, initial=summary.already_done, desc=", ".join(summary.studies), unit="cell",
+        bar = tqdm(total=summary.planned, initial=summary.planned - todo, desc=", ".join(summary.studies), unit="cell",
                    disable=not progress, dynamic_ncols=True, file=sys.stderr)
         clean_exit = False
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -355,7 +354,3 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
     plan.eval_axes = tuple(eval_axes)
     return plan
 
-
-def count_shared(plan: Plan) -> Counter:
-    """How many evaluations each training feeds (the planner's saving)."""
-    return Counter(cell.parent for cell in plan.eval_cells)

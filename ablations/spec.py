@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genlib.config import ConfigError, read_yaml
+from genlib.config import ConfigError, read_yaml, set_dotted
 from genlib.models import SampleConfig
 from genlib.registry import suggest
 from genlib.train import RunConfig
@@ -236,7 +236,6 @@ def _merge_named(base: dict, update: dict) -> dict:
 
 
 def _split_set(overrides: dict[str, Any], base: dict, eval_cfg: dict) -> tuple[dict, dict]:
-    from genlib.config import set_dotted
     for key, value in overrides.items():
         if is_eval_key(key):
             eval_cfg = set_dotted({"eval": eval_cfg}, key, value)["eval"]
@@ -280,8 +279,7 @@ def parse_grid(data: dict, *, profile: str | None = None, path: Path | None = No
     pwhere = f"{where}: 'profiles.{profile}'"
     _check_keys(prof, PROFILE_KEYS, pwhere)
 
-    top = {key: data.get(key) for key in BLOCK_KEYS if key != "set"}
-    axes = _merge_named(_axes(top["axes"], f"{where}: 'axes'"), _mapping(prof.get("axes"), f"{pwhere}.axes"))
+    axes = _merge_named(_axes(data.get("axes"), f"{where}: 'axes'"), _mapping(prof.get("axes"), f"{pwhere}.axes"))
     axes = _axes(axes, f"{pwhere}.axes")
     variants = _merge_named(_mapping(data.get("variants"), f"{where}: 'variants'"),
                             _mapping(prof.get("variants"), f"{pwhere}.variants"))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from genlib.train import LoadedRun
 
 from bench.backends import BACKENDS, BackendUnavailable, Target, clear_sessions
-from bench.export import (ExportConfig, ExportResult, PARTS, default_parts, export_key, export_part, read_export,
+from bench.export import (ExportConfig, PARTS, default_parts, export_key, export_part, read_export,
                           resolve_sampler, sidecar_path)
 from bench.runtime import resolve_providers
 from bench.timing import Timing, TimingConfig, time_call

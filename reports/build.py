@@ -245,7 +245,8 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
                  max_grids: int = MAX_GRIDS) -> dict[str, Path]:
     """Write the full report of the store at `store` into `out_dir`.
 
-    formats: any of md, html, csv, tex. studies: restrict to these grid studies (each must exist).
+    formats: any of md, html, csv, tex. studies: restrict to these grid studies (each must exist); the speed
+    table is then left out, the Pareto table kept when 'steps' is among them.
     claims: include the claims section. Returns {format: path} plus 'plots' (the PNG directory).
     Raises ReportError / StoreError with a one-line message for an empty or unreadable store.
     """
@@ -259,7 +260,7 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
         raise ReportError(f"results store '{data.path}' has no grid studies, benchmarks or analytic rows to report "
                           f"(kinds there: {kinds})")
     sections = [study_section(data, s, max_grids) for s in chosen]
-    speed = speed_table(data)
+    speed = speed_table(data) if studies is None else None  # timings belong to no study
     paretos = pareto_tables(data) if studies is None or "steps" in chosen else []
 
     doc = Document("genbench report")

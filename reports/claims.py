@@ -6,10 +6,12 @@ A claim is a list of tests. A `Comparison` contrasts two settings of one grid st
 
     runs:    kind="analytic", study="analytic", status="done", one run per check, any name and seed.
     metrics: kl_closed_form and kl_monte_carlo (nats) in one run; kl_monte_carlo's extra holds "std_error"
-             (standard error of the Monte Carlo mean, nats) and "draws"; optional "p" and "q" describe the
-             Gaussians. kl_forward = KL(p||q) and kl_reverse = KL(q||p) (nats) in one run, with "std_error"
-             in extra when estimated by Monte Carlo. alpha_bar_T (unit "") with extra {"T": 100,
-             "schedule": "linear", "scaled": false}: the product of (1 - beta_t) of the noise schedule.
+             (standard error of the Monte Carlo mean, nats; or store a metric kl_monte_carlo_se) and
+             "draws"; optional "p" and "q" in extra describe the two Gaussians.
+             kl_forward = KL(p||q) and kl_reverse = KL(q||p) (nats) in one run, with "std_error" in extra
+             when they are Monte Carlo estimates.
+             alpha_bar_T (unit "") with extra {"T": 100, "schedule": "linear", "scaled": false}: the
+             product of (1 - beta_t) over the noise schedule.
 Claims whose rows are absent are reported "not measured"; nothing is filled in from elsewhere.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Literal, Mapping
 
 import pandas as pd
 
-from reports.load import StoreData, same_value, setting_value
+from reports.load import StoreData, same_value, select_rows, setting_value
 from reports.render import fmt_num
 from reports.stats import LEVEL, Difference, Interval, Verdict, combine, difference, t_interval, verdict
 from reports.tables import per_seed
@@ -70,8 +72,7 @@ class Comparison:
                 f"{self.axis}={_show(self.reference)}" + (f" ({where})" if where else ""))
 
     def side(self, rows: pd.DataFrame, value: Any) -> pd.DataFrame:
-        keep = [same_value(setting_value(cfg, self.axis), value) for cfg in rows["config"]]
-        return rows[keep]
+        return select_rows(rows, (same_value(setting_value(cfg, self.axis), value) for cfg in rows["config"]))
 
     def evaluate(self, data: StoreData) -> CheckResult:
         m = data.metrics
@@ -88,7 +89,8 @@ class Comparison:
                                                                       f"`{self.metric}`")
         for key, want in self.where:
             options = want if isinstance(want, list) else [want]
-            rows = rows[[any(same_value(setting_value(cfg, key), w) for w in options) for cfg in rows["config"]]]
+            rows = select_rows(rows, (any(same_value(setting_value(cfg, key), w) for w in options)
+                                      for cfg in rows["config"]))
         t_rows, r_rows = self.side(rows, self.treatment), self.side(rows, self.reference)
         missing = [f"{self.axis}={_show(v)}" for v, r in ((self.treatment, t_rows), (self.reference, r_rows))
                    if r.empty]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from genlib.store import ResultsStore, StoreError
@@ -165,9 +166,15 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
+def select_rows(frame: pd.DataFrame, mask: Any) -> pd.DataFrame:
+    """Rows of `frame` where `mask` (an iterable of booleans, one per row) is true; safe for empty frames,
+    where `frame[[]]` would select columns instead."""
+    return frame.loc[np.asarray(list(mask), dtype=bool).reshape(-1)]
+
+
 def is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
 __all__ = ["MISSING", "ReportError", "StoreData", "check_studies", "data_name", "is_scalar", "open_store",
-           "same_value", "setting_value"]
+           "same_value", "select_rows", "setting_value"]

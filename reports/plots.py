@@ -19,10 +19,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from reports.load import MISSING, StoreData, is_scalar, setting_value
+from reports.load import MISSING, StoreData, is_scalar, select_rows, setting_value
 from reports.render import Num, Stat, Table
 from reports.stats import t_interval
-from reports.tables import (bench_frame, grid_metrics, metric_infos, sampler_detail, sampler_setting, slug,
+from reports.tables import (STEPS_STUDY, bench_frame, grid_metrics, metric_infos, sampler_detail, sampler_setting, slug,
                             stat_of, training_first, varying_axes)
 
 DPI = 100
@@ -143,7 +143,8 @@ def plot_rate_distortion(data: StoreData, study: str | None) -> list[Plot]:
         for b, sx, sy in zip(common, xs, ys):
             ax.annotate(f"β={b:g}", (sx.mean, sy.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
         unit = frame[frame["metric"] == "kl"]["unit"].iloc[0] or "nats"
-        ax.set_xlabel(f"rate: KL(q(z|x) || p(z)) [{unit}]")
+        ax.set_xscale("symlog", linthresh=1.0)  # rates span orders of magnitude; linear below 1 nat
+        ax.set_xlabel(f"rate: KL(q(z|x) || p(z)) [{unit}], symlog")
         ax.set_ylabel("distortion: reconstruction MSE")
         ax.set_title(f"Rate-distortion over β ({group})")
         ax.grid(alpha=0.3)
@@ -410,7 +411,7 @@ def plot_pareto(tables: list[Table]) -> list[Plot]:
         ax.set_title(table.title)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-        out.append(Plot(table.name, f"{table.title}: Pareto front", _png(fig), "steps"))
+        out.append(Plot(table.name, f"{table.title}: Pareto front", _png(fig), STEPS_STUDY))
     return out
 
 
@@ -438,7 +439,7 @@ def plot_overview(data: StoreData, study: str | None) -> list[Plot]:
             rows = frame[frame["metric"] == info.name]
             stats = []
             for lab in labels:
-                sub = rows[[label_of(c) == lab for c in rows["config"]]]
+                sub = select_rows(rows, (label_of(c) == lab for c in rows["config"]))
                 iv = t_interval(list(sub.groupby("seed")["value"].mean())) if not sub.empty else None
                 stats.append(Stat(iv.mean, iv.low, iv.high, iv.n) if iv else Stat(math.nan, math.nan, math.nan, 0))
             y = np.arange(len(labels))

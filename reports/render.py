@@ -209,6 +209,8 @@ def table_html(table: Table) -> str:
             for c in cols:
                 v = row.get(c.key, "")
                 text = html.escape(cell_text(v) if c.key in row else "")
+                if c.key == "verdict" and v in VERDICTS:
+                    text = f'<span class="verdict {v.replace(" ", "-")}">{text}</span>'
                 klass = ["num" if c.numeric else "txt"] + (["best"] if is_best(v) else [])
                 out.append(f'<td class="{" ".join(klass)}">{"<b>" + text + "</b>" if is_best(v) else text}</td>')
             out.append("</tr>")
@@ -402,6 +404,7 @@ figcaption { font-size: .85em; color: #444; }
 .inconclusive { background: #f5ecc9; } .not-measured { background: #e8e8e8; }
 """
 
+VERDICTS = ("supported", "contradicted", "inconclusive", "not measured")
 _VERDICT_SPAN = re.compile(r"\[\[verdict:([a-z ]+)\]\]")
 
 

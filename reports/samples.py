@@ -40,27 +40,34 @@ class SampleGrid:
     source: str  # the file the samples came from, relative to the store's directory when possible
 
 
-def _load_array(path: Path) -> np.ndarray | None:
+def _load_array(path: Path) -> np.ndarray:
+    """The samples array of a .npy / .npz file; raises ValueError naming the file when it is unreadable."""
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as npz:
+            if not npz.files:
+                raise ValueError("no arrays in the archive")
             for key in ("samples", "x", *npz.files):
                 if key in npz.files:
                     return np.asarray(npz[key])
-    except (OSError, ValueError):
-        return None
-    return None
+    except Exception as exc:  # truncated, empty, pickled or foreign files all end up here
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ValueError(f"'{path}' is not a readable sample array ({reason})") from None
+    raise ValueError(f"'{path}' holds no sample array")
 
 
-def find_samples(run_dir: Path) -> tuple[Path, np.ndarray | bytes] | None:
-    """The first sample file of the lookup order in the module docstring: (path, array or PNG bytes)."""
+def find_samples(run_dir: Path, problems: list[str] | None = None) -> tuple[Path, np.ndarray | bytes] | None:
+    """The first readable sample file of the lookup order in the module docstring: (path, array or PNG bytes).
+    Unreadable files are skipped; their reasons are appended to `problems` when given."""
     for name in ("samples.npy", "samples.npz"):
         path = run_dir / name
         if path.is_file():
-            arr = _load_array(path)
-            if arr is not None:
-                return path, arr
+            try:
+                return path, _load_array(path)
+            except ValueError as exc:
+                if problems is not None:
+                    problems.append(str(exc))
     pngs = ([run_dir / "samples.png"] if (run_dir / "samples.png").is_file() else []) + sorted(run_dir.glob("*.png"))
     for path in pngs:
         data = path.read_bytes()
@@ -135,14 +142,14 @@ def study_sample_grids(data: StoreData, study: str, max_grids: int = MAX_GRIDS) 
         axes = rec["config"].get("axes") or {}
         setting = tuple(repr(axes.get(k, MISSING)) if is_scalar(axes.get(k)) else "" for k in keys)
         by_setting.setdefault(setting, []).append(rec)
-    grids, skipped = [], 0
+    grids, skipped, problems = [], 0, []
     for setting, recs in by_setting.items():
         recs.sort(key=lambda r: (r["seed"] is None, r["seed"] or 0))
         found = None
         for rec in recs:
             for art in (rec["artifact_path"], (data.run(rec["parent_key"]) or {}).get("artifact_path")):
                 run_dir = data.artifact_dir(art)
-                hit = find_samples(run_dir) if run_dir is not None and run_dir.is_dir() else None
+                hit = find_samples(run_dir, problems) if run_dir is not None and run_dir.is_dir() else None
                 if hit is not None:
                     found = (rec, hit)
                     break
@@ -170,6 +177,8 @@ def study_sample_grids(data: StoreData, study: str, max_grids: int = MAX_GRIDS) 
     if not grids:
         notes.append(f"No sample files found for study {study}: looked for samples.npy, samples.npz or *.png in "
                      f"the artifact directories of its evaluations (and their trainings).")
+    if problems:
+        notes.append(f"{len(problems)} sample file(s) could not be read, e.g. {problems[0]}.")
     if skipped:
         notes.append(f"{skipped} more setting(s) kept samples; only the first {max_grids} are shown.")
     return grids, notes

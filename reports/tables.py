@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from reports.load import MISSING, StoreData, data_name, is_scalar, same_value, setting_value
+from reports.load import MISSING, StoreData, data_name, is_scalar, same_value, select_rows, setting_value
 from reports.render import Column, Num, Stat, Table
 from reports.stats import t_interval
 
@@ -178,7 +178,7 @@ def _preferred_metrics(frame: pd.DataFrame) -> list[str]:
 def _unfinished_note(data: StoreData, study: str, group: str | None, kinds: tuple[str, ...]) -> list[str]:
     runs = data.runs[(data.runs["study"] == study) & data.runs["kind"].isin(kinds) & (data.runs["status"] != "done")]
     if group is not None:
-        runs = runs[[(data_name(c) or "") == group for c in runs["config"]]]
+        runs = select_rows(runs, ((data_name(c) or "") == group for c in runs["config"]))
     if runs.empty:
         return []
     counts = Counter(runs["status"])
@@ -241,12 +241,15 @@ def study_tables(data: StoreData, study: str) -> list[Table]:
             mark_best(rows, info)
         reference = []
         fl = floors[floors["data_name"] == group] if group is not None else floors
-        if not fl.empty:
-            first = setting_cols[0].key
-            row = {first: "floor: data vs data"}
+        # the floor depends on the sample size: one reference row per n (profiles may differ)
+        ns = [(c.get("eval") or {}).get("n") for c in fl["config"]]
+        sizes = list(dict.fromkeys(ns))
+        for size in sizes:
+            sub = select_rows(fl, (x == size for x in ns))
+            row = {setting_cols[0].key: "floor: data vs data" + (f" (n={size})" if len(sizes) > 1 else "")}
             n = 0
             for info in infos:
-                vals = fl[fl["metric"] == info.name]
+                vals = sub[sub["metric"] == info.name]
                 if not vals.empty:
                     row[info.key] = stat_of(vals)
                     n = max(n, row[info.key].n)
@@ -457,9 +460,9 @@ def _bench_match(bench: pd.DataFrame, s: SamplerSetting, parent_data: dict[str, 
         return bench.iloc[0:0]
     b = bench[(bench["sampler"] == s.sampler) & (bench["steps"] == s.steps)]
     if s.sampler == "ddim" and s.eta is not None:
-        b = b[[e is None or same_value(float(e), float(s.eta)) for e in b["eta"]]]
+        b = select_rows(b, (e is None or same_value(float(e), float(s.eta)) for e in b["eta"]))
     if s.sampler == "ddpm" and s.variance is not None:
-        b = b[[v is None or v == s.variance for v in b["variance"]]]
+        b = select_rows(b, (v is None or v == s.variance for v in b["variance"]))
     if b.empty:
         return b
     level = [(2 if parent_data.get(p, ("", None))[0] == s.data and same_value(parent_data.get(p, ("", None))[1], s.T)

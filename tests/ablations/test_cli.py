@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from grid_helpers import tiny_grid
 
 from genlib.cli import main
 from genlib.store import ResultsStore
+
+
+def store_runs(db):
+    with ResultsStore(db) as store:
+        return store.read_table("runs")
 
 
 @pytest.fixture
@@ -43,6 +49,10 @@ def test_run_then_status_with_the_default_metrics(grid_file, tmp_path, capsys):
         results = store.read_table("results")
     swd = results[(results["name"] == "swd") & (results["kind"] == "eval")]
     assert len(swd) == 4 and swd["higher_is_better"].eq(0).all() and swd["value"].gt(0).all()
+    runs = store_runs(db)
+    for path in runs.loc[runs["kind"] == "eval", "artifact_path"]:  # the kept preview of each evaluation
+        preview = np.load(db.parent / path / "samples.npy", allow_pickle=False)
+        assert preview.shape == (64, 2) and np.isfinite(preview).all()
     floors = results[results["kind"] == "floor"]
     assert len(floors) == 2 and (floors["value"] < swd["value"].min()).all()  # data beats a 30-step model
     assert main(args) == 0  # resuming a finished grid runs nothing

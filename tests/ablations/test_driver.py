@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 
 import pytest
 from grid_helpers import RAISE_N, TRACE_ENV, DIE_N, ToyEvaluation
@@ -159,7 +159,6 @@ def test_missing_checkpoint_is_trained_again_when_needed(tmp_path, tiny, trace):
     _run(tiny, db)
     art = artifacts_dir_for(db)
     key = plan_grid(parse_grid(tiny)).train_cells[0].key
-    import shutil
     shutil.rmtree(art / key)
     tiny["axes"] = {"eval.steps": [2, 5]}
     messages = []
@@ -178,9 +177,17 @@ def test_interrupted_partial_artifacts_are_cleaned(tmp_path, tiny):
     assert not (art / ".tmp-deadbeef-1-x").exists()
 
 
-def test_floor_rows_come_from_the_injected_evaluation(tmp_path, tiny):
+def test_floor_false_records_no_reference_rows(tmp_path, tiny):
     db = tmp_path / "results.db"
     tiny["floor"] = False
-    plan = plan_grid(parse_grid(tiny))
-    assert not plan.floor_cells
-    assert os.environ.get("GENBENCH_FAULT") is None
+    tiny["seeds"] = [0]
+    assert _run(tiny, db).done == 2 + 6
+    with ResultsStore(db) as store:
+        assert set(store.read_table("runs")["kind"]) == {"train", "eval"}
+
+
+def test_a_malformed_fault_variable_fails_fast(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("GENBENCH_FAULT", "mid_comit")
+    with pytest.raises(ValueError, match="unknown fault point 'mid_comit'"):
+        _run(tiny, tmp_path / "results.db")
+    assert not (tmp_path / "results.db").exists()  # nothing was written

@@ -145,6 +145,10 @@ def test_load_grid_errors_name_the_file(tmp_path, tiny):
     assert load_grid(path).study == "mine"  # the study is named after the file
 
 
+def _same(a, b) -> bool:
+    return a is b if isinstance(a, bool) or isinstance(b, bool) else a == b
+
+
 # -- the bundled studies ---------------------------------------------------------------------------------
 STUDIES = ("beta", "warmup", "refinement", "steps", "baselines")
 
@@ -161,14 +165,15 @@ def test_bundled_study_plans_and_states_its_claim(study):
         spec = plan.spec
         assert spec.study == study and len(spec.claim) > 20
         assert len(spec.seeds) >= min_seeds  # intervals over seeds need replicates
-        metric = spec.decided_by["metric"]
-        assert spec.decided_by["direction"]
         assert all(c.eval_config["metrics"] for c in plan.eval_cells)
-        assert any(metric in c.eval_config["metrics"] for c in plan.eval_cells), metric
-        axis = spec.decided_by.get("axis")
-        if axis:  # the deciding comparison names cells that exist
-            values = {repr(c.axes.get(axis)) for c in plan.eval_cells}
-            assert repr(spec.decided_by["treatment"]) in values and repr(spec.decided_by["reference"]) in values
+        for decided in [spec.decided_by] + [c["decided_by"] for c in spec.secondary_claims]:
+            assert decided["direction"] and decided["axis"] in plan.train_axes + plan.eval_axes
+            # The comparison names cells that exist and measure the deciding metric.
+            where = decided.get("where", {})
+            cells = [c for c in plan.eval_cells if all(_same(c.axes.get(k), v) for k, v in where.items())]
+            for side in ("treatment", "reference"):
+                chosen = [c for c in cells if _same(c.axes.get(decided["axis"]), decided[side])]
+                assert chosen and all(decided["metric"] in c.eval_config["metrics"] for c in chosen), (decided, side)
         assert plan.floor_cells
     assert len(full.eval_cells) >= len(quick.eval_cells)
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from genlib.cli import main
 from genlib.store import ResultsStore

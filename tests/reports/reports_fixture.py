@@ -4,9 +4,12 @@ Studies beta, warmup, refinement, steps and baselines (train, eval and floor row
 `eval`, `axes`, `profile`), sampler and decoder benchmark rows (`kind="bench"`, as bench/results.py
 writes them), one analytic run, artifact directories with history.csv and samples.npy, and a failed cell.
 The numbers are synthetic and chosen so that each verdict of the claims rule occurs at least once.
+`check_png` validates PNG bytes without an image library (for the embedded images of the HTML report).
 """
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +340,27 @@ def _analytic(w: _Writer) -> None:
         Metric("kl_forward", 0.4431, unit="nats", extra={"p": "N(0,1)", "q": "N(1,4)"}),
         Metric("kl_reverse", 1.3069, unit="nats", extra={"p": "N(1,4)", "q": "N(0,1)"}),
     ])
+
+
+def check_png(data: bytes) -> tuple[int, int]:
+    """Validate a PNG without an image library: signature, chunk CRCs, IHDR, and the IDAT stream's size."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, ihdr = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, f"bad CRC in chunk {kind!r}"
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+    assert ihdr is not None and idat
+    width, height, depth, color = ihdr[:4]
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color]
+    raw = zlib.decompress(idat)
+    assert len(raw) == height * (1 + (width * channels * depth + 7) // 8)  # one filter byte per row
+    return width, height

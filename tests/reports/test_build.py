@@ -8,8 +8,6 @@ import base64
 import os
 import re
 import sqlite3
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +16,9 @@ import pytest
 
 from genlib.cli import main as genbench
 from genlib.store import Metric, ResultsStore, RunRecord, StoreError
-from reports import CLAIMS, ReportError, build_claims, build_report, evaluate_claims, open_store
+from reports import CLAIMS, ReportError, build_claims, build_report, evaluate_claims
 from reports.samples import find_samples, render_samples
+from reports_fixture import check_png
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -55,30 +54,6 @@ def test_markdown_links_and_images_resolve(built_report):
     assert links and links <= anchors
 
 
-def _png_ok(data: bytes) -> tuple[int, int]:
-    """Validate a PNG without an image library: signature, chunk CRCs, IHDR, and the IDAT stream's size."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, ihdr = 8, b"", None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
-        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, f"bad CRC in chunk {kind!r}"
-        if kind == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-        if kind == b"IEND":
-            break
-    assert ihdr is not None and idat
-    width, height, depth, color = ihdr[:4]
-    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color]
-    raw = zlib.decompress(idat)
-    assert len(raw) == height * (1 + (width * channels * depth + 7) // 8)  # one filter byte per row
-    return width, height
-
-
 def test_html_is_self_contained_and_every_image_decodes(built_report):
     html = built_report["html"].read_text()
     assert "<script" not in html and not re.search(r"""(src|href)=["'](https?:|//|file:)""", html)
@@ -86,7 +61,7 @@ def test_html_is_self_contained_and_every_image_decodes(built_report):
     assert len(srcs) >= 20
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
-        w, h = _png_ok(base64.b64decode(src.split(",", 1)[1], validate=True))
+        w, h = check_png(base64.b64decode(src.split(",", 1)[1], validate=True))
         assert w > 0 and h > 0
     ids = set(re.findall(r'id="([^"]+)"', html))
     assert set(re.findall(r'href="#([^"]+)"', html)) <= ids  # every in-page link has its target
@@ -206,8 +181,8 @@ def test_cli_report_one_study(fixture_store, tmp_path, capsys):
     assert f"md     {tmp_path / 'report.md'}" in printed
     md = (tmp_path / "report.md").read_text()
     assert "## Study warmup" in md and "## Study beta" not in md and "## Claims" not in md
-    assert "warmup-training-curves.png" in md and sorted(p.name for p in (tmp_path / "csv").iterdir()) == \
-        ["speed.csv", "warmup.csv"]
+    assert "warmup-training-curves.png" in md and "## Speed" not in md
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["warmup.csv"]
 
 
 def test_cli_errors_print_one_line(fixture_store, tmp_path, capsys):
@@ -233,5 +208,5 @@ def test_sample_lookup_order_and_formats(tmp_path):
     path, arr = find_samples(run)
     assert path.name == "samples.npy" and arr.shape == (5, 8, 8)
     for samples in (np.zeros((5, 8, 8)), np.zeros((4, 2)), np.zeros((3, 8, 8, 1))):
-        _png_ok(render_samples(samples))
+        check_png(render_samples(samples))
     assert render_samples(np.zeros((4, 7))) is None  # neither images nor 2-D points

@@ -123,3 +123,25 @@ def test_study_with_two_datasets_gets_one_table_each(tmp_path):
     assert [t.name for t in tables] == ["base-digits", "base-moons"]
     assert [[c.key for c in t.columns] for t in tables] == [["method", "seeds", "fd"], ["method", "seeds", "swd"]]
     assert isinstance(tables[0].rows[0]["fd"], Stat) and tables[0].rows[0]["fd"].mean == 1.5
+
+
+def test_profiles_and_floor_sizes_are_kept_apart(tmp_path):
+    """Quick and full runs of one study in one store: separate rows, and one floor row per sample size."""
+    with ResultsStore(tmp_path / "r.db") as s:
+        for profile, n, fd in (("quick", 500, 20.0), ("full", 898, 10.0)):
+            for seed in (0, 1):
+                for beta in (1, 4):
+                    cfg = {"train": {"data": {"name": "digits"}}, "eval": {"n": n, "metrics": ["fd"]},
+                           "axes": {"loss.beta": beta}, "profile": profile}
+                    s.commit_run(RunRecord(run_key=f"{profile}{seed}{beta}", kind="eval", study="beta", seed=seed,
+                                           config=cfg), [Metric("fd", fd + beta + seed, "u", False)])
+                floor = {"train": None, "eval": {"n": n}, "data": {"name": "digits"}, "axes": {}, "profile": profile}
+                s.commit_run(RunRecord(run_key=f"floor{profile}{seed}", kind="floor", study="beta", seed=seed,
+                                       config=floor), [Metric("fd", n / 100 + seed, "u", False)])
+    (table,) = study_tables(open_store(tmp_path / "r.db"), "beta")
+    assert [(r["loss.beta"], r["profile"]) for r in table.rows] == [(1, "quick"), (1, "full"), (4, "quick"),
+                                                                     (4, "full")]
+    assert [r["fd"].mean for r in table.rows] == [21.5, 11.5, 24.5, 14.5]
+    assert [r["loss.beta"] for r in table.reference_rows] == ["floor: data vs data (n=500)",
+                                                              "floor: data vs data (n=898)"]
+    assert [r["fd"].mean for r in table.reference_rows] == [5.5, pytest.approx(9.48)]
