@@ -153,8 +153,7 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         # We hold the lock, so nothing is running: 'running' rows were left by a killed run.
         stale = [k for k, (s, _) in states.items() if s == "running"]
         if stale:
-            with store.transaction() as cur:
-                cur.executemany("UPDATE runs SET status='pending' WHERE run_key=?", [(k,) for k in stale])
+            _reset_running(store, stale)
             states.update({k: ("pending", states[k][1]) for k in stale})
 
         def status(key: str) -> str | None:
@@ -273,14 +272,17 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                 signal.signal(signal.SIGTERM, previous_term)
             if pool is not None:
                 pool.shutdown(kill=not clean_exit)
-            # Cells abandoned in flight are not results: mark them pending for the next run.
-            for key in in_flight:
-                try:
-                    store.set_status(key, "pending")
-                except Exception:
-                    pass
+            # Cells abandoned in flight are not results: mark them pending for the next run. Every 'running'
+            # row of these plans, not just `in_flight`, in case the signal landed between commit and bookkeeping.
+            if not clean_exit:
+                _reset_running(store, list(cells))
             summary.wall_s = time.perf_counter() - start
     return summary
+
+
+def _reset_running(store: ResultsStore, keys: list[str]) -> None:
+    with store.transaction() as cur:
+        cur.executemany("UPDATE runs SET status='pending' WHERE run_key=? AND status='running'", [(k,) for k in keys])
 
 
 def _driver_provenance() -> dict[str, Any]:

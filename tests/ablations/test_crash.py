@@ -99,6 +99,8 @@ def _model_inodes(db: Path, keys: set[str]) -> dict[str, int]:
 
 def _check_after_crash(db: Path) -> dict[str, str]:
     """Invariants that hold right after any crash; returns {run_key: kind} of the committed-done cells."""
+    if not db.exists():  # killed before the store was created
+        return {}
     runs = _runs(db)
     assert runs["run_key"].is_unique and set(runs["run_key"]) <= KEYS
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:

@@ -99,3 +99,21 @@ def test_session_config_validation():
         SessionConfig(cuda_graph=True)
     with pytest.raises(ValueError, match="graph_optimization"):
         SessionConfig(graph_optimization="max")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA_USABLE, reason="the CUDA execution provider cannot load on this machine")
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_cuda_path_uses_io_binding_and_matches_cpu(cuda_graph):
+    model = _matmul_model()
+    x = np.random.default_rng(1).standard_normal((8, 3)).astype(np.float32)
+    expected = make_session(model).run(None, {"x": x})
+    sess = make_session(model, SessionConfig(provider="cuda", cuda_graph=cuda_graph))
+    assert sess.get_providers()[0] == "CUDAExecutionProvider"
+    runner = bind_runner(sess, {"x": x}, output_shapes={"y": (8, 4), "r": (8, 4)} if cuda_graph else None)
+    assert runner.io_binding and runner.provider == "CUDAExecutionProvider"
+    for _ in range(3):  # the first run captures the CUDA graph, later ones replay it
+        runner.call()
+    runner.sync()
+    for got, want in zip(runner.outputs(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

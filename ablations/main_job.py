@@ -1,0 +1,137 @@
+"""`genbench claims` and `genbench demo`: the studies through the grid runner, then the reports.
+
+`claims` runs the five lecture studies (resuming whatever the store already holds), stores the analytic
+checks of claims 8-10 and builds the claims report. `demo` is the main job on a fresh machine: the quick
+profile of every study, ONNX export and timing of the default decoder, denoiser and whole sampler, and the
+full report. Both are compositions of the other subcommands, so each step can also be run on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from genlib.cli import UserError
+
+STUDIES = ("beta", "warmup", "refinement", "steps", "baselines")
+FORMATTER = argparse.RawDescriptionHelpFormatter
+# What the demo times: (example config, parts). The 2-D DDPM carries the whole-sampler comparison.
+DEMO_TIMING = (("vae_digits", "decoder"), ("ddpm_digits", "denoiser"), ("ddpm_8gaussians", "sampler"))
+
+
+def _step(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def _call(argv: list[str], allow: tuple[int, ...] = (0,)) -> int:
+    from genlib.cli import main
+    code = main(argv)
+    if code not in allow:
+        raise UserError(f"`genbench {' '.join(argv)}` failed with exit status {code}; fix it and run the same "
+                        f"command again (finished work is kept)")
+    return code
+
+
+def _run_studies(store: Path, profile: str, workers: int | None, executor: str, studies: tuple[str, ...]) -> int:
+    from ablations.analytic import record_analytic
+    from genlib.store import ResultsStore
+
+    argv = ["grid", "run", *studies, "--store", str(store), "--profile", profile, "--executor", executor]
+    if workers:
+        argv += ["--workers", str(workers)]
+    code = _call(argv, allow=(0, 1))  # 1: some cells failed; they are recorded and reported, the rest goes on
+    with ResultsStore(store) as s:
+        record_analytic(s)
+    return code
+
+
+def _study_args(p: argparse.ArgumentParser, default_store: str | None) -> None:
+    p.add_argument("--profile", choices=["quick", "full"], default="quick",
+                   help="quick: CI-sized (minutes, 2 seeds); full: paper-sized (3+ seeds, hours on CPU)")
+    p.add_argument("--workers", type=int, help="parallel cells (default: one per core)")
+    p.add_argument("--executor", choices=["local", "ray", "serial"], default="local", help="where cells run")
+    p.add_argument("--studies", default=",".join(STUDIES), help=f"comma-separated subset of {', '.join(STUDIES)}")
+
+
+def _studies(text: str) -> tuple[str, ...]:
+    chosen = tuple(s for s in text.split(",") if s)
+    unknown = [s for s in chosen if s not in STUDIES]
+    if unknown:
+        raise UserError(f"unknown studies {', '.join(unknown)}; choose from {', '.join(STUDIES)}")
+    return chosen
+
+
+# -- claims ----------------------------------------------------------------------------------------
+def add_claims_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "claims", help="run the lecture's studies and write the claims report", formatter_class=FORMATTER,
+        description="Run the five studies (beta, warmup, refinement, steps, baselines) through the grid runner, "
+                    "resuming whatever the store already holds, store the analytic checks (closed-form KL vs Monte "
+                    "Carlo, KL asymmetry, alpha_bar_T of short schedules) and write the claims report: each claim "
+                    "with its study, metric, expected direction, measured effect with a 95% interval and a verdict.",
+        epilog="examples:\n  genbench claims --out claims/                       quick profile, results.db\n"
+               "  genbench claims --profile full --store full.db --out claims_full/ --workers 2")
+    p.add_argument("--store", type=Path, default=Path("results.db"), help="results store (default results.db)")
+    p.add_argument("--out", type=Path, required=True, help="directory for claims.md / claims.html")
+    _study_args(p, "results.db")
+    p.set_defaults(func=run_claims)
+
+
+def run_claims(args: argparse.Namespace) -> int:
+    from reports import build_claims
+
+    code = _run_studies(args.store, args.profile, args.workers, args.executor, _studies(args.studies))
+    written = build_claims(args.store, args.out)
+    print(f"claims report: {written.get('html') or written.get('md')}")
+    return code
+
+
+# -- demo ------------------------------------------------------------------------------------------
+def add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="the main job: quick studies, ONNX timing, the full report", formatter_class=FORMATTER,
+        description="On the bundled digits data and a 2-D toy: run the quick profile of every study, train the "
+                    "default VAE and DDPMs, export their decoder, denoiser and whole DDIM sampler to ONNX (behind the "
+                    "parity gate) and time them against torch, then write the full report (Markdown, HTML, CSV, "
+                    "LaTeX) and the claims. Resumable: run it again after an interruption.")
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output directory (default outputs/demo)")
+    _study_args(p, None)
+    p.add_argument("--skip-timing", action="store_true", help="leave out the ONNX export and timing")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from genlib.commands import example_configs
+    from reports import build_report
+
+    out: Path = args.out
+    store = out / "results.db"
+    started = time.perf_counter()
+    t0 = _step(f"studies ({args.profile} profile) -> {store}")
+    code = _run_studies(store, args.profile, args.workers, args.executor, _studies(args.studies))
+    print(f"studies: {time.perf_counter() - t0:.0f} s")
+    if not args.skip_timing:
+        t0 = _step("ONNX export and timing of the default networks")
+        for example, part in DEMO_TIMING:
+            run_dir = out / "runs" / example
+            if not (run_dir / "model.pt").exists():
+                _call(["train", str(example_configs()[example]), "--out", str(run_dir), "--store", str(store), "--quiet"])
+            _call(["bench", "--run", str(run_dir), "--parts", part, "--batch", "1,16,256", "--threads", "1",
+                   "--backends", "torch,ort,torch_loop,ort_net_loop,ort_step_loop,ort_graph" if part == "sampler"
+                   else "torch,ort", "--out-dir", str(out / "onnx"), "--store", str(store), "--study", "demo",
+                   "--target-s", "0.3", "--min-rounds", "20", "--no-progress"])
+        print(f"timing: {time.perf_counter() - t0:.0f} s")
+    t0 = _step("report")
+    written = build_report(store, out / "report")
+    print(f"report: {time.perf_counter() - t0:.0f} s")
+    print(f"\ndone in {time.perf_counter() - started:.0f} s. outputs:")
+    print(f"  results store:  {store}")
+    for kind in ("md", "csv", "tex", "plots"):
+        if kind in written:
+            print(f"  {kind + ':':<15} {written[kind]}")
+    print(f"  HTML report:    {written['html']}")
+    if code:
+        print("some grid cells failed; see `genbench grid status --store " + str(store) + " --failed`", file=sys.stderr)
+    return code
