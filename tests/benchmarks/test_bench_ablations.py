@@ -4,7 +4,8 @@
   number of trainings and wall time, both measured here in one run. Targets: >= 5x fewer trainings and
   >= 3x less wall time.
 - Executor overhead: trivial cells (an evaluation that returns at once) through the local pool and the
-  driver's two store commits per cell; the marginal wall time per cell between 40 and 240 cells. Target < 50 ms.
+  driver's two store commits per cell; the marginal wall time per cell between 40 and 2040 cells (worker
+  start-up cancels out). Target < 50 ms.
 - The quick profiles of the five studies together: target <= 600 s on 2 cores.
 """
 from __future__ import annotations
@@ -68,11 +69,11 @@ def test_executor_overhead_per_cell(benchmark, tmp_path):
 
     def measure():
         walls[40] = run(40)
-        walls[240] = run(240)
+        walls[2040] = run(2040)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
-    per_cell_ms = (walls[240] - walls[40]) / 200 * 1000
-    benchmark.extra_info.update({"wall_s_40": round(walls[40], 2), "wall_s_240": round(walls[240], 2),
+    per_cell_ms = (walls[2040] - walls[40]) / 2000 * 1000
+    benchmark.extra_info.update({"wall_s_40": round(walls[40], 2), "wall_s_2040": round(walls[2040], 2),
                                  "overhead_ms_per_cell": round(per_cell_ms, 2)})
     print(f"\nexecutor overhead: {benchmark.extra_info}")
     assert per_cell_ms < 50
