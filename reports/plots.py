@@ -309,6 +309,10 @@ def plot_quality_vs_steps(data: StoreData, study: str | None) -> list[Plot]:
                             capsize=2, label=label, lw=1.2)
                 drawn = True
             ax.set_xscale("log")
+            means = [s.mean for pts in lines.values() for _, s in pts if s.mean > 0]
+            if means and len(means) == sum(len(p) for p in lines.values()) and max(means) > 30 * min(means):
+                ax.set_yscale("log")  # few-step samples can be orders of magnitude off; keep the rest readable
+                title += " (log y)"
             ax.set_xlabel("sampling steps S")
             ax.set_title(title)
             ax.grid(alpha=0.3, which="both")
