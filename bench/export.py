@@ -31,6 +31,7 @@ from genlib.checkpoint import atomic_write, write_json
 from genlib.cli import UserError
 from genlib.config import config_hash, to_dict
 from genlib.metrics import sliced_wasserstein
+from genlib.models import SampleConfig
 from genlib.provenance import provenance
 from genlib.registry import Registry
 from genlib.samplers import sample_chain, sample_ddim, sample_ddpm, sample_vae
@@ -89,12 +90,7 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.opset < 18:
             raise ValueError(f"opset must be >= 18 for the torch.export-based exporter, got {self.opset}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
-        if self.passes < 0:
-            raise ValueError(f"passes must be >= 0, got {self.passes}")
+        SampleConfig(steps=self.steps, eta=self.eta, passes=self.passes)  # the same rules as genlib's sampling
         if len(self.parity_batches) < 2 or min(self.parity_batches) < 1:
             raise ValueError(f"parity_batches needs two or more batch sizes >= 1, got {self.parity_batches}")
 
