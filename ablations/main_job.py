@@ -47,7 +47,7 @@ def _run_studies(store: Path, profile: str, workers: int | None, executor: str, 
     return code
 
 
-def _study_args(p: argparse.ArgumentParser, default_store: str | None) -> None:
+def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=["quick", "full"], default="quick",
                    help="quick: CI-sized (minutes, 2 seeds); full: paper-sized (3+ seeds, hours on CPU)")
     p.add_argument("--workers", type=int, help="parallel cells (default: one per core)")
@@ -75,7 +75,7 @@ def add_claims_parser(sub: argparse._SubParsersAction) -> None:
                "  genbench claims --profile full --store full.db --out claims_full/ --workers 2")
     p.add_argument("--store", type=Path, default=Path("results.db"), help="results store (default results.db)")
     p.add_argument("--out", type=Path, required=True, help="directory for claims.md / claims.html")
-    _study_args(p, "results.db")
+    _study_args(p)
     p.set_defaults(func=run_claims)
 
 
@@ -97,7 +97,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
                     "parity gate) and time them against torch, then write the full report (Markdown, HTML, CSV, "
                     "LaTeX) and the claims. Resumable: run it again after an interruption.")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output directory (default outputs/demo)")
-    _study_args(p, None)
+    _study_args(p)
     p.add_argument("--skip-timing", action="store_true", help="leave out the ONNX export and timing")
     p.set_defaults(func=run_demo)
 
