@@ -197,4 +197,5 @@ def test_the_autoencoder_is_trained_once_for_both_priors():
         assert (standard.eval_config["prior"], fitted.eval_config["prior"]) == ("standard", "fitted")
         train = next(t for t in plan.train_cells if t.key == standard.parent)
         assert train.axes["method"] == ["ae_standard", "ae_fitted"]
-    assert len(plan.train_cells) == 2 * 2 * 5  # datasets x seeds x (ae, vae diag, vae full, chain, ddpm)
+    seeds = len(plan.spec.seeds)
+    assert len(plan.train_cells) == 2 * seeds * 5  # datasets x seeds x (ae, vae diag, vae full, chain, ddpm)
