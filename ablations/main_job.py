@@ -49,7 +49,7 @@ def _run_studies(store: Path, profile: str, workers: int | None, executor: str, 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=["quick", "full"], default="quick",
-                   help="quick: CI-sized (minutes, 2 seeds); full: paper-sized (3+ seeds, hours on CPU)")
+                   help="quick: CI-sized (minutes, 3 seeds, short training); full: paper-sized (3 seeds, long training; roughly an hour on 2 CPU cores)")
     p.add_argument("--workers", type=int, help="parallel cells (default: one per core)")
     p.add_argument("--executor", choices=["local", "ray", "serial"], default="local", help="where cells run")
     p.add_argument("--studies", default=",".join(STUDIES), help=f"comma-separated subset of {', '.join(STUDIES)}")
