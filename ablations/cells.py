@@ -25,14 +25,6 @@ TRASH_PREFIX = ".trash-"
 PREVIEW_SAMPLES = 64  # samples kept beside each evaluation for sample grids
 
 # Training logs recorded as metrics of a training row (split "train"): (unit, higher_is_better).
-TRAIN_LOGS: dict[str, tuple[str, bool | None]] = {
-    "loss": ("", False),
-    "recon_nll": ("nats", False),
-    "neg_elbo": ("nats", False),
-    "kl": ("nats", None),
-    "recon_mse": ("", False),
-    "beta_t": ("", None),
-}
 
 
 class Evaluation:
@@ -178,26 +170,13 @@ def _relative(path: Path, artifacts_dir: Path) -> str:
     return str(Path(artifacts_dir.name) / path.name)
 
 
-def train_metrics(history: list[dict[str, float]]) -> list[Metric]:
-    """The final logged window of training as metrics (split 'train'); timings are left out on purpose."""
-    final = history[-1] if history else {}
-    out = []
-    for name, value in final.items():
-        if name == "step":
-            continue
-        unit, better = TRAIN_LOGS.get(name, ("", None))
-        out.append(Metric(name=name, value=float(value), unit=unit, higher_is_better=better, split="train",
-                          extra={"step": int(final.get("step", 0)), "window": "last log window"}))
-    return out
-
-
 def _provenance() -> dict[str, Any]:
     from genlib.provenance import git_commit, library_versions
     return {"git_commit": git_commit(), "versions": library_versions()}
 
 
 def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
-    from genlib.train import load_run_config, train
+    from genlib.train import load_run_config, train, training_metrics
 
     cfg = load_run_config(cell.config)
     tmp = _tmp_dir(ctx.artifacts_dir, cell.key)
@@ -206,7 +185,7 @@ def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
         final = publish(tmp, ctx.artifacts_dir / cell.key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return CellResult(metrics=train_metrics(result.history), artifact_path=_relative(final, ctx.artifacts_dir),
+    return CellResult(metrics=training_metrics(result.history), artifact_path=_relative(final, ctx.artifacts_dir),
                       device=result.meta.get("device"), **_provenance())
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from genlib.cli import UserError
+from genlib.cli import UserError, str_list
 
 STUDIES = ("beta", "warmup", "refinement", "steps", "baselines")
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -52,15 +52,14 @@ def _study_args(p: argparse.ArgumentParser) -> None:
                    help="quick: CI-sized (minutes, 3 seeds, short training); full: paper-sized (3 seeds, long training; roughly an hour on 2 CPU cores)")
     p.add_argument("--workers", type=int, help="parallel cells (default: one per core)")
     p.add_argument("--executor", choices=["local", "ray", "serial"], default="local", help="where cells run")
-    p.add_argument("--studies", default=",".join(STUDIES), help=f"comma-separated subset of {', '.join(STUDIES)}")
+    p.add_argument("--studies", type=str_list, default=",".join(STUDIES), help=f"comma-separated subset of {', '.join(STUDIES)}")
 
 
-def _studies(text: str) -> tuple[str, ...]:
-    chosen = tuple(s for s in text.split(",") if s)
+def _studies(chosen: list[str]) -> tuple[str, ...]:
     unknown = [s for s in chosen if s not in STUDIES]
     if unknown:
         raise UserError(f"unknown studies {', '.join(unknown)}; choose from {', '.join(STUDIES)}")
-    return chosen
+    return tuple(chosen)
 
 
 # -- claims ----------------------------------------------------------------------------------------

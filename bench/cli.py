@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from genlib.cli import UserError, existing_path, int_list
+from genlib.cli import UserError, existing_path, int_list, str_list
 
 EXPORT_EPILOG = """examples:
   genbench export --run runs/vae --part decoder --out vae_decoder.onnx
@@ -40,10 +40,6 @@ Backends (compared in one process, p50 latency with speed-ups over the torch bas
             diffusers_ddim (diffusers' DDIMScheduler on the same network; needs diffusers)
 Exports that fail parity on a provider are not timed there (unless --allow-invalid; then stored as failed).
 """
-
-
-def _str_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _common_export_args(p: argparse.ArgumentParser) -> None:
@@ -157,10 +153,10 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--batch", type=int_list, default=[1, 16, 256], metavar="1,16,256", help="batch sizes")
     p.add_argument("--threads", type=int_list, default=None, metavar="1,2",
                    help="thread counts (torch threads / ORT intra-op); default 1 and all cores")
-    p.add_argument("--providers", type=_str_list, default=None, metavar="cpu,cuda",
+    p.add_argument("--providers", type=str_list, default=None, metavar="cpu,cuda",
                    help="ONNX Runtime providers (default: every usable one; an explicit unusable one is an error)")
-    p.add_argument("--backends", type=_str_list, default=None, metavar="NAMES", help="subset of backends (see below)")
-    p.add_argument("--parts", type=_str_list, default=None, metavar="NAMES",
+    p.add_argument("--backends", type=str_list, default=None, metavar="NAMES", help="subset of backends (see below)")
+    p.add_argument("--parts", type=str_list, default=None, metavar="NAMES",
                    help="parts of the run to time (default: the family's: vae decoder,encoder,sampler; "
                         "ddpm denoiser,sampler; denoiser_chain chain,sampler; ae decoder,encoder)")
     p.add_argument("--fp16", action="store_true", help="also time float16 exports")

@@ -75,6 +75,14 @@ def existing_path(text: str) -> Path:
     return path
 
 
+def str_list(text: str) -> list[str]:
+    """Parse 'a, b,c' into ['a', 'b', 'c'] for argparse; an empty list is an error."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got '{text}'")
+    return items
+
+
 def int_list(text: str) -> list[int]:
     """Parse '1,16,256' into [1, 16, 256] for argparse."""
     try:

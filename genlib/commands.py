@@ -56,17 +56,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
 
-def _train_metrics(history_row: dict[str, float]) -> list:
-    from genlib.store import Metric
-    units = {"loss": "nats", "recon_nll": "nats", "kl": "nats", "neg_elbo": "nats", "recon_mse": "mse"}
-    return [Metric(f"train_{k}", v, units.get(k, ""), False if k in units else None, split="train")
-            for k, v in history_row.items() if k not in ("step", "beta_t")]
-
-
 def run_train(args: argparse.Namespace) -> int:
     from genlib.config import to_dict
     from genlib.store import Metric, ResultsStore, RunRecord
-    from genlib.train import load_run_config, train
+    from genlib.train import load_run_config, train, training_metrics
 
     cfg = load_run_config(resolve_config_path(args.config), args.overrides)
     result = train(cfg, args.out, progress=not args.quiet)
@@ -83,7 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
                 RunRecord(run_key=meta["run_key"], kind="train", config=to_dict(cfg), name=cfg.name, seed=cfg.seed,
                           git_commit=meta["git_commit"], versions=meta["versions"], device=meta["device"],
                           artifact_path=str(Path(args.out).resolve())),
-                _train_metrics(meta["final"]) + [Metric("train_steps_per_s", meta["train_steps_per_s"], "steps/s", True)])
+                training_metrics(result.history) + [Metric("train_steps_per_s", meta["train_steps_per_s"], "steps/s", True)])
         print(f"recorded in {args.store}")
     return 0
 

@@ -22,11 +22,12 @@ import torch
 from tqdm.auto import tqdm
 
 from genlib.checkpoint import CheckpointError, atomic_write_text, load_weights, read_json, save_weights, write_json
-from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml, to_dict
+from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml
 from genlib.data import DataConfig, Dataset, load_dataset
 from genlib.kl_schedules import KLScheduleConfig
 from genlib.models import GenerativeModel, ModelConfig, SampleConfig, build_model
 from genlib.provenance import provenance, select_device
+from genlib.store import Metric
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +92,30 @@ class RunConfig:
     @property
     def run_key(self) -> str:
         return config_hash(self)
+
+
+# Unit and direction of each logged training quantity (nats are per example, summed over dimensions).
+TRAIN_LOGS: dict[str, tuple[str, bool | None]] = {
+    "loss": ("", False),
+    "recon_nll": ("nats", False),
+    "neg_elbo": ("nats", False),
+    "kl": ("nats", None),
+    "recon_mse": ("", False),
+    "beta_t": ("", None),
+}
+
+
+def training_metrics(history: list[dict[str, float]]) -> list[Metric]:
+    """The final logged window of training as store metrics (split 'train'); timings are left out on purpose."""
+    final = history[-1] if history else {}
+    out = []
+    for name, value in final.items():
+        if name == "step":
+            continue
+        unit, better = TRAIN_LOGS.get(name, ("", None))
+        out.append(Metric(name=name, value=float(value), unit=unit, higher_is_better=better, split="train",
+                          extra={"step": int(final.get("step", 0)), "window": "last log window"}))
+    return out
 
 
 class TrainingDivergedError(RuntimeError):
@@ -256,4 +281,4 @@ def generate(model: GenerativeModel, n: int, sample_cfg: SampleConfig | None = N
 
 
 __all__ = ["RunConfig", "LossConfig", "TrainConfig", "TrainResult", "TrainingDivergedError", "train",
-           "load_run", "load_run_config", "generate", "LoadedRun", "to_dict"]
+           "load_run", "load_run_config", "generate", "LoadedRun", "training_metrics"]

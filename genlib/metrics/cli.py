@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from genlib.cli import UserError
+from genlib.cli import UserError, str_list
 from genlib.config import ConfigError, apply_overrides, config_hash, from_dict, to_dict
 from genlib.data import DataConfig
 from genlib.metrics.base import METRICS, ORDER, MetricError, MetricsConfig
@@ -52,13 +52,6 @@ class EvalConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-def _metric_names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated metric names, e.g. fd,kid,precision")
-    return names
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval", help="score a trained run (or the data-vs-data floor) with quality metrics",
@@ -70,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     what.add_argument("--run", metavar="DIR", help="a run directory written by `genbench train`")
     what.add_argument("--data", metavar="NAME", help="a dataset name or idx:PATH / npz:PATH: the floor")
     what.add_argument("--list", action="store_true", help="list the metrics and exit")
-    p.add_argument("--metrics", type=_metric_names, metavar="A,B,C",
+    p.add_argument("--metrics", type=str_list, metavar="A,B,C",
                    help="metric names (default: every metric that applies to the run's family and data)")
     p.add_argument("--n", type=int, default=1000, metavar="N",
                    help="samples per set (capped by the reference split; default 1000)")

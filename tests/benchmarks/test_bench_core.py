@@ -22,7 +22,6 @@ def test_training_steps_per_second(benchmark, example):
     benchmark.pedantic(train, args=(cfg,), kwargs={"progress": False}, rounds=3, iterations=1)
     steps_per_s = TRAIN_STEPS / benchmark.stats.stats.median
     benchmark.extra_info.update(steps_per_s=steps_per_s, steps=TRAIN_STEPS, batch_size=cfg.train.batch_size)
-    assert steps_per_s > 0
 
 
 @pytest.fixture(scope="module")
@@ -40,4 +39,3 @@ def test_sampling_ms_per_step(benchmark, trained_ddpm, sampler, batch):
     benchmark.pedantic(generate, args=(trained_ddpm, batch, sample_cfg), rounds=10, iterations=1)
     ms_per_step = benchmark.stats.stats.median / steps * 1e3
     benchmark.extra_info.update(ms_per_step=ms_per_step, steps=steps, batch=batch)
-    assert ms_per_step > 0

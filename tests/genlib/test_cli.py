@@ -26,7 +26,7 @@ def test_train_writes_a_reloadable_run_and_records_it(tmp_path, capsys):
         runs = store.read_table("runs")
         metrics = store.read_table("metrics")
     assert list(runs["kind"]) == ["train"] and runs["status"].iloc[0] == "done"
-    assert "train_loss" in set(metrics["name"])
+    assert "loss" in set(metrics[metrics["split"] == "train"]["name"])
 
 
 def test_sample_npz_round_trip_is_seeded(vae_run, tmp_path):
