@@ -154,7 +154,10 @@ def prepare_torch_compile(target: Target, batch: int, threads: int, **_) -> Prep
     key = id(module)
     start = time.perf_counter()
     try:
-        compiled = _COMPILED.get(key) or torch.compile(module, dynamic=False)
+        # `is None`, not `or`: truth-testing a compiled module forwards to len(), which a plain module lacks.
+        compiled = _COMPILED.get(key)
+        if compiled is None:
+            compiled = torch.compile(module, dynamic=False)
         with torch.inference_mode():
             compiled(*inputs)  # compiles for this shape; excluded from timing
     except Exception as exc:  # inductor raises many types (no compiler, unsupported op, ...)
