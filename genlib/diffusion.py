@@ -21,6 +21,10 @@ import torch
 from genlib.registry import Registry
 
 NOISE_SCHEDULES: Registry = Registry("noise schedule")
+# Largest last beta the 1000/T rescaling of the linear schedule may reach: 0.02 * 1000 / 50. One step at
+# beta = 0.4 keeps sqrt(0.6) = 77% of the signal; shorter scaled chains push beta_T past 1 (clipped at
+# max_beta), so beta_end 0.02 needs T >= 50.
+MAX_SCALED_BETA_END = 0.4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,16 @@ class NoiseScheduleConfig:
             raise ValueError(f"T must be >= 1, got {self.T}")
         if not 0 < self.beta_start <= self.beta_end < 1:
             raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        scaled_end = self.beta_end * 1000.0 / self.T
+        if self.kind == "linear" and self.scaled and scaled_end > MAX_SCALED_BETA_END * (1 + 1e-12):
+            min_t = math.ceil(self.beta_end * 1000.0 / MAX_SCALED_BETA_END - 1e-9)
+            why = (f" and clipped at max_beta {self.max_beta}, so the schedule is no longer linear"
+                   if scaled_end >= self.max_beta else
+                   f", so one step keeps only sqrt(1 - beta) = {math.sqrt(1 - scaled_end):.0%} of the signal")
+            raise ValueError(
+                f"the scaled linear schedule needs T >= {min_t} (beta_end {self.beta_end}), got T={self.T}: the "
+                f"1000/T rescaling makes the last beta {self.beta_end} * 1000 / {self.T} = {scaled_end:.3g}, above "
+                f"{MAX_SCALED_BETA_END}{why}; use scaled: false or T >= {min_t}")
 
 
 @NOISE_SCHEDULES.register("linear", help="betas linear from beta_start to beta_end (Ho et al. 2020)")
@@ -55,6 +69,19 @@ def cosine_betas(cfg: NoiseScheduleConfig) -> np.ndarray:
     steps = np.arange(cfg.T + 1, dtype=np.float64) / cfg.T
     f = np.cos((steps + cfg.cosine_s) / (1 + cfg.cosine_s) * math.pi / 2) ** 2
     return np.clip(1 - f[1:] / f[:-1], 0, cfg.max_beta)
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, sqrt_alpha_bar: torch.Tensor,
+                sqrt_one_minus_alpha_bar: torch.Tensor) -> torch.Tensor:
+    """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) (eq. 4 inverted), given the coefficients
+    already looked up (broadcastable to x_t): the one formula the schedule and every sampler step use."""
+    return (x_t - sqrt_one_minus_alpha_bar * eps) / sqrt_alpha_bar
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, sqrt_alpha_bar: torch.Tensor,
+                sqrt_one_minus_alpha_bar: torch.Tensor) -> torch.Tensor:
+    """eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t): the inverse of `x0_from_eps`."""
+    return (x_t - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
 
 
 class NoiseSchedule:
@@ -119,10 +146,10 @@ class NoiseSchedule:
     # ---- parameterisation conversions --------------------------------------------------------------
     def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)   (eq. 4 inverted; DDIM eq. 12)."""
-        return (x_t - self._at((1 - self.alpha_bar).sqrt(), t, x_t) * eps) / self._at(self.alpha_bar.sqrt(), t, x_t)
+        return x0_from_eps(x_t, eps, self._at(self.alpha_bar.sqrt(), t, x_t), self._at((1 - self.alpha_bar).sqrt(), t, x_t))
 
     def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        return (x_t - self._at(self.alpha_bar.sqrt(), t, x_t) * x0) / self._at((1 - self.alpha_bar).sqrt(), t, x_t)
+        return eps_from_x0(x_t, x0, self._at(self.alpha_bar.sqrt(), t, x_t), self._at((1 - self.alpha_bar).sqrt(), t, x_t))
 
     # ---- the tractable posterior q(x_{t-1} | x_t, x0) ----------------------------------------------
     def posterior_mean_var(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

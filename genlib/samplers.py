@@ -1,25 +1,227 @@
-"""Generation procedures as stateless functions over network *callables*.
+"""Generation procedures as stateless functions over network *callables*, built from one step each.
 
 `denoise(x_t, t) -> eps` and `decode(z) -> x` may be torch modules, lambdas or wrapped ONNX Runtime
-sessions: a sampler never holds state, counts steps or owns weights (k-diffusion's style). All noise
-comes from an explicit `generator` or an explicit `noise` tensor, so runs are reproducible and a
-torch loop can be compared with an exported graph on identical noise. The noise process itself lives
-in `genlib.diffusion`; this module only composes its functions.
+sessions: a sampler never holds state, counts steps or owns weights (k-diffusion's style). Each sampler
+is a plan of per-step coefficients (`ddim_plan`, `ddpm_plan`) plus a pure step (`ddim_step`, `ddpm_step`,
+`chain_step`, `vae_pass`); the torch samplers below loop over the steps and the exported ONNX graphs
+(`bench.wrappers`) call the very same functions. All noise comes from an explicit `generator` or `noise`
+tensor. The x0 clip box is decided once, by `x0_clip_bounds`. The noise process lives in `genlib.diffusion`.
 """
 from __future__ import annotations
 
-from typing import Callable, Literal
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
+import numpy as np
 import torch
 
-from genlib.diffusion import NoiseSchedule
+from genlib.diffusion import NoiseSchedule, eps_from_x0, x0_from_eps
 from genlib.losses import reparameterize
 from genlib.registry import Registry
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Index = int | torch.Tensor  # a python int (torch loop) or a (1,) int64 tensor (exported graph)
+ClipBox = tuple[torch.Tensor, torch.Tensor]  # (low, high), each broadcastable to one sample
 SAMPLERS: Registry[Callable] = Registry("sampler")
 
+# Toys: the x0 clip box is the training data's bounding box widened by this fraction of its range per dimension.
+X0_CLIP_MARGIN = 0.1
 
+
+# ------------------------------------------------------------------------------------------ plans
+@dataclass(frozen=True)
+class StepPlan:
+    """Per-step coefficients of a DDIM or DDPM sampler over S respaced steps, computed once.
+
+    Every table has shape (S,) and is indexed by the respaced step i (run from S-1 down to 0) with a
+    python int or a (1,) int64 tensor. `coef_second` multiplies eps_hat (DDIM) or x_t (DDPM's posterior
+    mean); `noise_std` multiplies the fresh N(0, I) draw and is 0 at i = 0 and wherever no noise is added.
+    """
+
+    kind: Literal["ddim", "ddpm"]
+    timesteps: torch.Tensor  # (S,) int64: the original t each respaced step stands for
+    sqrt_alpha_bar: torch.Tensor
+    sqrt_one_minus_alpha_bar: torch.Tensor
+    coef_x0: torch.Tensor
+    coef_second: torch.Tensor
+    noise_std: torch.Tensor
+    stochastic: bool  # whether steps i > 0 add noise (DDPM always; DDIM when eta > 0)
+
+    TABLES = ("timesteps", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "coef_x0", "coef_second", "noise_std")
+
+    @property
+    def steps(self) -> int:
+        return int(self.timesteps.shape[0])
+
+    def tables(self) -> dict[str, torch.Tensor]:
+        """The tables by name (an exported step registers them as buffers)."""
+        return {name: getattr(self, name) for name in self.TABLES}
+
+    def with_tables(self, tables: dict[str, torch.Tensor]) -> "StepPlan":
+        """The same plan over other tensors holding the same values (e.g. a module's buffers)."""
+        return dataclasses.replace(self, **tables)
+
+
+def take(table: torch.Tensor, i: Index) -> torch.Tensor:
+    """table[i]: a 0-d tensor for a python int, shape (1,) for a (1,) index tensor; both broadcast over x."""
+    return table[i] if isinstance(i, int) else table.index_select(0, i)
+
+
+def ddim_plan(schedule: NoiseSchedule, steps: int, eta: float, *, dtype: torch.dtype = torch.float32,
+              device: torch.device | str | None = None) -> StepPlan:
+    """DDIM (Song et al. 2021) coefficients for S = `steps` respaced steps, in `dtype`.
+
+    sigma_i = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev)            (eq. 16)
+    x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z      (eq. 12)
+    """
+    sched, ts = schedule.respaced(steps)
+    ab, ab_prev = sched.alpha_bar.to(dtype), sched.alpha_bar_prev.to(dtype)
+    sigma = eta * ((1 - ab_prev) / (1 - ab)).sqrt() * (1 - ab / ab_prev).sqrt()  # eq. 16
+    coef_eps = (1 - ab_prev - sigma**2).clamp(min=0).sqrt()
+    noise_std = sigma.clone() if eta > 0 else torch.zeros_like(sigma)
+    noise_std[0] = 0.0  # the last step returns its mean
+    plan = StepPlan("ddim", ts.to(torch.int64), sched.alpha_bar.sqrt().to(dtype), (1 - sched.alpha_bar).sqrt().to(dtype),
+                    ab_prev.sqrt(), coef_eps, noise_std, stochastic=eta > 0)
+    return _on(plan, device)
+
+
+def ddpm_plan(schedule: NoiseSchedule, steps: int, variance: Literal["small", "large"] = "small", *,
+              dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> StepPlan:
+    """DDPM ancestral (Ho et al. 2020, Alg. 2) coefficients for S respaced steps, in `dtype`.
+
+    x_prev = mu_tilde(x_t, x0_hat) + sigma z, mu_tilde = c0 x0_hat + ct x_t (eq. 7); sigma^2 is the
+    posterior variance beta_tilde (`small`) or beta (`large`).
+    """
+    if variance not in ("small", "large"):
+        raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
+    sched, ts = schedule.respaced(steps)
+    var = sched.posterior_variance if variance == "small" else sched.betas
+    noise_std = var.to(dtype).sqrt()
+    noise_std[0] = 0.0  # i = 0 returns the posterior mean
+    plan = StepPlan("ddpm", ts.to(torch.int64), sched.alpha_bar.sqrt().to(dtype), (1 - sched.alpha_bar).sqrt().to(dtype),
+                    sched.posterior_coef_x0.to(dtype), sched.posterior_coef_xt.to(dtype), noise_std, stochastic=True)
+    return _on(plan, device)
+
+
+def _on(plan: StepPlan, device: torch.device | str | None) -> StepPlan:
+    return plan if device is None else plan.with_tables({k: v.to(device) for k, v in plan.tables().items()})
+
+
+# ------------------------------------------------------------------------------------------ steps
+def predict_x0_eps(plan: StepPlan, i: Index, x: torch.Tensor, eps: torch.Tensor, clip: ClipBox | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0_hat, eps_hat) at step i from the network's eps (B, ...). With a clip box, x0_hat is clipped to
+    [low, high] and eps_hat recomputed from it, so the two stay consistent."""
+    sqrt_ab, sqrt_1mab = take(plan.sqrt_alpha_bar, i), take(plan.sqrt_one_minus_alpha_bar, i)
+    x0 = x0_from_eps(x, eps, sqrt_ab, sqrt_1mab)  # DDIM eq. 12: x0 from eps
+    if clip is not None:
+        x0 = torch.maximum(torch.minimum(x0, clip[1]), clip[0])
+        eps = eps_from_x0(x, x0, sqrt_ab, sqrt_1mab)
+    return x0, eps
+
+
+def ddim_step(plan: StepPlan, i: Index, x: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor | None = None,
+              clip: ClipBox | None = None) -> torch.Tensor:
+    """One DDIM step (eq. 12) from x = x_t (B, ...) and the network's eps at timestep plan.timesteps[i].
+
+    noise: the N(0, I) draw z (B, ...) for eta > 0, or None to add none (deterministic DDIM, or i = 0).
+    """
+    x0, eps = predict_x0_eps(plan, i, x, eps, clip)
+    x_prev = take(plan.coef_x0, i) * x0 + take(plan.coef_second, i) * eps
+    if plan.stochastic and noise is not None:
+        x_prev = x_prev + take(plan.noise_std, i) * noise
+    return x_prev
+
+
+def ddpm_step(plan: StepPlan, i: Index, x: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor | None = None,
+              clip: ClipBox | None = None) -> torch.Tensor:
+    """One ancestral step x_prev = mu_tilde(x_t, x0_hat) + sigma_i z (eqs. 6-7) from x = x_t and eps.
+
+    noise: the draw z (B, ...), or None for the posterior mean (the last step, i = 0).
+    """
+    x0, _ = predict_x0_eps(plan, i, x, eps, clip)
+    mean = take(plan.coef_x0, i) * x0 + take(plan.coef_second, i) * x  # eq. 7
+    return mean if noise is None else mean + take(plan.noise_std, i) * noise
+
+
+def chain_step(predict_prev: Denoise, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """One step of the naive chain: x_{t-1} = E[x_{t-1} | x_t] = predict_prev(x_t, t); no noise, no schedule."""
+    return torch.as_tensor(predict_prev(x, t)).to(x)
+
+
+def vae_pass(encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
+             reencode: Literal["mean", "sample"], noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One refinement pass on a decoded sample x (B, ...): re-encode to (mu, scale) and return the new code
+    z' (B, k): mu (`mean`) or mu + Sigma^(1/2) noise (`sample`, noise (B, k) ~ N(0, I)). Decoding z' is
+    the caller's: the torch loop keeps every pass's sample, an exported graph only the last."""
+    mu, scale = encode(x)
+    if reencode == "mean":
+        return mu
+    if noise is None:
+        raise ValueError("reencode='sample' needs the noise draw of this pass")
+    return reparameterize(mu, scale, noise.to(mu))
+
+
+# ------------------------------------------------------------------------------------- clip box
+def x0_clip_bounds(model: Any, x_train: Any = None, *, margin: float = X0_CLIP_MARGIN
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The box (low, high) that predicted x0 is clipped to, in the model's space: the one clip rule.
+
+    Images keep their data range [0, 1] (mapped to model space: [-1, 1] for diffusion). 2-D toys and other
+    unbounded data use the training data's bounding box widened by `margin` times its range per dimension
+    (x_train (N, *sample_shape) in data space); None when x_train is not given. `model` needs `.kind`,
+    `.sample_shape` and `.to_model_space`.
+    """
+    if model.kind == "image":
+        lo, hi = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    elif x_train is None:
+        return None
+    else:
+        data = torch.as_tensor(np.asarray(x_train, dtype=np.float64)).reshape(-1, *model.sample_shape)
+        if data.shape[0] == 0:
+            raise ValueError("x0 clip bounds need at least one training sample")
+        lo, hi = data.amin(0).flatten(), data.amax(0).flatten()
+        pad = margin * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+    lo, hi = model.to_model_space(lo), model.to_model_space(hi)
+    return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+
+
+def resolve_x0_clip(sample_cfg: Any, model: Any, x_train: Any = None, *, uses_clip: bool = True) -> Any:
+    """`sample_cfg` with its clip box written as numbers (clip_low, clip_high) when it clips x0.
+
+    Nothing changes when clip_x0 is off, the bounds are already set, the sampler does not clip
+    (`uses_clip` False) or the rule has no bounds for this data (toys without x_train).
+    """
+    if not (uses_clip and sample_cfg.clip_x0) or sample_cfg.clip_low is not None:
+        return sample_cfg
+    bounds = x0_clip_bounds(model, x_train)
+    if bounds is None:
+        return sample_cfg
+    return dataclasses.replace(sample_cfg, clip_low=bounds[0], clip_high=bounds[1])
+
+
+def clip_box(clip_x0: float | tuple[Any, Any] | None, like: torch.Tensor) -> ClipBox | None:
+    """The samplers' `clip_x0` argument as (low, high) tensors in like's dtype and device.
+
+    clip_x0: None (no clipping), a float c (the box [-c, c] in every dimension) or a pair (low, high) of
+    floats or per-dimension sequences broadcastable to one sample (e.g. (2,) for 2-D data).
+    """
+    if clip_x0 is None:
+        return None
+    if isinstance(clip_x0, (int, float)):
+        low, high = -float(clip_x0), float(clip_x0)
+    else:
+        low, high = clip_x0
+    lo = torch.as_tensor(np.asarray(low, dtype=np.float64)).to(dtype=like.dtype, device=like.device)
+    hi = torch.as_tensor(np.asarray(high, dtype=np.float64)).to(dtype=like.dtype, device=like.device)
+    if not bool((lo <= hi).all()):
+        raise ValueError(f"x0 clip box needs low <= high in every dimension, got low={lo.tolist()}, high={hi.tolist()}")
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------------- torch loops
 def _noise(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=like.dtype, device="cpu").to(like.device)
 
@@ -32,64 +234,46 @@ def _timesteps(t: int, like: torch.Tensor) -> torch.Tensor:
     return torch.full((like.shape[0],), int(t), dtype=torch.long, device=like.device)
 
 
-def _predict_x0_eps(denoise: Denoise, sched: NoiseSchedule, x: torch.Tensor, i: int, t_orig: int,
-                    clip_x0: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Network eps at original timestep t_orig -> (x0, eps), x0 optionally clipped (then eps is
-    recomputed from the clipped x0 so the two stay consistent)."""
-    idx = _timesteps(i, x)
-    eps = torch.as_tensor(denoise(x, _timesteps(t_orig, x))).to(x)
-    x0 = sched.x0_from_eps(x, idx, eps)  # DDIM eq. 12: x0 from eps
-    if clip_x0 is not None:
-        x0 = x0.clamp(-clip_x0, clip_x0)
-        eps = sched.eps_from_x0(x, idx, x0)
-    return x0, eps
+def _run_plan(step: Callable, plan: StepPlan, denoise: Denoise, x_T: torch.Tensor, clip_x0,
+              generator: torch.Generator | None, noise: torch.Tensor | None) -> torch.Tensor:
+    """Steps i = S-1 .. 0, the network called at the original timesteps; noise drawn for i > 0 only."""
+    clip = clip_box(clip_x0, x_T)
+    x = x_T
+    for i in reversed(range(plan.steps)):
+        eps = torch.as_tensor(denoise(x, _timesteps(int(plan.timesteps[i]), x))).to(x)
+        z = _step_noise(noise, i, x, generator) if (plan.stochastic and i > 0) else None  # fresh noise per step
+        x = step(plan, i, x, eps, z, clip)
+    return x
 
 
 @SAMPLERS.register("ddpm", help="DDPM ancestral sampling over S respaced steps (Ho et al. 2020, Alg. 2)")
 @torch.no_grad()
 def sample_ddpm(denoise: Denoise, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int | None = None, *,
-                variance: Literal["small", "large"] = "small", clip_x0: float | None = None,
+                variance: Literal["small", "large"] = "small", clip_x0: float | tuple[Any, Any] | None = None,
                 generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Ancestral sampling with Gaussian reverse steps N(mu_tilde(x_t, x0_hat), sigma_t^2 I).
 
     x_T: (B, ...) starting noise. steps: S <= T respaced steps (default T). variance: `small` uses
-    beta_tilde_t (the posterior variance), `large` uses beta_t. noise: optional (S, B, ...) tensor of the
-    fresh N(0, I) draws, one per step, for reproducible comparisons; else drawn from `generator`.
+    beta_tilde_t (the posterior variance), `large` uses beta_t. clip_x0: see `clip_box`. noise: optional
+    (S, B, ...) tensor of the fresh N(0, I) draws, one per step, for reproducible comparisons; else drawn
+    from `generator`.
     """
-    sched, ts = schedule.respaced(steps or schedule.T)
-    x = x_T
-    for i in reversed(range(sched.T)):
-        x0, _ = _predict_x0_eps(denoise, sched, x, i, int(ts[i]), clip_x0)
-        mean, var_small = sched.posterior_mean_var(x0, x, _timesteps(i, x))  # eqs. 6-7
-        if i == 0:
-            x = mean
-            break
-        var = var_small if variance == "small" else sched.betas[i].to(x)
-        x = mean + var.sqrt() * _step_noise(noise, i, x, generator)  # fresh noise at each step
-    return x
+    plan = ddpm_plan(schedule, steps or schedule.T, variance, dtype=x_T.dtype, device=x_T.device)
+    return _run_plan(ddpm_step, plan, denoise, x_T, clip_x0, generator, noise)
 
 
 @SAMPLERS.register("ddim", help="DDIM over S respaced steps with stochasticity eta (Song et al. 2021, eq. 12)")
 @torch.no_grad()
 def sample_ddim(denoise: Denoise, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int | None = None, *,
-                eta: float = 0.0, clip_x0: float | None = None, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                eta: float = 0.0, clip_x0: float | tuple[Any, Any] | None = None,
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """DDIM: x_{t-1} = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} - sigma^2) eps_hat + sigma z.
 
     sigma_t = eta sqrt((1 - abar_{t-1}) / (1 - abar_t)) sqrt(1 - abar_t / abar_{t-1}) (eq. 16); eta = 0 is
     deterministic, eta = 1 matches DDPM's small-variance ancestral step. Shapes as in `sample_ddpm`.
     """
-    sched, ts = schedule.respaced(steps or schedule.T)
-    x = x_T
-    for i in reversed(range(sched.T)):
-        x0, eps = _predict_x0_eps(denoise, sched, x, i, int(ts[i]), clip_x0)
-        ab = sched.alpha_bar[i].to(x)
-        ab_prev = sched.alpha_bar_prev[i].to(x)
-        sigma = eta * ((1 - ab_prev) / (1 - ab)).sqrt() * (1 - ab / ab_prev).sqrt()
-        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
-        if i > 0 and eta > 0:
-            x = x + sigma * _step_noise(noise, i, x, generator)
-    return x
+    plan = ddim_plan(schedule, steps or schedule.T, eta, dtype=x_T.dtype, device=x_T.device)
+    return _run_plan(ddim_step, plan, denoise, x_T, clip_x0, generator, noise)
 
 
 @SAMPLERS.register("chain", help="the naive repeated-denoiser chain: x_{t-1} = f(x_t, t), no noise injected")
@@ -101,7 +285,7 @@ def sample_chain(predict_prev: Denoise, x_T: torch.Tensor, T: int) -> torch.Tens
     """
     x = x_T
     for t in reversed(range(T)):
-        x = torch.as_tensor(predict_prev(x, _timesteps(t, x))).to(x)
+        x = chain_step(predict_prev, x, _timesteps(t, x))
     return x
 
 
@@ -110,20 +294,25 @@ def sample_chain(predict_prev: Denoise, x_T: torch.Tensor, T: int) -> torch.Tens
 def sample_vae(decode: Callable[[torch.Tensor], torch.Tensor],
                encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
                z: torch.Tensor, *, passes: int = 0, reencode: Literal["mean", "sample"] = "mean",
-               generator: torch.Generator | None = None, return_passes: bool = False
-               ) -> torch.Tensor | list[torch.Tensor]:
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+               return_passes: bool = False) -> torch.Tensor | list[torch.Tensor]:
     """Decode prior draws z (B, k) ~ N(0, I), then `passes` times: re-encode to (mu, scale) and decode
-    mu (`mean`) or a reparameterised draw (`sample`). With return_passes, returns [x_pass0, ..., x_passk].
+    mu (`mean`) or a reparameterised draw (`sample`). noise: optional (passes, B, k) draws for `sample`
+    (pass p uses noise[p]); else drawn from `generator`. With return_passes, returns [x_pass0, ..., x_passk].
     """
     if passes < 0:
         raise ValueError(f"passes must be >= 0, got {passes}")
     if passes > 0 and encode is None:
         raise ValueError("refinement passes need an encoder")
+    if noise is not None and reencode == "sample" and tuple(noise.shape[:2]) != (passes, z.shape[0]):
+        raise ValueError(f"noise must have shape (passes={passes}, B={z.shape[0]}, k), got {tuple(noise.shape)}")
     x = decode(z)
     outs = [x]
-    for _ in range(passes):
-        mu, scale = encode(x)
-        z = mu if reencode == "mean" else reparameterize(mu, scale, _noise(tuple(mu.shape), mu, generator))
+    for p in range(passes):
+        draw = None
+        if reencode == "sample":
+            draw = noise[p] if noise is not None else _noise(tuple(z.shape), z, generator)
+        z = vae_pass(encode, x, reencode, draw)
         x = decode(z)
         outs.append(x)
     return outs if return_passes else x
