@@ -6,12 +6,49 @@
 
 See ablations/README.md for the grid file format, the record contract and the resume guarantee.
 """
-from ablations.cells import CellContext, Evaluation, MetricsEvaluation
-from ablations.driver import GridRunError, RunSummary, artifacts_dir_for, plan_status, run_plan, run_plans
-from ablations.executors import EXECUTORS, make_executor
-from ablations.plan import EvalCell, FloorCell, Plan, TrainCell, plan_grid
-from ablations.spec import GridError, GridSpec, load_grid, parse_grid
+from __future__ import annotations
 
-__all__ = ["load_grid", "parse_grid", "GridSpec", "GridError", "plan_grid", "Plan", "TrainCell", "EvalCell",
-           "FloorCell", "run_plan", "run_plans", "RunSummary", "GridRunError", "plan_status", "artifacts_dir_for",
-           "Evaluation", "MetricsEvaluation", "CellContext", "EXECUTORS", "make_executor"]
+import importlib
+from typing import Any
+
+# Loaded on first use (PEP 562), so that `genbench --help` imports no torch or pandas.
+_EXPORTS = {
+    "CellContext": "ablations.cells",
+    "Evaluation": "ablations.cells",
+    "MetricsEvaluation": "ablations.cells",
+    "GridRunError": "ablations.driver",
+    "RunSummary": "ablations.driver",
+    "artifacts_dir_for": "ablations.driver",
+    "plan_status": "ablations.driver",
+    "run_plan": "ablations.driver",
+    "run_plans": "ablations.driver",
+    "EXECUTORS": "ablations.executors",
+    "make_executor": "ablations.executors",
+    "EvalCell": "ablations.plan",
+    "FloorCell": "ablations.plan",
+    "Plan": "ablations.plan",
+    "TrainCell": "ablations.plan",
+    "plan_grid": "ablations.plan",
+    "GridError": "ablations.spec",
+    "GridSpec": "ablations.spec",
+    "load_grid": "ablations.spec",
+    "parse_grid": "ablations.spec",
+}
+
+__all__ = ["load_grid", "parse_grid", "GridSpec", "GridError", "plan_grid", "Plan", "TrainCell",
+           "EvalCell", "FloorCell", "run_plan", "run_plans", "RunSummary", "GridRunError",
+           "plan_status", "artifacts_dir_for", "Evaluation", "MetricsEvaluation", "CellContext",
+           "EXECUTORS", "make_executor"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

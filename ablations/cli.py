@@ -9,8 +9,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ablations.spec import GridError
+if TYPE_CHECKING:  # imported when a command runs: building the parser must not import torch
+    from ablations.spec import GridSpec
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 
@@ -18,6 +20,8 @@ EPILOG = """examples:
   genbench grid list                                        bundled studies and their claims
   genbench grid plan beta                                   trainings and evaluations, nothing runs
   genbench grid plan refinement --no-share                  what training once per cell would cost
+  genbench grid run refinement --set data.name=idx:DIR --store mine.db    a bundled study on your own data
+  genbench grid run beta --set train.steps=200 --set eval.n=200 --store r.db    every cell, smaller
   genbench grid run beta warmup --store results.db          quick profiles, one worker per core
   genbench grid run my_grid.yaml --store r.db --profile full --workers 4 --max-failures 3
   genbench grid run steps --store r.db --executor ray       Ray: RAY_ADDRESS or a local cluster
@@ -43,6 +47,8 @@ def resolve_grid(text: str) -> Path:
     if name in bundled:
         return bundled[name]
     from genlib.registry import suggest
+
+    from ablations.spec import GridError
     raise GridError(f"grid '{text}' is neither a file nor a bundled study{suggest(name, list(bundled))} "
                     f"(bundled: {', '.join(bundled)})")
 
@@ -50,7 +56,64 @@ def resolve_grid(text: str) -> Path:
 def _plans(args, share: bool = True):
     from ablations.plan import plan_grid
     from ablations.spec import load_grid
-    return [plan_grid(load_grid(resolve_grid(g), args.profile), share=share) for g in args.grids]
+    overrides = _overrides(getattr(args, "overrides", None) or [])
+    return [plan_grid(apply_overrides(load_grid(resolve_grid(g), args.profile), overrides), share=share)
+            for g in args.grids]
+
+
+def _overrides(texts: list[str]) -> dict[str, Any]:
+    """Parse `--set KEY=VALUE` items (the dotted grammar of `genbench train`) and check each key."""
+    from genlib.config import ConfigError, parse_override
+
+    from ablations.spec import GridError, check_key
+
+    out: dict[str, Any] = {}
+    for text in texts:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as exc:
+            raise GridError(f"--set: {exc}") from None
+        out[check_key(key, "--set")] = value
+    return out
+
+
+def _related(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def apply_overrides(spec: GridSpec, overrides: dict[str, Any]) -> GridSpec:
+    """`spec` with dotted `overrides` applied to every cell: after the base, the profile and each block's
+    fixed settings, so they win over all three. A key the study varies (an axis, a zip group or a
+    variant) is refused: fixing it would collapse the comparison the study exists for."""
+    import dataclasses
+
+    from genlib.config import ConfigError, set_dotted
+
+    from ablations.spec import GridError, is_eval_key
+
+    if not overrides:
+        return spec
+    base, eval_cfg, blocks = spec.base, spec.eval, list(spec.blocks)
+    for key, value in overrides.items():
+        for block in spec.blocks:
+            varied = [*block.axes, *(k for group in block.zip for k in group),
+                      *(k for options in block.variants.values() for o in options.values() for k in o)]
+            clash = next((k for k in varied if _related(key, k)), None)
+            if clash is not None:
+                raise GridError(f"--set '{key}': study '{spec.study}' varies '{clash}' (an axis of its grid "
+                                f"{spec.path}); a fixed value would collapse the comparison. Drop the --set, or "
+                                f"copy the grid and edit its axes")
+        try:
+            if is_eval_key(key):
+                eval_cfg = set_dotted({"eval": eval_cfg}, key, value)["eval"]
+            else:
+                base = set_dotted(base, key, value)
+        except ConfigError as exc:
+            raise GridError(f"--set: {exc}") from None
+        # A block that fixes this key itself would override the base: the --set goes after its settings.
+        blocks = [dataclasses.replace(b, set={**b.set, key: value}) if any(_related(key, k) for k in b.set) else b
+                  for b in blocks]
+    return dataclasses.replace(spec, base=base, eval=eval_cfg, blocks=tuple(blocks))
 
 
 def _decided_by_text(decided: dict) -> str:
@@ -193,6 +256,9 @@ def add_parser(subparsers) -> None:
         p.add_argument("--profile", default=None,
                        help="profile defined in the grid file (default: quick when defined)")
         p.add_argument("--store", required=store_required, metavar="DB", help="results store (SQLite file)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value in every cell (repeatable; the dotted grammar of "
+                            "`genbench train`), e.g. --set data.name=idx:DIR or --set eval.n=200")
         if json_output:
             p.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -11,7 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from genlib.cli import UserError, existing_path, int_list, str_list
+from genlib.cli import UserError, check_store_writable, check_writable, existing_path, int_list, str_list
+
+# The names of bench.export.PARTS, spelled out so that building the parser does not import torch and
+# onnx (a test keeps the two equal).
+EXPORT_PARTS = {"decoder": "z -> x", "encoder": "x -> mu, L (or z)", "denoiser": "x_t, t -> eps",
+                "chain": "x_t, t -> x_{t-1}", "sampler": "the whole loop as one graph"}
 
 EXPORT_EPILOG = """examples:
   genbench export --run runs/vae --part decoder --out vae_decoder.onnx
@@ -87,16 +92,14 @@ def _load_run(path: Path, device: str):
 
 # -------------------------------------------------------------------------------------- export
 def add_export_parser(subparsers) -> None:
-    from bench.export import PARTS
-
     p = subparsers.add_parser(
         "export", help="export a trained run's decoder/encoder/denoiser/chain or whole sampler to ONNX",
         description="Export one part of a trained run to ONNX with the torch.export-based exporter, check it "
                     "against torch (parity gate) and record exporter, opset, node count, size and export time.",
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=existing_path, required=True, metavar="DIR", help="a training run directory")
-    p.add_argument("--part", required=True, choices=PARTS.names(),
-                   help="; ".join(f"{n}: {PARTS.describe(n)}" for n in PARTS.names()))
+    p.add_argument("--part", required=True, choices=sorted(EXPORT_PARTS),
+                   help="; ".join(f"{n}: {what}" for n, what in EXPORT_PARTS.items()))
     p.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="where to write the graph")
     p.add_argument("--fp16", action="store_true", help="float16 network (float32 inputs/outputs), for GPUs")
     p.add_argument("--store", type=Path, default=None, metavar="DB", help="also record the export in this results store")
@@ -109,6 +112,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".onnx":
         raise ExportError(f"--out '{args.out}' must end in .onnx")
+    check_writable(args.out, "--out", directory=False)
+    if args.store is not None:
+        check_store_writable(args.store)
     run = _load_run(args.run, args.device)
     cfg = _export_config(args, args.part, "fp16" if args.fp16 else "fp32")
     result = export_part(run, cfg, args.out)
@@ -190,6 +196,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     resolve_providers(list(cfg.providers) if cfg.providers else None)  # fail before any export
+    if args.out_dir is not None:
+        check_writable(args.out_dir, "--out-dir", directory=True)
+    if args.csv is not None:
+        check_writable(args.csv, "--csv", directory=False)
+    if args.store is not None:
+        check_store_writable(args.store)
     if args.onnx is not None:
         targets = [target_for_onnx(args.onnx)]
     else:

@@ -11,7 +11,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from genlib.cli import UserError
+from genlib.cli import UserError, check_device, check_store_writable, check_writable
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -62,6 +62,10 @@ def run_train(args: argparse.Namespace) -> int:
     from genlib.train import load_run_config, train, training_metrics
 
     cfg = load_run_config(resolve_config_path(args.config), args.overrides)
+    check_writable(args.out, "--out", directory=True)
+    check_device(cfg.train.device, "train.device")
+    if args.store:
+        check_store_writable(args.store)
     result = train(cfg, args.out, progress=not args.quiet)
     meta = result.meta
     final = ", ".join(f"{k} {v:.4g}" for k, v in meta["final"].items() if k != "step")
@@ -129,7 +133,8 @@ def run_sample(args: argparse.Namespace) -> int:
                                   clip_x0=not args.no_clip, passes=args.passes, reencode=args.reencode, prior=args.prior)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    run = load_run(args.run, device=args.device)
+    check_writable(args.out, "--out", directory=False)
+    run = load_run(args.run, device=check_device(args.device))
     start = time.perf_counter()
     try:
         x = generate(run.model, args.n, sample_cfg, seed=args.seed)

@@ -4,9 +4,40 @@ sample grids and the claims report, as Markdown, self-contained HTML, CSV and La
 Reads only `genlib.store`; never trains, samples or times anything. Entry points: `build_report`,
 `build_claims`, `CLAIMS` (the ten claims with their tests and verdict rules) and `genbench report`.
 """
-from reports.build import CLAIMS_FORMATS, FORMATS, build_claims, build_report
-from reports.claims import CLAIMS, AnalyticCheck, Claim, ClaimResult, Comparison, evaluate_claims
-from reports.load import ReportError, StoreData, open_store
+from __future__ import annotations
 
-__all__ = ["CLAIMS", "CLAIMS_FORMATS", "FORMATS", "AnalyticCheck", "Claim", "ClaimResult", "Comparison", "ReportError",
-           "StoreData", "build_claims", "build_report", "evaluate_claims", "open_store"]
+import importlib
+from typing import Any
+
+# Loaded on first use (PEP 562), so that `genbench --help` imports no torch or pandas.
+_EXPORTS = {
+    "CLAIMS_FORMATS": "reports.build",
+    "FORMATS": "reports.build",
+    "build_claims": "reports.build",
+    "build_report": "reports.build",
+    "CLAIMS": "reports.claims",
+    "AnalyticCheck": "reports.claims",
+    "Claim": "reports.claims",
+    "ClaimResult": "reports.claims",
+    "Comparison": "reports.claims",
+    "evaluate_claims": "reports.claims",
+    "ReportError": "reports.load",
+    "StoreData": "reports.load",
+    "open_store": "reports.load",
+}
+
+__all__ = ["CLAIMS", "CLAIMS_FORMATS", "FORMATS", "AnalyticCheck", "Claim", "ClaimResult", "Comparison",
+           "ReportError", "StoreData", "build_claims", "build_report", "evaluate_claims", "open_store"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -5,10 +5,42 @@ and `evaluate_floor` wrap it for a run directory and for the data-versus-data re
 the maths (samples: FD/KID/PRDC; image: MSE/PSNR/SSIM/sharpness; latent: ELBO/IWAE/latent health; toy:
 SWD/MMD/energy) and the feature extractor (features); `catalog` registers every metric in `METRICS`.
 """
-from genlib.metrics.base import METRICS, MetricError, MetricSpec, MetricsConfig
-from genlib.metrics.evaluate import DEFAULT_N, default_metrics, evaluate, evaluate_floor, evaluate_run
-from genlib.metrics.features import ExtractorConfig, ExtractorError, get_extractor
-from genlib.metrics.toy import sliced_wasserstein
+from __future__ import annotations
 
-__all__ = ["DEFAULT_N", "METRICS", "ExtractorConfig", "ExtractorError", "MetricError", "MetricSpec", "MetricsConfig",
-           "default_metrics", "evaluate", "evaluate_floor", "evaluate_run", "get_extractor", "sliced_wasserstein"]
+import importlib
+from typing import Any
+
+# Loaded on first use (PEP 562), so that `genbench --help` imports no torch or pandas.
+_EXPORTS = {
+    "METRICS": "genlib.metrics.base",
+    "MetricError": "genlib.metrics.base",
+    "MetricSpec": "genlib.metrics.base",
+    "MetricsConfig": "genlib.metrics.base",
+    "DEFAULT_N": "genlib.metrics.evaluate",
+    "default_metrics": "genlib.metrics.evaluate",
+    "evaluate": "genlib.metrics.evaluate",
+    "evaluate_floor": "genlib.metrics.evaluate",
+    "evaluate_run": "genlib.metrics.evaluate",
+    "ExtractorConfig": "genlib.metrics.features",
+    "ExtractorError": "genlib.metrics.features",
+    "get_extractor": "genlib.metrics.features",
+    "sliced_wasserstein": "genlib.metrics.toy",
+}
+
+__all__ = ["DEFAULT_N", "METRICS", "ExtractorConfig", "ExtractorError", "MetricError", "MetricSpec",
+           "MetricsConfig", "default_metrics", "evaluate", "evaluate_floor", "evaluate_run",
+           "get_extractor", "sliced_wasserstein"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    importlib.import_module("genlib.metrics.evaluate")  # registers every metric (catalog)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -9,16 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from genlib.cli import UserError, str_list
-from genlib.config import ConfigError, apply_overrides, config_hash, from_dict, to_dict
-from genlib.data import DataConfig
-from genlib.metrics.base import METRICS, ORDER, MetricError, MetricsConfig
-from genlib.metrics.features import ExtractorError
-from genlib.models import SampleConfig
-from genlib.store import Metric
+from genlib.cli import UserError, check_device, check_store_writable, str_list
+
+if TYPE_CHECKING:  # imported when a command runs: building the parser must not import torch
+    from genlib.metrics.eval_config import EvalConfig
+    from genlib.store import Metric
 
 EPILOG = """metrics (genbench eval --list shows units, directions and where each applies):
   reconstruction  mse psnr ssim                      (ae, vae)
@@ -41,15 +38,6 @@ examples:
   genbench eval --data idx:../shared/data/mnist --set data.test_fraction=0.2 --n 2000 --json
   genbench eval --run runs/vae --store results.db           also record the numbers in a results store
 """
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalConfig:
-    """What `--set` can change: metric settings, how samples are drawn, and (for --data) the data split."""
-
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    data: DataConfig = field(default_factory=DataConfig)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -80,7 +68,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def __getattr__(name: str) -> Any:
+    if name == "EvalConfig":  # kept importable from here, loaded on first use
+        from genlib.metrics.eval_config import EvalConfig
+        return EvalConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _eval_config(args: argparse.Namespace) -> EvalConfig:
+    from genlib.config import ConfigError, apply_overrides, from_dict
+    from genlib.metrics.eval_config import EvalConfig
+
     data: dict[str, Any] = {}
     try:
         data = apply_overrides(data, args.overrides)
@@ -100,14 +98,20 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     cfg = _eval_config(args)
+    if args.store:
+        check_store_writable(args.store)
+    from genlib.config import to_dict
+    from genlib.metrics.base import MetricError
     from genlib.metrics.evaluate import evaluate, evaluate_floor
+    from genlib.metrics.features import ExtractorError
 
     try:
         if args.run:
             from genlib.data import load_dataset
             from genlib.train import load_run
 
-            loaded = load_run(args.run, device=args.device)
+            loaded = load_run(args.run, device=check_device(args.device))
+            _check_sampling(loaded.model, cfg.sample, args.seed)
             metrics = evaluate(args.metrics, dataset=load_dataset(loaded.config.data), model=loaded.model,
                                sample_cfg=cfg.sample, n=args.n, seed=args.seed, reference=args.reference,
                                cfg=cfg.metrics, progress=True)
@@ -118,10 +122,27 @@ def run_eval(args: argparse.Namespace) -> int:
             context = {"kind": "floor", "data": to_dict(cfg.data), "device": "cpu"}
     except (MetricError, ExtractorError) as exc:
         raise UserError(str(exc)) from None
+    # Print first: a store that fails to take the write now must not cost the numbers just computed.
+    print(json.dumps([_as_dict(m) for m in metrics], indent=2, default=str) if args.json else _table(metrics),
+          flush=True)
     if args.store:
         _commit(args, cfg, context, metrics)
-    print(json.dumps([_as_dict(m) for m in metrics], indent=2, default=str) if args.json else _table(metrics))
     return 0
+
+
+def _check_sampling(model: Any, sample_cfg: Any, seed: int) -> None:
+    """Refuse sampler settings the run cannot honour (a sampler of another family, steps S > T, steps on
+    the naive chain) before any metric is computed, with the message `genbench sample` gives. When steps
+    are set, one sample is drawn: the same code that sampling runs makes the check."""
+    from genlib.config import ConfigError
+    from genlib.train import generate
+
+    try:
+        model.resolve_sampler(sample_cfg)
+        if sample_cfg.steps is not None:
+            generate(model, 1, sample_cfg, seed=seed)
+    except (ConfigError, ValueError) as exc:
+        raise UserError(f"--set sample.*: {exc}") from None
 
 
 def _as_dict(m: Metric) -> dict[str, Any]:
@@ -151,6 +172,9 @@ def _table(metrics: list[Metric]) -> str:
 
 
 def _listing() -> str:
+    from genlib.metrics import catalog  # noqa: F401  (registers every metric)
+    from genlib.metrics.base import METRICS, ORDER
+
     rows = [("metric", "", "unit", "data", "needs", "description")]
     for name in ORDER:
         spec = METRICS.get(name)
@@ -162,6 +186,7 @@ def _listing() -> str:
 
 
 def _commit(args: argparse.Namespace, cfg: EvalConfig, context: dict[str, Any], metrics: list[Metric]) -> None:
+    from genlib.config import config_hash, to_dict
     from genlib.provenance import git_commit, library_versions
     from genlib.store import ResultsStore, RunRecord
 
