@@ -83,7 +83,7 @@ def open_store(path: str | Path) -> StoreData:
         raise ReportError(f"results store '{path}' does not exist (pass the file a grid run wrote with --store)")
     if path.is_dir():
         raise ReportError(f"results store '{path}' is a directory; pass the .db file")
-    with ResultsStore(path, create=False) as store:
+    with ResultsStore(path, readonly=True) as store:
         runs = store.read_table("runs")
         metrics = store.read_table("metrics")
     if runs.empty:
