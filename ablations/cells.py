@@ -42,10 +42,9 @@ class Evaluation:
 
 
 def _sample_config(eval_cfg: dict[str, Any]):
-    from genlib.config import from_dict
-    from genlib.models import SampleConfig
-    from ablations.spec import SAMPLE_FIELDS
-    return from_dict(SampleConfig, {k: eval_cfg[k] for k in SAMPLE_FIELDS if k in eval_cfg}, "eval")
+    """The SampleConfig of a cell's resolved (flat) eval section, read through genlib's EvaluationConfig."""
+    from genlib.models import EvaluationConfig
+    return EvaluationConfig.from_flat(eval_cfg, "eval").sample
 
 
 def _metrics_module():
@@ -63,11 +62,13 @@ class MetricsEvaluation(Evaluation):
 
         from genlib.checkpoint import atomic_write
         from genlib.data import load_dataset
+        from genlib.samplers import resolve_x0_clip
         from genlib.train import generate, load_run
 
         metrics = _metrics_module()
         loaded = load_run(run_dir)
-        sample_cfg = _sample_config(eval_cfg)
+        dataset = load_dataset(loaded.config.data)
+        sample_cfg = resolve_x0_clip(_sample_config(eval_cfg), loaded.model, dataset.x_train)  # the box, as numbers
         n = int(eval_cfg["n"])
         samples = generate(loaded.model, n, sample_cfg, seed=seed).numpy().astype(np.float32)  # (n, *shape)
         preview = samples[:PREVIEW_SAMPLES]
@@ -76,7 +77,6 @@ class MetricsEvaluation(Evaluation):
                 np.save(fh, preview, allow_pickle=False)
 
         atomic_write(out_dir / "samples.npy", write)
-        dataset = load_dataset(loaded.config.data)
         # names None: every default metric that applies to this family and data.
         return list(metrics.evaluate(eval_cfg.get("metrics"), dataset=dataset, model=loaded.model, samples=samples,
                                      sample_cfg=sample_cfg, n=n, seed=seed))

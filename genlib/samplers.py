@@ -170,7 +170,8 @@ def x0_clip_bounds(model: Any, x_train: Any = None, *, margin: float = X0_CLIP_M
 
     Images keep their data range [0, 1] (mapped to model space: [-1, 1] for diffusion). 2-D toys and other
     unbounded data use the training data's bounding box widened by `margin` times its range per dimension
-    (x_train (N, *sample_shape) in data space); None when x_train is not given. `model` needs `.kind`,
+    (x_train (N, *sample_shape) in data space, or a callable returning it, called only when needed); None
+    when x_train is not given. One number in low/high applies to every dimension. `model` needs `.kind`,
     `.sample_shape` and `.to_model_space`.
     """
     if model.kind == "image":
@@ -178,6 +179,7 @@ def x0_clip_bounds(model: Any, x_train: Any = None, *, margin: float = X0_CLIP_M
     elif x_train is None:
         return None
     else:
+        x_train = x_train() if callable(x_train) else x_train
         data = torch.as_tensor(np.asarray(x_train, dtype=np.float64)).reshape(-1, *model.sample_shape)
         if data.shape[0] == 0:
             raise ValueError("x0 clip bounds need at least one training sample")
@@ -188,18 +190,32 @@ def x0_clip_bounds(model: Any, x_train: Any = None, *, margin: float = X0_CLIP_M
     return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
 
 
-def resolve_x0_clip(sample_cfg: Any, model: Any, x_train: Any = None, *, uses_clip: bool = True) -> Any:
-    """`sample_cfg` with its clip box written as numbers (clip_low, clip_high) when it clips x0.
+def resolve_x0_clip(sample_cfg: Any, model: Any, x_train: Any = None) -> Any:
+    """`sample_cfg` (a SampleConfig) with its clip box written as numbers (clip_low, clip_high).
 
-    Nothing changes when clip_x0 is off, the bounds are already set, the sampler does not clip
-    (`uses_clip` False) or the rule has no bounds for this data (toys without x_train).
+    Unchanged when clip_x0 is off, the box is already set, the model's sampler does not clip x0, or the
+    rule has no box for this data (toys without x_train). x_train: training data in data space (or a
+    callable returning it, called only for data whose box depends on it).
     """
-    if not (uses_clip and sample_cfg.clip_x0) or sample_cfg.clip_low is not None:
+    if not sample_cfg.clip_x0 or sample_cfg.clip_low is not None:
+        return sample_cfg
+    if "clip_x0" not in getattr(model.resolve_sampler(sample_cfg), "settings", ()):
         return sample_cfg
     bounds = x0_clip_bounds(model, x_train)
     if bounds is None:
         return sample_cfg
     return dataclasses.replace(sample_cfg, clip_low=bounds[0], clip_high=bounds[1])
+
+
+def clip_x0_for(model: Any, sample_cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The `clip_x0` argument a diffusion sampler gets for `sample_cfg`: its recorded box (clip_low,
+    clip_high), else the rule's box where it needs no data (images), else None (clipping off, or a toy
+    config never resolved against its data: see `resolve_x0_clip`)."""
+    if not sample_cfg.clip_x0:
+        return None
+    if sample_cfg.clip_low is not None:
+        return tuple(sample_cfg.clip_low), tuple(sample_cfg.clip_high)
+    return x0_clip_bounds(model)
 
 
 def clip_box(clip_x0: float | tuple[Any, Any] | None, like: torch.Tensor) -> ClipBox | None:

@@ -113,6 +113,11 @@ def evaluate(names: list[str] | None, *, dataset: Dataset, model: Any | None = N
         raise MetricError(f"the model was built for {model.kind} data of shape {tuple(model.sample_shape)}, but "
                           f"dataset '{dataset.name}' is {dataset.kind} data of shape {dataset.sample_shape}")
     chosen = _resolve_names(names, dataset=dataset, model=model, have_samples=samples is not None)
+    if model is not None and samples is None:  # samples drawn here: record the x0 clip box they use
+        from genlib.models import SampleConfig
+        from genlib.samplers import resolve_x0_clip
+
+        sample_cfg = resolve_x0_clip(sample_cfg or SampleConfig(), model, dataset.x_train)
     ctx = EvalContext(dataset=dataset, model=model, samples=samples, sample_cfg=sample_cfg, cfg=cfg, n=n, seed=seed,
                       reference=reference, progress=progress)
     out = []

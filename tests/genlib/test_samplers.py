@@ -1,6 +1,7 @@
 """Tests for genlib.samplers: DDPM/DDIM driven by the closed-form optimal denoiser of Gaussian data
 reproduce its mean and covariance; determinism under seeds and explicit noise; numpy callables as
-denoisers; VAE refinement passes; the AE's fitted-Gaussian prior."""
+denoisers; the per-step plans and steps against the formulas; the x0 clip rule; VAE refinement passes
+(with explicit noise); the AE's fitted-Gaussian prior."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 import torch
 
 from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
-from genlib.samplers import (SAMPLERS, fit_gaussian, sample_ae, sample_chain, sample_ddim, sample_ddpm,
-                             sample_vae)
+from genlib.samplers import (SAMPLERS, X0_CLIP_MARGIN, clip_box, ddim_plan, ddim_step, ddpm_plan, ddpm_step,
+                             fit_gaussian, resolve_x0_clip, sample_ae, sample_chain, sample_ddim, sample_ddpm,
+                             sample_vae, take, vae_pass, x0_clip_bounds)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -105,6 +107,137 @@ def test_clip_x0_bounds_the_final_sample(schedule):
     out = sample_ddim(optimal_eps(schedule), x_T(500) * 3, schedule, 20, clip_x0=0.25)
     assert out.abs().max() <= 0.25 + 1e-9  # the last step returns x0_hat itself
     assert sample_ddim(optimal_eps(schedule), x_T(500) * 3, schedule, 20).abs().max() > 1.0
+
+
+# ---------------------------------------------------------------- plans and steps
+
+def test_ddim_plan_matches_eq_12_and_16(schedule):
+    """The tables against the paper's formulas on the respaced alpha_bar, in float64."""
+    S, eta = 7, 0.6
+    plan = ddim_plan(schedule, S, eta, dtype=torch.float64)
+    _, ts = schedule.respaced(S)
+    ab = schedule.alpha_bar[ts]
+    ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
+    sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+    assert plan.steps == S and torch.equal(plan.timesteps, ts) and plan.stochastic
+    torch.testing.assert_close(plan.sqrt_alpha_bar, ab.sqrt(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(plan.coef_x0, ab_prev.sqrt(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(plan.coef_second, (1 - ab_prev - sigma**2).sqrt(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(plan.noise_std[1:], sigma[1:], rtol=1e-12, atol=1e-14)
+    assert plan.noise_std[0] == 0  # the last step adds no noise
+    assert not ddim_plan(schedule, S, 0.0).stochastic and (ddim_plan(schedule, S, 0.0).noise_std == 0).all()
+    assert ddim_plan(schedule, S, eta).coef_x0.dtype == torch.float32  # export tables default to float32
+
+
+def test_ddpm_step_is_the_posterior_mean_plus_sigma_noise(schedule):
+    """ddpm_step at step i equals mu_tilde(x_t, x0_hat) + sigma z computed with genlib.diffusion directly."""
+    S, n = 9, 5
+    gen = torch.Generator().manual_seed(0)
+    x, eps, z = (torch.randn(n, 2, generator=gen, dtype=torch.float64) for _ in range(3))
+    sched, _ = schedule.respaced(S)
+    for variance in ("small", "large"):
+        plan = ddpm_plan(schedule, S, variance, dtype=torch.float64)
+        for i in (S - 1, 3, 0):
+            idx = torch.full((n,), i)
+            mean, var = sched.posterior_mean_var(sched.x0_from_eps(x, idx, eps), x, idx)
+            var = var if variance == "small" else sched.betas[i]
+            want = mean + (var.sqrt() * z if i > 0 else 0)
+            torch.testing.assert_close(ddpm_step(plan, i, x, eps, z), want, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(ddpm_step(plan, i, x, eps, None), mean, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("step,plan_of", [(ddim_step, lambda s: ddim_plan(s, 12, 0.5)),
+                                          (ddpm_step, lambda s: ddpm_plan(s, 12, "large"))])
+def test_steps_take_a_python_int_or_a_one_element_index_tensor(schedule, step, plan_of):
+    """The torch loop indexes tables with an int, an exported graph with a (1,) int64 tensor: same values."""
+    plan = plan_of(schedule)
+    gen = torch.Generator().manual_seed(2)
+    x, eps, z = (torch.randn(4, 1, 3, 3, generator=gen) for _ in range(3))
+    box = clip_box((-0.5, 0.5), x)
+    for i in range(plan.steps):
+        assert take(plan.coef_x0, i).shape == () and take(plan.coef_x0, torch.tensor([i])).shape == (1,)
+        assert torch.equal(step(plan, i, x, eps, z, box), step(plan, torch.tensor([i]), x, eps, z, box))
+
+
+# ---------------------------------------------------------------- the x0 clip rule
+
+class _ToyModel:
+    """What the clip rule reads from a model: kind, sample shape, the model-space map, the sampler's settings."""
+
+    kind, sample_shape = "toy", (2,)
+
+    @staticmethod
+    def to_model_space(x):
+        return x
+
+    @staticmethod
+    def resolve_sampler(cfg):
+        return SAMPLERS.get("ddim") if cfg.sampler in ("auto", "ddim") else SAMPLERS.get(cfg.sampler)
+
+
+def test_clip_box_accepts_a_symmetric_bound_or_per_dimension_low_high():
+    like = torch.zeros(3, 2, dtype=torch.float64)
+    lo, hi = clip_box(2.0, like)
+    assert lo.item() == -2.0 and hi.item() == 2.0 and lo.dtype == torch.float64
+    lo, hi = clip_box(((-1.0, 0.0), (1.0, 5.0)), like)
+    assert lo.tolist() == [-1.0, 0.0] and hi.tolist() == [1.0, 5.0]
+    assert clip_box(None, like) is None
+    with pytest.raises(ValueError, match="low <= high in every dimension"):
+        clip_box(((0.0, 2.0), (1.0, 1.0)), like)
+
+
+def test_x0_clip_bounds_images_keep_their_range_toys_get_the_bounding_box_plus_margin():
+    class Image:
+        kind, sample_shape = "image", (1, 4, 4)
+
+        @staticmethod
+        def to_model_space(x):
+            return x * 2 - 1
+
+    assert x0_clip_bounds(Image()) == ((-1.0,), (1.0,))
+    x_train = np.array([[0.0, -2.0], [1.0, 2.0], [0.5, 0.0]], dtype=np.float32)
+    low, high = x0_clip_bounds(_ToyModel(), x_train)
+    m = X0_CLIP_MARGIN
+    assert low == pytest.approx((0.0 - m * 1.0, -2.0 - m * 4.0)) and high == pytest.approx((1.0 + m, 2.0 + m * 4.0))
+    assert x0_clip_bounds(_ToyModel()) is None  # a toy's box needs its data
+    assert x0_clip_bounds(_ToyModel(), lambda: x_train) == (low, high)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_a_bad_denoiser_on_a_toy_at_two_steps_stays_inside_the_recorded_box(sampler):
+    """issue: at S=2 the first step amplifies eps errors by 1/sqrt(alpha_bar); the box bounds the result."""
+    from genlib.data import DataConfig, load_dataset
+    from genlib.diffusion import NoiseScheduleConfig
+    from genlib.metrics import evaluate
+    from genlib.models import SampleConfig, build_model
+    from genlib.models.ddpm import DDPMConfig
+    from genlib.train import generate
+
+    data = load_dataset(DataConfig(name="8gaussians", n_train=2000, n_test=500))
+    model = build_model(DDPMConfig(hidden=(8,), time_dim=8, noise=NoiseScheduleConfig(T=100)), (2,), "toy")
+
+    class Bad(torch.nn.Module):  # predicts eps = 50 everywhere
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(50.0))
+
+        def forward(self, x_t, t):
+            return self.scale * torch.ones_like(x_t)
+
+    model.net = Bad()
+    cfg = resolve_x0_clip(SampleConfig(sampler=sampler, steps=2), model, data.x_train)
+    lo, hi = data.x_train.min(0), data.x_train.max(0)
+    pad = X0_CLIP_MARGIN * (hi - lo)
+    assert cfg.clip_low == pytest.approx(tuple(lo - pad), rel=1e-6) and cfg.clip_high == pytest.approx(tuple(hi + pad), rel=1e-6)
+    x = generate(model, 500, cfg, seed=0).numpy()
+    assert (x >= np.array(cfg.clip_low) - 1e-5).all() and (x <= np.array(cfg.clip_high) + 1e-5).all()
+    unclipped = generate(model, 500, SampleConfig(sampler=sampler, steps=2, clip_x0=False), seed=0).numpy()
+    assert np.abs(unclipped).max() > 10 * np.abs(hi).max()
+    # evaluated through genlib.metrics, the result records the box it used as numbers
+    (swd,) = evaluate(["swd"], dataset=data, model=model, sample_cfg=SampleConfig(sampler=sampler, steps=2), n=200)
+    assert swd.extra["sample"]["clip_low"] == list(cfg.clip_low) and swd.extra["sample"]["clip_high"] == list(cfg.clip_high)
+    # clip_x0 off, or a sampler that never clips: nothing is resolved
+    assert resolve_x0_clip(SampleConfig(clip_x0=False), model, data.x_train).clip_low is None
 
 
 # ---------------------------------------------------------------- determinism
@@ -215,6 +348,23 @@ def test_sample_vae_returns_every_pass_and_identity_refinement_is_a_fixed_point(
     b = sample_vae(decode, encode, z, passes=2, reencode="sample", generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and not torch.equal(a, z)
     assert (a - z).abs().max() < 0.02
+
+
+def test_sample_vae_explicit_noise_replaces_the_generator(generator):
+    """noise[p] is pass p's draw: the same values drawn from a seeded generator reproduce a generator run."""
+    z = torch.randn(5, 3, generator=generator)
+    decode, encode = (lambda v: 0.5 * v), (lambda x: (x + 1, torch.full_like(x, 0.3)))
+    gen = torch.Generator().manual_seed(4)
+    noise = torch.stack([torch.randn(5, 3, generator=gen) for _ in range(3)])
+    from_gen = sample_vae(decode, encode, z, passes=3, reencode="sample", generator=torch.Generator().manual_seed(4))
+    from_noise = sample_vae(decode, encode, z, passes=3, reencode="sample", noise=noise)
+    assert torch.equal(from_gen, from_noise)
+    x = decode(z)
+    for p in range(3):
+        x = decode(vae_pass(encode, x, "sample", noise[p]))  # one pass: mu + scale * noise
+    torch.testing.assert_close(from_noise, x)
+    with pytest.raises(ValueError, match=r"noise must have shape \(passes=2, B=5, k\)"):
+        sample_vae(decode, encode, z, passes=2, reencode="sample", noise=noise)
 
 
 def test_sample_vae_refinement_applies_encode_then_decode(generator):
