@@ -82,7 +82,7 @@ def tiny_grid(**changes) -> dict:
         "decided_by": {"metric": "swd", "direction": "lower", "axis": "eval.steps",
                        "treatment": None, "reference": 2},
         "base": {"data": {"name": "moons", "n_train": 1000, "n_test": 500},
-                 "model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 10}},
+                 "model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 10, "scaled": False}},
                  "train": {"steps": 30, "batch_size": 64, "log_every": 10, "device": "cpu"}},
         "eval": {"n": 64},
         "axes": {"train.lr": [0.001, 0.002], "eval.steps": [2, 5, None]},

@@ -13,7 +13,8 @@ from bench.export import ExportConfig, export_part
 TINY_RUNS = {
     "ddpm": {"model": {"family": "ddpm", "hidden": [32, 32], "time_dim": 16, "noise": {"T": 100}},
              "data": {"name": "8gaussians", "n_train": 2000, "n_test": 500}},
-    "chain": {"model": {"family": "denoiser_chain", "hidden": [32, 32], "time_dim": 16, "noise": {"T": 8}},
+    "chain": {"model": {"family": "denoiser_chain", "hidden": [32, 32], "time_dim": 16,
+                        "noise": {"T": 8, "scaled": False}},
               "data": {"name": "8gaussians", "n_train": 2000, "n_test": 500}},
     "vae": {"model": {"family": "vae", "hidden": [32, 16], "latent_dim": 4}, "data": {"name": "digits"}},
     "vae_full": {"model": {"family": "vae", "hidden": [32, 16], "latent_dim": 4, "covariance": "full"},

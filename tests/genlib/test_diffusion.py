@@ -156,6 +156,25 @@ def test_linear_T100_unscaled_stays_far_from_noise_and_scaled_does_not():
     assert scaled.betas[0].item() == pytest.approx(1e-3) and scaled.betas[-1].item() == pytest.approx(0.2)
 
 
+def test_scaled_linear_below_T50_is_refused_saying_why():
+    with pytest.raises(ValueError, match=r"^the scaled linear schedule needs T >= 50 \(beta_end 0.02\), got T=10: "
+                                         r"the 1000/T rescaling makes the last beta 0.02 \* 1000 / 10 = 2, above 0.4 "
+                                         r"and clipped at max_beta 0.999, so the schedule is no longer linear; "
+                                         r"use scaled: false or T >= 50$"):
+        NoiseScheduleConfig(kind="linear", T=10, scaled=True)
+    with pytest.raises(ValueError, match=r"needs T >= 50 .*got T=49: .* = 0.408, above 0.4, so one step keeps only "
+                                         r"sqrt\(1 - beta\) = 77% of the signal; use scaled: false or T >= 50$"):
+        NoiseScheduleConfig(T=49)
+    with pytest.raises(ValueError, match=r"needs T >= 25 \(beta_end 0.01\), got T=24"):
+        NoiseScheduleConfig(T=24, beta_end=0.01)
+    # The boundary and the alternatives the message names are accepted, and none of them clips a beta.
+    for cfg in (NoiseScheduleConfig(T=50), NoiseScheduleConfig(T=10, scaled=False),
+                NoiseScheduleConfig(T=25, beta_end=0.01), NoiseScheduleConfig(kind="cosine", T=10, scaled=True)):
+        betas = NoiseSchedule.from_config(cfg).betas
+        assert betas.max().item() <= 0.4 + 1e-12 or cfg.kind == "cosine", cfg
+    assert NoiseSchedule.from_config(NoiseScheduleConfig(T=50)).betas[-1].item() == pytest.approx(0.4)
+
+
 @pytest.mark.parametrize("T", [50, 1000])
 def test_cosine_alpha_bar_follows_cos2_and_betas_are_clipped(T):
     cfg = NoiseScheduleConfig(kind="cosine", T=T)

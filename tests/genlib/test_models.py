@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 IMAGE = ((1, 8, 8), "image")
 TOY = ((2,), "toy")
-_SMALL_DIFFUSION = {"hidden": [32, 32], "channels": 8, "time_dim": 16, "noise": {"T": 20}}
+_SMALL_DIFFUSION = {"hidden": [32, 32], "channels": 8, "time_dim": 16, "noise": {"T": 20, "scaled": False}}
 
 # family -> [(case id, model config dict, data)]: every family on every data kind it supports, every arch.
 CASES: dict[str, list[tuple[str, dict, tuple]]] = {
