@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from genlib.config import ConfigError, config_hash, from_dict, set_dotted, to_dict
-from genlib.models import MODELS, SampleConfig
+from genlib.models import MODELS, EvaluationConfig, SampleConfig, resolve_sampler
 from genlib.registry import suggest
 from genlib.train import RunConfig, load_run_config
 
@@ -156,10 +156,6 @@ def check_metric_names(names: list[str], where: str) -> None:
 def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> None:
     """Reject evaluation settings the model family cannot honour before anything trains."""
     family = run.model.family
-    samplers = MODELS.get(family).samplers
-    if ev["sampler"] != "auto" and ev["sampler"] not in samplers:
-        raise GridError(f"'eval.sampler' {ev['sampler']!r} does not apply to model family '{family}' "
-                        f"(use one of: auto, {', '.join(samplers)})")
     if ev["metrics"]:
         try:
             from genlib.metrics import METRICS  # type: ignore[attr-defined]
@@ -170,14 +166,14 @@ def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> None:
             if getattr(spec, "needs", None) == "model" and spec.families is not None and family not in spec.families:
                 raise GridError(f"'eval.metrics': metric '{name}' applies to model families "
                                 f"{', '.join(spec.families)}, not '{family}'")
-    noise = getattr(run.model, "noise", None)
-    if noise is not None and ev["steps"] is not None:
-        if family == "denoiser_chain" and ev["steps"] != noise.T:
-            raise GridError(f"'eval.steps' {ev['steps']} does not apply to the naive chain, which runs all "
-                            f"T={noise.T} steps; leave eval.steps null for it")
-        if ev["steps"] > noise.T:
-            raise GridError(f"'eval.steps' {ev['steps']} exceeds the training steps model.noise.T={noise.T}; "
-                            f"add an 'exclude' rule such as {{model.noise.T: {noise.T}, eval.steps: [{ev['steps']}]}}")
+    try:  # the sampler's own rules (registry spec): applies to the family, reads these settings, S <= T
+        resolve_sampler(run.model, EvaluationConfig.from_flat(ev).sample)
+    except ConfigError as exc:
+        noise = getattr(run.model, "noise", None)
+        hint = ""
+        if noise is not None and ev["steps"] is not None and ev["steps"] > noise.T:
+            hint = f"; add an 'exclude' rule such as {{model.noise.T: {noise.T}, eval.steps: [{ev['steps']}]}}"
+        raise GridError(f"'eval' does not fit model family '{family}': {exc}{hint}") from None
 
 
 # -- expansion ------------------------------------------------------------------------------------------

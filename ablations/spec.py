@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from genlib.config import ConfigError, read_yaml, set_dotted
-from genlib.models import SampleConfig
+from genlib.models import SAMPLE_FIELDS, EvaluationConfig  # noqa: F401  (SAMPLE_FIELDS: read by ablations.plan)
 from genlib.registry import suggest
 from genlib.train import RunConfig
 
@@ -43,10 +43,9 @@ DECIDED_BY_KEYS = ("metric", "direction", "axis", "treatment", "reference", "spl
 DIRECTIONS = ("higher", "lower", "increasing", "decreasing", "equal")
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.init)
-SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(SampleConfig) if f.init)
-# The evaluation config of a cell: how to sample (SampleConfig) plus how many samples and which metrics.
-EVAL_FIELDS = SAMPLE_FIELDS + ("n", "metrics")
-DEFAULT_EVAL_N = 1000
+# The evaluation config of a cell is genlib's EvaluationConfig (SampleConfig + n + metrics), flat in YAML.
+EVAL_FIELDS = EvaluationConfig.FLAT_FIELDS
+DEFAULT_EVAL_N = EvaluationConfig().n
 
 
 class GridError(ConfigError):

@@ -92,16 +92,14 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
         description="Draw N samples from a run directory written by `genbench train` and save them as .npz "
                     "(array x, data space: images in [0, 1], shape (N, C, H, W)) or .png (image grid, or a "
                     "scatter plot for 2-D toys). Inference-only settings need no retraining.",
-        epilog="samplers by family: ae -> ae (--prior standard|fitted); vae -> vae (--passes K --reencode "
-               "mean|sample); denoiser_chain -> chain; ddpm -> ddpm (--steps S --variance small|large) or "
-               "ddim (--steps S --eta E).\n\nexamples:\n"
+        epilog="each family's samplers and the settings they read: genbench models\n\nexamples:\n"
                "  genbench sample --run runs/vae --n 64 --passes 2 --out refined.png\n"
                "  genbench sample --run runs/ddpm --n 1000 --sampler ddim --steps 20 --eta 0 --out ddim20.npz")
     p.add_argument("--run", required=True, type=Path, help="run directory (from genbench train)")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", required=True, type=Path, help="output file, .npz or .png")
-    p.add_argument("--sampler", default="auto", choices=["auto", "ae", "vae", "chain", "ddpm", "ddim"],
-                   help="generation procedure (default: the family's own)")
+    p.add_argument("--sampler", default="auto",
+                   help="generation procedure, a registered sampler (default: the family's own; list: genbench models)")
     p.add_argument("--steps", type=int, help="diffusion: respaced sampling steps S <= T (default T)")
     p.add_argument("--eta", type=float, default=0.0, help="ddim: stochasticity, 0 deterministic .. 1 DDPM-like")
     p.add_argument("--variance", choices=["small", "large"], default="small",
@@ -141,7 +139,7 @@ def run_sample(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     wall_s = time.perf_counter() - start
-    save_samples(x.numpy(), args.out, title=f"{run.config.name} ({run.model.resolve_sampler(sample_cfg)})")
+    save_samples(x.numpy(), args.out, title=f"{run.config.name} ({run.model.resolve_sampler(sample_cfg).name})")
     print(f"{args.n} samples from {run.config.model.family} run {run.meta.get('run_key', '?')} in {wall_s:.2f} s "
           f"-> {args.out}")
     return 0
@@ -177,12 +175,16 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from genlib.models import MODELS
+    from genlib.models import MODELS, SAMPLERS
 
     print("model families:")
     for name in MODELS.names():
         cls = MODELS.get(name)
         print(f"  {name:<15} samplers: {', '.join(cls.samplers):<10} {MODELS.describe(name)}")
+    print("\nsamplers (the settings each reads; any other sampling flag is refused):")
+    for name in SAMPLERS.names():
+        settings = ", ".join(SAMPLERS.get(name).settings) or "none"
+        print(f"  {name:<15} {SAMPLERS.describe(name)} [settings: {settings}]")
     print("\nexample configs (genbench train NAME --out DIR):")
     for name, path in sorted(example_configs().items()):
         first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")

@@ -287,11 +287,14 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
 
 def generate(model: GenerativeModel, n: int, sample_cfg: SampleConfig | None = None, seed: int = 0,
              batch_size: int = 4096) -> torch.Tensor:
-    """n samples in data space (CPU tensor), in batches, reproducible for a seed."""
+    """n samples in data space (CPU tensor), in batches, reproducible for a seed, by the sampler `sample_cfg`
+    names (its `SAMPLERS` spec; 'auto' = the family's first)."""
     cfg = sample_cfg or SampleConfig()
+    spec = model.resolve_sampler(cfg)  # the SAMPLERS spec; every setting checked before any sampling
     gen = _seeded_generator(seed)
     model.net.eval()
-    out = [model.generate(min(batch_size, n - i), cfg, gen).cpu() for i in range(0, n, batch_size)]
+    with torch.no_grad():
+        out = [spec.run(model, min(batch_size, n - i), cfg, gen).cpu() for i in range(0, n, batch_size)]
     return torch.cat(out) if out else torch.empty(0, *model.sample_shape)
 
 

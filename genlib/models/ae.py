@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from genlib.losses import reconstruction_mse
-from genlib.models.base import MODELS, GenerativeModel, ModelConfig, SampleConfig
+from genlib.models.base import MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, SampleConfig, SamplerSpec
 from genlib.models.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from genlib.samplers import fit_gaussian, sample_ae
 
@@ -64,10 +65,52 @@ class AENet(nn.Module):
         return self.decode(self.encode(x))
 
 
+def _run_ae(model: "AutoEncoder", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+    eps = model.randn((n, model.cfg.latent_dim), generator)
+    fitted = (model.net.code_mean, model.net.code_chol) if cfg.prior == "fitted" else None
+    return sample_ae(model.net.decode, eps, fitted)
+
+
+SAMPLERS.register("ae", help="plain AE: decode z ~ N(0, I), or z from a Gaussian fitted to training codes")(
+    SamplerSpec(name="ae", run=_run_ae, settings=("prior",), net_parts=("decoder",)))
+
+
+class _MethodPart(nn.Module):
+    """One method of a network as a module's forward, so the export sees exactly that function."""
+
+    def __init__(self, net: nn.Module, method: str) -> None:
+        super().__init__()
+        self.net = net
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.net, self.method)(x)
+
+
+def encoder_feeds(model: GenerativeModel, b: int, generator: torch.Generator, held_out) -> dict[str, torch.Tensor]:
+    """b held-out data points (drawn with replacement), or uniform / normal noise when no data is at hand."""
+    x = held_out()
+    if x is not None and len(x) > 0:
+        idx = torch.randint(0, len(x), (b,), generator=generator)
+        return {"x": torch.from_numpy(np.array(x[idx.numpy()])).reshape(b, *model.sample_shape)}
+    shape = (b, *model.sample_shape)
+    return {"x": torch.rand(shape, generator=generator) if model.kind == "image"
+            else torch.randn(shape, generator=generator)}
+
+
+decoder_part = PartSpec(help="z (B, k) -> x (B, *shape) in data space (ae, vae)",
+                        build=lambda model: _MethodPart(model.net, "decode"), inputs=("z",), outputs=("x",),
+                        feeds=lambda model, b, generator, held_out: {
+                            "z": torch.randn((b, model.cfg.latent_dim), generator=generator)})
+
+
 @MODELS.register("ae", help="plain autoencoder (mlp | conv); no prior, so N(0, I) codes decode off-distribution")
 class AutoEncoder(GenerativeModel):
     config_cls = AEConfig
     samplers = ("ae",)
+    parts = {"decoder": decoder_part,
+             "encoder": PartSpec(help="x (B, *shape) -> z (B, k) (ae)", build=lambda model: _MethodPart(model.net, "encode"),
+                                 inputs=("x",), outputs=("z",), feeds=encoder_feeds)}
     cfg: AEConfig
 
     def build_net(self) -> AENet:
@@ -83,10 +126,3 @@ class AutoEncoder(GenerativeModel):
         mean, chol = fit_gaussian(codes)
         self.net.code_mean.copy_(mean.float())
         self.net.code_chol.copy_(chol.float())
-
-    @torch.no_grad()
-    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-        self.resolve_sampler(cfg)
-        eps = self.randn((n, self.cfg.latent_dim), generator)
-        fitted = (self.net.code_mean, self.net.code_chol) if cfg.prior == "fitted" else None
-        return sample_ae(self.net.decode, eps, fitted)

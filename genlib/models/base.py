@@ -1,19 +1,40 @@
-"""The model-family contract and registry: config discriminated by `family`, one class per family.
+"""The model-family contract and its registries: families (`MODELS`), samplers (`SAMPLERS`), export parts.
 
-A `GenerativeModel` pairs a network (`.net`, an nn.Module that knows nothing of losses or schedules)
-with its family's config and glue: which loss from `genlib.losses` trains it, which sampler from
-`genlib.samplers` generates from it, and how data maps into model space (diffusion uses [-1, 1]).
-Adding a family means one new file in this package that registers a subclass with `MODELS`.
+A `GenerativeModel` pairs a network (`.net`, an nn.Module that knows nothing of losses or schedules) with
+its family's glue: the loss that trains it, the samplers that generate from it and the network parts it
+exposes for export and timing. Train, sample, eval, export, bench and grids dispatch through these
+registries only, so a new family is one file (and its test). Registering one:
+
+    @dataclass(frozen=True, kw_only=True)
+    class GaussConfig(ModelConfig):
+        family: Literal["gauss"] = "gauss"
+
+    SAMPLERS.register("gauss", help="mu + scale * eps")(SamplerSpec(
+        name="gauss", run=lambda model, n, cfg, generator: ...))   # -> (n, *sample_shape), data space
+
+    @MODELS.register("gauss", help="one Gaussian with a learned mean and diagonal scale")
+    class Gauss(GenerativeModel):
+        config_cls = GaussConfig
+        samplers = ("gauss",)                             # the first is the default ('auto')
+        parts = {"decoder": PartSpec(...)}                # what `genbench export` / `bench` can build
+        def build_net(self): ...
+        def training_loss(self, x, step, total_steps, loss_cfg, generator): ...
+
+A sampler reads only the `SampleConfig` fields named in its `settings`; any other field set away from
+its default is refused. Its `check(model_cfg, sample_cfg)` holds rules that need the model config (S <= T)
+and runs wherever settings are validated (`resolve_sampler`), before any work starts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal
 
+import numpy as np
 import torch
 
 from genlib.config import ConfigError
-from genlib.registry import Registry, UnknownNameError
+from genlib.registry import Registry, UnknownNameError, suggest
 
 MODELS: Registry[type["GenerativeModel"]] = Registry("model family")
 
@@ -36,19 +57,28 @@ class ModelConfig:
         except UnknownNameError as exc:
             raise ConfigError(f"'{key}': {exc}") from None
 
+    def check_data(self, data: Any) -> None:
+        """Refuse data this family cannot model (ConfigError naming data.name), given the run's DataConfig;
+        RunConfig calls it, so grids catch the mismatch before anything trains. The default accepts any."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class SampleConfig:
-    """How to generate from a trained model. Fields a family does not use must stay at their defaults."""
+    """How to generate from a trained model. Fields the chosen sampler does not read must stay at their defaults."""
 
-    # auto = the family's default: ae -> ae, vae -> vae, denoiser_chain -> chain, ddpm -> ddpm.
-    sampler: Literal["auto", "ae", "vae", "chain", "ddpm", "ddim"] = "auto"
+    # a registered sampler name (`genbench models` lists them), or auto = the family's first sampler.
+    sampler: str = "auto"
     # diffusion: S respaced sampling steps (None = T); DDIM stochasticity; DDPM reverse variance.
     steps: int | None = None
     eta: float = 0.0
     variance: Literal["small", "large"] = "small"
-    # diffusion on images: clip the predicted x0 to the data range [-1, 1] at each step.
+    # diffusion: clip the predicted x0 at each step to the box that genlib.samplers.x0_clip_bounds decides
+    # (images: their data range; toys: the training data's bounding box plus a margin).
     clip_x0: bool = True
+    # the box itself, per dimension in model space; written as numbers when a config is resolved
+    # against its data (genlib.samplers.resolve_x0_clip), so a result records what it used.
+    clip_low: tuple[float, ...] | None = None
+    clip_high: tuple[float, ...] | None = None
     # vae: refinement passes (decode, re-encode, decode) and how the re-encoding is used.
     passes: int = 0
     reencode: Literal["mean", "sample"] = "mean"
@@ -56,30 +86,80 @@ class SampleConfig:
     prior: Literal["standard", "fitted"] = "standard"
 
     def __post_init__(self) -> None:
+        if self.sampler != "auto" and self.sampler not in SAMPLERS:
+            known = ["auto", *SAMPLERS.names()]
+            raise ValueError(f"unknown sampler '{self.sampler}'{suggest(self.sampler, known)} (known: {', '.join(known)})")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
         if self.passes < 0:
             raise ValueError(f"passes must be >= 0, got {self.passes}")
+        if (self.clip_low is None) != (self.clip_high is None):
+            raise ValueError("clip_low and clip_high must be given together")
+        if self.clip_low is not None and (len(self.clip_low) != len(self.clip_high)
+                                          or any(lo > hi for lo, hi in zip(self.clip_low, self.clip_high))):
+            raise ValueError(f"need clip_low <= clip_high per dimension, got {self.clip_low} and {self.clip_high}")
 
 
-# The SampleConfig fields each sampler reads; any other field set away from its default is an error.
-SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
-    "ae": ("prior",),
-    "vae": ("passes", "reencode"),
-    "chain": (),
-    "ddpm": ("steps", "variance", "clip_x0"),
-    "ddim": ("steps", "eta", "clip_x0"),
-}
-_ALL_SETTINGS = ("steps", "eta", "variance", "clip_x0", "passes", "reencode", "prior")
+SAMPLE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SampleConfig))
+_SETTINGS = tuple(f for f in SAMPLE_FIELDS if f != "sampler")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerSpec:
+    """One generation procedure: what it reads from a SampleConfig, how it runs, what its export needs.
+
+    run(model, n, cfg, generator) -> (n, *sample_shape) samples in data space (images in [0, 1]).
+    check(model_cfg, cfg) raises ConfigError for settings this model cannot honour (e.g. S > T).
+    steps(model_cfg, cfg) is the number of step-graph calls one sample batch takes (0: no step loop).
+    net_parts: the family's network parts the per-step loop calls (`ort_net_loop` times the sampler with
+    these exported beside it). step: the pure per-step function from `genlib.samplers` that both the torch
+    loop and the exported step graph call (None when the sampler has no step loop).
+    """
+
+    name: str
+    run: Callable[["GenerativeModel", int, "SampleConfig", torch.Generator], torch.Tensor]
+    settings: tuple[str, ...] = ()
+    check: Callable[["ModelConfig", "SampleConfig"], None] | None = None
+    steps: Callable[["ModelConfig", "SampleConfig"], int] | None = None
+    net_parts: tuple[str, ...] = ()
+    step: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.settings if s not in _SETTINGS]
+        if unknown:
+            raise ValueError(f"sampler '{self.name}' names unknown settings {unknown} (SampleConfig has: "
+                             f"{', '.join(_SETTINGS)})")
+
+
+SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartSpec:
+    """A network part a family exposes for export and timing: a torch module over named tensors.
+
+    build(model) -> nn.Module whose forward takes `inputs` (in order) and returns `outputs` (a tensor, or
+    a tuple in that order), every tensor batched on axis 0. feeds(model, batch, generator, held_out) ->
+    {input name: tensor} for one call; held_out is test data in data space (N, *shape) or None. details
+    are recorded beside the export (e.g. T, so a bare ONNX file gets valid timesteps).
+    """
+
+    help: str
+    build: Callable[["GenerativeModel"], torch.nn.Module]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    feeds: Callable[["GenerativeModel", int, torch.Generator, np.ndarray | None], dict[str, torch.Tensor]]
+    details: Callable[["GenerativeModel"], dict] = lambda model: {}
 
 
 class GenerativeModel:
     """A family's network plus the glue that trains and samples it. Subclasses register with MODELS."""
 
     config_cls: ClassVar[type[ModelConfig]]
-    samplers: ClassVar[tuple[str, ...]]
+    samplers: ClassVar[tuple[str, ...]]  # registered SAMPLERS names; the first is the default
+    parts: ClassVar[dict[str, PartSpec]] = {}  # exportable network parts (part 'sampler' comes from samplers)
 
     def __init__(self, cfg: ModelConfig, sample_shape: tuple[int, ...], kind: str) -> None:
         self.cfg = cfg
@@ -96,16 +176,21 @@ class GenerativeModel:
         """Loss on a model-space batch x (B, *shape); returns (scalar loss, logged floats)."""
         raise NotImplementedError
 
-    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-        """n samples in data space ([0, 1] for images), shape (n, *sample_shape)."""
-        raise NotImplementedError
-
     # -- shared behaviour --------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+        """n samples in data space ([0, 1] for images), shape (n, *sample_shape), by the configured sampler."""
+        return self.resolve_sampler(cfg).run(self, n, cfg, generator)
+
     def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     def to_data_space(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+    def bind_data(self, data: Any) -> None:
+        """Hook after building, before training or reloading weights, given the run's DataConfig (the exact
+        `oracle` reads its mixture here). The default does nothing."""
 
     def finish_training(self, x_train: torch.Tensor) -> None:
         """Hook after the last step, given the model-space training set (the AE fits its code Gaussian)."""
@@ -122,18 +207,84 @@ class GenerativeModel:
         """Standard normal noise drawn on the CPU generator (reproducible across devices), moved to the net's device."""
         return torch.randn(shape, generator=generator).to(self.device)
 
-    def resolve_sampler(self, cfg: SampleConfig) -> str:
-        """The sampler to run; settings that the sampler would silently ignore are errors."""
-        name = self.samplers[0] if cfg.sampler == "auto" else cfg.sampler
-        if name not in self.samplers:
-            raise ConfigError(f"sampler '{name}' does not apply to model family '{self.cfg.family}' "
-                              f"(use one of: {', '.join(self.samplers)})")
-        default = SampleConfig()
-        ignored = [f for f in _ALL_SETTINGS if f not in SAMPLER_SETTINGS[name] and getattr(cfg, f) != getattr(default, f)]
-        if ignored:
-            raise ConfigError(f"sampler '{name}' does not use {', '.join(ignored)} "
-                              f"(it uses: {', '.join(SAMPLER_SETTINGS[name]) or 'no settings'})")
-        return name
+    def resolve_sampler(self, cfg: SampleConfig) -> SamplerSpec:
+        """The sampler to run; see `resolve_sampler`."""
+        return resolve_sampler(self.cfg, cfg)
+
+
+def resolve_sampler(model_cfg: ModelConfig, cfg: SampleConfig) -> SamplerSpec:
+    """The spec of the sampler `cfg` asks for on a `model_cfg` model, after every check of its settings.
+
+    Raises ConfigError when the sampler does not apply to the family, when a field the sampler would
+    silently ignore is set, or when the sampler's own check fails (e.g. S > T).
+    """
+    family = MODELS.get(model_cfg.family)
+    name = family.samplers[0] if cfg.sampler == "auto" else cfg.sampler
+    if name not in family.samplers:
+        raise ConfigError(f"sampler '{name}' does not apply to model family '{model_cfg.family}' "
+                          f"(use one of: {', '.join(family.samplers)})")
+    spec = SAMPLERS.get(name)
+    if spec.check is not None:
+        spec.check(model_cfg, cfg)
+    default = SampleConfig()
+    ignored = [f for f in _SETTINGS if f not in spec.settings and getattr(cfg, f) != getattr(default, f)]
+    if ignored:
+        raise ConfigError(f"sampler '{name}' does not use {', '.join(ignored)} "
+                          f"(it uses: {', '.join(spec.settings) or 'no settings'})")
+    return spec
+
+
+def family_parts(family: str) -> list[str]:
+    """The parts worth exporting and timing for a family: its network parts, then 'sampler' when one of
+    its samplers has a step loop."""
+    cls = MODELS.get(family)
+    sampler = any(SAMPLERS.get(s).steps is not None for s in cls.samplers)
+    return list(cls.parts) + (["sampler"] if sampler else [])
+
+
+def part_names() -> list[str]:
+    """Every exportable part name over the registered families ('sampler' last)."""
+    names = {p for f in MODELS.names() for p in MODELS.get(f).parts}
+    return sorted(names) + ["sampler"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationConfig:
+    """How a trained run is evaluated: how to sample, how many samples, which metrics (None: the defaults
+    that apply to its family and data). `genbench eval` and each grid cell's `eval` section read it;
+    in YAML the section is flat (`eval: {sampler: ddim, steps: 50, n: 1000, metrics: [swd]}`)."""
+
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    n: int = 1000
+    metrics: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+    FLAT_FIELDS: ClassVar[tuple[str, ...]] = SAMPLE_FIELDS + ("n", "metrics")
+
+    @classmethod
+    def from_flat(cls, data: dict[str, Any], where: str = "eval") -> "EvaluationConfig":
+        """From a flat mapping of SampleConfig fields + n + metrics; unknown keys are ConfigErrors."""
+        from genlib.config import from_dict
+
+        unknown = [k for k in data if k not in cls.FLAT_FIELDS]
+        if unknown:
+            raise ConfigError(f"unknown key '{where}.{unknown[0]}'{suggest(unknown[0], list(cls.FLAT_FIELDS))} "
+                              f"(valid keys: {', '.join(cls.FLAT_FIELDS)})")
+        sample = from_dict(SampleConfig, {k: data[k] for k in SAMPLE_FIELDS if k in data}, where)
+        metrics = data.get("metrics")
+        try:
+            return cls(sample=sample, n=int(data.get("n", cls.n)),
+                       metrics=None if metrics is None else tuple(metrics))
+        except ValueError as exc:
+            raise ConfigError(f"'{where}': {exc}") from None
+
+    def to_flat(self) -> dict[str, Any]:
+        from genlib.config import to_dict
+
+        return {**to_dict(self.sample), "n": self.n, "metrics": None if self.metrics is None else list(self.metrics)}
 
 
 def build_model(cfg: ModelConfig, sample_shape: tuple[int, ...], kind: str) -> GenerativeModel:

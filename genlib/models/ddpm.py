@@ -16,9 +16,10 @@ import torch
 from genlib.data import from_symmetric, to_symmetric
 from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
 from genlib.losses import chain_mse_loss, ddpm_simple_loss
-from genlib.models.base import MODELS, GenerativeModel, ModelConfig, SampleConfig
+from genlib.config import ConfigError
+from genlib.models.base import MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, SampleConfig, SamplerSpec
 from genlib.models.nets import TimeMLP, UNet
-from genlib.samplers import sample_chain, sample_ddim, sample_ddpm
+from genlib.samplers import chain_step, clip_x0_for, ddim_step, ddpm_step, sample_chain, sample_ddim, sample_ddpm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,10 +81,82 @@ class _DiffusionFamily(GenerativeModel):
         return torch.randint(0, self.schedule.T, (n,), generator=generator).to(self.device)
 
 
+def _clip(model: "_DiffusionFamily", cfg: SampleConfig):
+    """The x0 clip box (low, high) or None, by the one clip rule (genlib.samplers.clip_x0_for)."""
+    return clip_x0_for(model, cfg)
+
+
+def _check_respaced(model_cfg: DiffusionConfig, cfg: SampleConfig) -> None:
+    if cfg.steps is not None and cfg.steps > model_cfg.noise.T:
+        raise ConfigError(f"steps={cfg.steps} exceeds the training steps model.noise.T={model_cfg.noise.T}")
+
+
+def _respaced_steps(model_cfg: DiffusionConfig, cfg: SampleConfig) -> int:
+    return cfg.steps or model_cfg.noise.T
+
+
+def _run_ddpm(model: "DDPM", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+    x_T = model.randn((n, *model.sample_shape), generator)
+    x0 = sample_ddpm(model.net, x_T, model.schedule, cfg.steps, variance=cfg.variance, clip_x0=_clip(model, cfg),
+                     generator=generator)
+    return model.to_data_space(x0)
+
+
+def _run_ddim(model: "DDPM", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+    x_T = model.randn((n, *model.sample_shape), generator)
+    x0 = sample_ddim(model.net, x_T, model.schedule, cfg.steps, eta=cfg.eta, clip_x0=_clip(model, cfg),
+                     generator=generator)
+    return model.to_data_space(x0)
+
+
+def _check_chain(model_cfg: ChainConfig, cfg: SampleConfig) -> None:
+    if cfg.steps is not None:
+        raise ConfigError(f"the naive chain runs all T={model_cfg.noise.T} steps: sampler 'chain' does not use "
+                          f"steps (it uses: no settings)")
+
+
+def _run_chain(model: "DenoiserChain", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+    x_T = model.randn((n, *model.sample_shape), generator)
+    return model.to_data_space(sample_chain(model.predict_prev, x_T, model.schedule.T))
+
+
+SAMPLERS.register("ddpm", help="DDPM ancestral sampling over S respaced steps (Ho et al. 2020, Alg. 2)")(SamplerSpec(
+    name="ddpm", run=_run_ddpm, settings=("steps", "variance", "clip_x0", "clip_low", "clip_high"), check=_check_respaced,
+    steps=_respaced_steps, net_parts=("denoiser",), step=ddpm_step))
+SAMPLERS.register("ddim", help="DDIM over S respaced steps with stochasticity eta (Song et al. 2021, eq. 12)")(
+    SamplerSpec(name="ddim", run=_run_ddim, settings=("steps", "eta", "clip_x0", "clip_low", "clip_high"), check=_check_respaced,
+                steps=_respaced_steps, net_parts=("denoiser",), step=ddim_step))
+SAMPLERS.register("chain", help="the naive repeated-denoiser chain: x_{t-1} = f(x_t, t), no noise injected")(
+    SamplerSpec(name="chain", run=_run_chain, check=_check_chain, steps=lambda model_cfg, cfg: model_cfg.noise.T,
+                net_parts=("chain",), step=chain_step))
+
+
+class _TimeNetPart(torch.nn.Module):
+    """(x_t (B, *shape), t (B,) int64) -> the network's output (eps for ddpm, x_{t-1} for the chain)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x_t, t)
+
+
+def _time_net_feeds(model: "_DiffusionFamily", b: int, generator: torch.Generator, held_out) -> dict[str, torch.Tensor]:
+    return {"x_t": torch.randn((b, *model.sample_shape), generator=generator),
+            "t": torch.randint(0, model.schedule.T, (b,), generator=generator)}
+
+
+def _time_net_part(help: str, output: str) -> PartSpec:
+    return PartSpec(help=help, build=lambda model: _TimeNetPart(model.net), inputs=("x_t", "t"), outputs=(output,),
+                    feeds=_time_net_feeds, details=lambda model: {"T": model.schedule.T})
+
+
 @MODELS.register("ddpm", help="DDPM eps-prediction (mlp | unet), linear/cosine noise; samplers ddpm, ddim")
 class DDPM(_DiffusionFamily):
     config_cls = DDPMConfig
     samplers = ("ddpm", "ddim")
+    parts = {"denoiser": _time_net_part("(x_t (B, *shape), t (B,) int64) -> eps (ddpm)", "eps")}
 
     def training_loss(self, x, step, total_steps, loss_cfg, generator):
         t = self.draw_timesteps(x.shape[0], generator)
@@ -91,23 +164,12 @@ class DDPM(_DiffusionFamily):
         loss = ddpm_simple_loss(self.net(self.schedule.q_sample(x, t, eps), t), eps)
         return loss, {"loss": loss.item()}
 
-    @torch.no_grad()
-    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-        name = self.resolve_sampler(cfg)
-        x_T = self.randn((n, *self.sample_shape), generator)
-        clip = 1.0 if (cfg.clip_x0 and self.kind == "image") else None
-        if name == "ddim":
-            x0 = sample_ddim(self.net, x_T, self.schedule, cfg.steps, eta=cfg.eta, clip_x0=clip, generator=generator)
-        else:
-            x0 = sample_ddpm(self.net, x_T, self.schedule, cfg.steps, variance=cfg.variance, clip_x0=clip,
-                             generator=generator)
-        return self.to_data_space(x0)
-
 
 @MODELS.register("denoiser_chain", help="naive chain: denoisers regress x_{t-1} from x_t, sampled without noise")
 class DenoiserChain(_DiffusionFamily):
     config_cls = ChainConfig
     samplers = ("chain",)
+    parts = {"chain": _time_net_part("(x_t, t) -> x_{t-1}: the naive chain's denoiser (denoiser_chain)", "x_prev")}
 
     cfg: ChainConfig
 
@@ -126,11 +188,3 @@ class DenoiserChain(_DiffusionFamily):
         """The learned conditional mean E[x_{t-1} | x_t] (B, *shape)."""
         out = self.net(x_t, t)
         return out if self.cfg.parameterization == "direct" else self.schedule.chain_prev_from_step_eps(x_t, t, out)
-
-    @torch.no_grad()
-    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-        self.resolve_sampler(cfg)
-        if cfg.steps not in (None, self.schedule.T):
-            raise ValueError(f"the naive chain runs all T={self.schedule.T} steps; steps={cfg.steps} is not supported")
-        x_T = self.randn((n, *self.sample_shape), generator)
-        return self.to_data_space(sample_chain(self.predict_prev, x_T, self.schedule.T))

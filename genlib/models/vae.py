@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from genlib.kl_schedules import kl_weight
 from genlib.losses import decoded_mean, kl_standard_normal, negative_elbo, reconstruction_nll, reparameterize
-from genlib.models.ae import build_coder
-from genlib.models.base import MODELS, GenerativeModel, ModelConfig, SampleConfig
-from genlib.samplers import sample_vae
+from genlib.models.ae import build_coder, decoder_part, encoder_feeds
+from genlib.models.base import MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, SampleConfig, SamplerSpec
+from genlib.samplers import sample_vae, vae_pass
 
 MIN_SCALE = 1e-4  # keeps log det Sigma finite
 
@@ -84,16 +84,49 @@ class VAENet(nn.Module):
         return self.decode(self.encode(x)[0])
 
 
+def _run_vae(model: "VAE", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+    z = model.randn((n, model.cfg.latent_dim), generator)
+    return sample_vae(model.decode_data, model.net.encode, z, passes=cfg.passes, reencode=cfg.reencode,
+                      generator=generator)
+
+
+SAMPLERS.register("vae", help="VAE prior samples with k refinement passes (decode, re-encode, decode)")(SamplerSpec(
+    name="vae", run=_run_vae, settings=("passes", "reencode"), steps=lambda model_cfg, cfg: cfg.passes,
+    net_parts=("decoder", "encoder"), step=vae_pass))
+
+
+class _GaussianEncoderPart(nn.Module):
+    """x (B, *shape) -> (mu (B, k), L (B, k, k)); a diagonal std becomes diag(std)."""
+
+    def __init__(self, net: VAENet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, scale = self.net.encode(x)
+        return mu, (scale if scale.ndim == 3 else torch.diag_embed(scale))
+
+
 @MODELS.register("vae", help="Gaussian VAE, covariance diagonal | full, Bernoulli or Gaussian decoder")
 class VAE(GenerativeModel):
     config_cls = VAEConfig
     samplers = ("vae",)
+    parts = {"decoder": decoder_part,
+             "encoder": PartSpec(help="x (B, *shape) -> mu (B, k), L (B, k, k) (vae)",
+                                 build=lambda model: _GaussianEncoderPart(model.net), inputs=("x",),
+                                 outputs=("mu", "L"), feeds=encoder_feeds)}
     cfg: VAEConfig
 
     def build_net(self) -> VAENet:
         if self.cfg.likelihood == "bernoulli" and self.kind != "image":
             raise ValueError("model.likelihood 'bernoulli' needs data in [0, 1] (images); use 'gaussian' for 2-D toys")
         return VAENet(self.cfg, self.sample_shape, self.kind)
+
+    def decode_data(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, k) -> E[x | z]; a Gaussian mean on images is clamped to the data range [0, 1] (samples, and what
+        refinement re-encodes, stay in range)."""
+        x = self.net.decode(z)
+        return x.clamp(0, 1) if (self.kind == "image" and self.cfg.likelihood == "gaussian") else x
 
     def elbo_terms(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(recon_nll (B,), kl (B,), z (B, k)) for one reparameterised draw per image."""
@@ -108,14 +141,3 @@ class VAE(GenerativeModel):
         loss = negative_elbo(rec, kl, beta_t)
         return loss, {"loss": loss.item(), "recon_nll": rec.mean().item(), "kl": kl.mean().item(),
                       "beta_t": beta_t, "neg_elbo": (rec + kl).mean().item()}
-
-    @torch.no_grad()
-    def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-        self.resolve_sampler(cfg)
-        z = self.randn((n, self.cfg.latent_dim), generator)
-        decode = self.net.decode
-        if self.kind == "image" and self.cfg.likelihood == "gaussian":
-            # A Gaussian mean is unbounded; samples (and what refinement re-encodes) stay in the data range [0, 1].
-            decode = lambda z_: self.net.decode(z_).clamp(0, 1)  # noqa: E731
-        return sample_vae(decode, self.net.encode, z, passes=cfg.passes, reencode=cfg.reencode,
-                          generator=generator)
