@@ -99,7 +99,7 @@ def test_missing_family_lists_the_families():
 
 def test_unknown_family_suggests_the_closest():
     with pytest.raises(ConfigError, match=r"'model.family': unknown model family 'vea'; did you mean 'vae'\? "
-                                          r"\(known: ae, ddpm, denoiser_chain, vae\)"):
+                                          r"\(known: ae, ddpm, denoiser_chain, oracle, vae\)"):
         load_run_config({"model": {"family": "vea"}})
 
 

@@ -62,8 +62,9 @@ def batch(data: tuple, n: int = 6, seed: int = 0) -> torch.Tensor:
 
 
 def test_every_registered_family_has_contract_cases():
-    assert sorted(CASES) == MODELS.names()
-    for family in MODELS.names():
+    # The oracle has no network to train and models only Gaussian-mixture toys: tests/genlib/test_oracle.py.
+    assert sorted(CASES) == [f for f in MODELS.names() if f != "oracle"]
+    for family in CASES:
         kinds = {data[1] for _, _, data in CASES[family]}
         assert "image" in kinds, family
         for name in MODELS.get(family).samplers:
