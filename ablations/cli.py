@@ -57,8 +57,12 @@ def _plans(args, share: bool = True):
     from ablations.plan import plan_grid
     from ablations.spec import load_grid
     overrides = _overrides(getattr(args, "overrides", None) or [])
-    return [plan_grid(apply_overrides(load_grid(resolve_grid(g), args.profile), overrides), share=share)
-            for g in args.grids]
+    plans = [plan_grid(apply_overrides(load_grid(resolve_grid(g), args.profile), overrides), share=share)
+             for g in args.grids]
+    for plan in plans:
+        for warning in plan.warnings:
+            print(f"genbench grid: warning: {warning}", file=sys.stderr)
+    return plans
 
 
 def _overrides(texts: list[str]) -> dict[str, Any]:
@@ -242,6 +246,8 @@ def cmd_list(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from genlib.cli import positive_int
+
     parser = subparsers.add_parser(
         "grid", help="plan, run, resume and inspect ablation grids",
         description="Ablation grids: a YAML file (or a bundled study name) with a base run config, axes and "
@@ -272,8 +278,8 @@ def add_parser(subparsers) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     common(p, store_required=True, json_output=False)
     p.add_argument("--executor", default="local", help="local (process pool), ray, or serial (default: local)")
-    p.add_argument("--workers", type=int, default=None, help="cells in parallel (default: the number of cores)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None, help="cells in parallel (default: the number of cores)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads per cell (default: cores / workers); keep it fixed across resumes")
     p.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     p.add_argument("--max-failures", type=int, default=None, metavar="N", help="stop once N cells failed")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from genlib.cli import UserError, str_list
+from genlib.cli import UserError, positive_int, str_list
 
 STUDIES = ("beta", "warmup", "refinement", "steps", "baselines")
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -50,7 +50,7 @@ def _run_studies(store: Path, profile: str, workers: int | None, executor: str, 
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=["quick", "full"], default="quick",
                    help="quick: CI-sized (minutes, 3 seeds, short training); full: paper-sized (3 seeds, long training; roughly an hour on 2 CPU cores)")
-    p.add_argument("--workers", type=int, help="parallel cells (default: one per core)")
+    p.add_argument("--workers", type=positive_int, help="parallel cells (default: one per core)")
     p.add_argument("--executor", choices=["local", "ray", "serial"], default="local", help="where cells run")
     p.add_argument("--studies", type=str_list, default=",".join(STUDIES), help=f"comma-separated subset of {', '.join(STUDIES)}")
 

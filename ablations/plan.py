@@ -19,7 +19,8 @@ from genlib.models import MODELS, EvaluationConfig, SampleConfig, resolve_sample
 from genlib.registry import suggest
 from genlib.train import RunConfig, load_run_config
 
-from ablations.spec import DEFAULT_EVAL_N, EVAL_FIELDS, SAMPLE_FIELDS, Block, GridError, GridSpec, is_eval_key
+from ablations.spec import (DEFAULT_EVAL_N, EVAL_FIELDS, SAMPLE_FIELDS, Block, GridError, GridSpec, is_eval_key,
+                            same_value)
 
 _MISSING = object()
 
@@ -96,6 +97,7 @@ class Plan:
     floor_cells: list[FloorCell] = field(default_factory=list)
     train_axes: tuple[str, ...] = ()
     eval_axes: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)  # e.g. an exclude rule that matches no cell
 
     @property
     def study(self) -> str:
@@ -115,7 +117,8 @@ class Plan:
         return {"study": self.study, "profile": self.spec.profile, "share": self.share,
                 "trainings": len(self.train_cells), "evaluations": len(self.eval_cells),
                 "floors": len(self.floor_cells), "cells": len(self.cells), "seeds": list(self.spec.seeds),
-                "training_axes": list(self.train_axes), "inference_axes": list(self.eval_axes)}
+                "training_axes": list(self.train_axes), "inference_axes": list(self.eval_axes),
+                "warnings": list(self.warnings)}
 
 
 # -- evaluation configs -------------------------------------------------------------------------------
@@ -197,12 +200,6 @@ def _lookup(doc: dict, key: str) -> Any:
     return node
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):  # YAML true must not equal 1
-        return a is b
-    return a == b
-
-
 def _matches(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, where: str) -> bool:
     """True when every key of an exclude rule has one of the rule's values in this cell.
 
@@ -213,7 +210,7 @@ def _matches(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, where: 
             raise GridError(f"{where}: exclude rule key '{key}' is neither an axis nor a config key"
                             f"{suggest(key, list(axes))}")
         options = want if isinstance(want, list) else [want]
-        if not any(_same(have, w) for w in options):
+        if not any(same_value(have, w) for w in options):
             return False
     return True
 
@@ -256,6 +253,8 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
     many_blocks = len(spec.blocks) > 1
     resolved_runs: dict[str, RunConfig] = {}
     resolved_evals: dict[str, dict] = {}
+    # Exclude rules by identity (a top-level rule is shared by every block) -> whether it matched a cell.
+    rule_matched: dict[int, bool] = {id(r): False for b in spec.blocks for r in b.exclude}
 
     for block in spec.blocks:
         bwhere = f"{where}, block '{block.name}'" if block.name else where
@@ -289,7 +288,10 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                     if ev is None:
                         ev = resolved_evals[eval_key_doc] = resolve_eval(eval_doc)
                     run_dict = to_dict(run)
-                    if any(_matches(rule, axes, {**run_dict, "eval": ev}, bwhere) for rule in block.exclude):
+                    hits = [rule for rule in block.exclude if _matches(rule, axes, {**run_dict, "eval": ev}, bwhere)]
+                    for rule in hits:
+                        rule_matched[id(rule)] = True
+                    if hits:
                         continue
                     check_eval_applies(run, ev)
                 except GridError:
@@ -330,6 +332,12 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                                                 data=run_dict["data"], n=ev["n"], metrics=metrics, axes=f_axes)
     if not evals:
         raise GridError(f"{where}: the grid has no cells (every combination was excluded)")
+    seen_rules: set[int] = set()
+    for block in spec.blocks:
+        for rule in block.exclude:
+            if not rule_matched[id(rule)] and id(rule) not in seen_rules:
+                plan.warnings.append(f"{where}: exclude rule {rule!r} matches no cell (a typo in a value?)")
+            seen_rules.add(id(rule))
     # A checkpoint shared by labels of a mixed variant (an AE evaluated with two priors) lists all of them.
     children: dict[str, list[EvalCell]] = {}
     for e in evals.values():

@@ -1,6 +1,6 @@
 """Grid specs: one YAML file states a study's claim, its base run, its axes and its profiles.
 
-`load_grid(path, profile)` reads the file with `yaml.safe_load`, applies the chosen profile and
+`load_grid(path, profile)` reads the file safely (duplicate keys refused), applies the chosen profile and
 checks the structure (unknown keys get a did-you-mean, axis keys must be RunConfig keys or `eval.*`).
 It does not resolve cells: `ablations.plan` expands the grid and validates every resolved config.
 
@@ -124,9 +124,19 @@ def _check_keys(data: dict, allowed: tuple[str, ...], where: str) -> None:
                             f"(valid keys: {', '.join(allowed)})")
 
 
-def _values(value: Any, where: str) -> list:
+def same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):  # YAML true must not equal 1
+        return a is b
+    return a == b
+
+
+def _values(value: Any, where: str, *, unique: bool = True) -> list:
     if not isinstance(value, list) or not value:
         raise GridError(f"{where} must be a non-empty list of values, got {value!r}")
+    if unique:
+        for i, v in enumerate(value):
+            if any(same_value(v, w) for w in value[:i]):
+                raise GridError(f"{where} lists the value {v!r} twice; each value of an axis must appear once")
     return list(value)
 
 
@@ -135,9 +145,9 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
     return {check_key(k, where): v for k, v in data.items()}
 
 
-def _axes(value: Any, where: str) -> dict[str, list]:
+def _axes(value: Any, where: str, *, unique: bool = True) -> dict[str, list]:
     data = _mapping(value, where)
-    return {check_key(k, where): _values(v, f"{where}.{k}") for k, v in data.items()}
+    return {check_key(k, where): _values(v, f"{where}.{k}", unique=unique) for k, v in data.items()}
 
 
 def _zip(value: Any, where: str) -> tuple[dict[str, list], ...]:
@@ -147,13 +157,17 @@ def _zip(value: Any, where: str) -> tuple[dict[str, list], ...]:
         raise GridError(f"{where} must be a list of groups (mappings of dotted key -> list), got {value!r}")
     groups = []
     for i, group in enumerate(value):
-        g = _axes(group, f"{where}[{i}]")
+        g = _axes(group, f"{where}[{i}]", unique=False)  # a column may repeat; a whole row may not
         if not g:
             raise GridError(f"{where}[{i}] is empty")
         lengths = {k: len(v) for k, v in g.items()}
         if len(set(lengths.values())) > 1:
             raise GridError(f"{where}[{i}]: zipped lists must have equal lengths, got "
                             + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
+        rows = [{k: vs[j] for k, vs in g.items()} for j in range(next(iter(lengths.values())))]
+        for j, row in enumerate(rows):
+            if any(all(same_value(row[k], other[k]) for k in row) for other in rows[:j]):
+                raise GridError(f"{where}[{i}] lists the combination {row!r} twice; each must appear once")
         groups.append(g)
     return tuple(groups)
 
@@ -349,7 +363,7 @@ def _check_disjoint(block: Block, where: str) -> None:
 
 
 def load_grid(path: str | Path, profile: str | None = None) -> GridSpec:
-    """Read a grid YAML file (safe_load) and apply `profile` (None: 'quick' if defined); errors name the key."""
+    """Read a grid YAML file (safe loading, duplicate keys refused) and apply `profile` (None: 'quick' if defined); errors name the key."""
     path = Path(path)
     try:
         data = read_yaml(path)

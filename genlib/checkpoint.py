@@ -1,16 +1,18 @@
 """Run directories: resolved config, weights, history and provenance, written atomically.
 
 A run directory holds `config.yaml` (the resolved RunConfig), `history.csv` (the logged training
-curves), `meta.json` (run key, provenance, timings) and `model.pt` (weights, written last: its presence
-marks a finished run). Every file goes to a temporary name and is renamed into place, so a crash never
-leaves a partial file under a final name. Weights load with `torch.load(weights_only=True)`.
+curves), `meta.json` (run key, provenance, timings) and `model.pt` (weights, written last). A run is
+built in a temporary sibling (`DIR.tmp-*`) and renamed into place whole, so a crash never mixes the
+files of two runs. Weights load with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle  # only for its exception type: loading is weights-only
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +45,102 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+# -- whole run directories ----------------------------------------------------------------------------
+RUN_FILES = ("config.yaml", "model.pt", "meta.json", "history.csv")
+
+
+def holds_run(path: Path) -> bool:
+    """True when `path` is a directory holding any file of a run (a finished or a half-written one)."""
+    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def check_run_target(path: str | Path, *, overwrite: bool) -> None:
+    """Refuse to write a run onto `path` when it is a file, a directory of other things, or (unless
+    `overwrite`) an existing run. An absent path or an empty directory is fine."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"run directory '{path}' is an existing file; choose another --out")
+    if holds_run(path):
+        if not overwrite:
+            raise CheckpointError(f"run directory '{path}' already holds a run; pass --overwrite to replace it")
+    elif path.is_dir() and any(path.iterdir()):
+        raise CheckpointError(f"'{path}' is a non-empty directory that is not a genbench run; choose another --out")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def clean_stale_siblings(path: str | Path) -> int:
+    """Remove `DIR.tmp-*` / `DIR.trash-*` siblings of `path` left by a killed process; returns how many.
+
+    Siblings of a process that is still running (the pid is part of the name) are left alone."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return 0
+    removed = 0
+    for sibling in path.parent.iterdir():
+        for marker in (".tmp-", ".trash-"):
+            prefix = f"{path.name}{marker}"
+            if not sibling.name.startswith(prefix):
+                continue
+            pid = sibling.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and _pid_alive(int(pid)):
+                continue
+            shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def make_temp_sibling(path: str | Path) -> Path:
+    """Create an empty directory `DIR.tmp-<pid>-<random>` beside `path` (creating the parent);
+    CheckpointError naming `path` when it cannot be written."""
+    path = Path(path)
+    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write run directory '{path}': {exc.strerror or exc}") from None
+    return tmp
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish_dir(tmp: str | Path, final: str | Path) -> Path:
+    """Rename the finished directory `tmp` onto `final`. An existing `final` is first renamed to a trash
+    name and deleted only after the new directory is in place, so `final` is always one whole run."""
+    tmp, final = Path(tmp), Path(final)
+    _fsync_dir(tmp)
+    if final.exists():
+        trash = final.parent / f"{final.name}.trash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return final
 
 
 def save_weights(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -49,6 +49,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                "\nOverrides use dotted keys and YAML values (8, 1e-3, [64, 64], null); unknown keys are errors.")
     p.add_argument("config", help="run config YAML, or a shipped example name (list: genbench models)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run in --out (only once the new run is complete)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable), e.g. --set train.steps=500")
     p.add_argument("--store", type=Path, help="also record the run and its final training metrics in this results store")
@@ -66,7 +68,7 @@ def run_train(args: argparse.Namespace) -> int:
     check_device(cfg.train.device, "train.device")
     if args.store:
         check_store_writable(args.store)
-    result = train(cfg, args.out, progress=not args.quiet)
+    result = train(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
     meta = result.meta
     final = ", ".join(f"{k} {v:.4g}" for k, v in meta["final"].items() if k != "step")
     print(f"trained {cfg.model.family} '{cfg.name}' (run key {meta['run_key']}) on {cfg.data.name}: "

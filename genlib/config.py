@@ -1,8 +1,8 @@
 """Configs: frozen dataclasses <-> plain dicts <-> YAML, dotted overrides and run keys.
 
 Every config in genbench is a `@dataclass(frozen=True, kw_only=True)` living beside the code it
-configures. This module converts them from untrusted YAML (`yaml.safe_load` only) with type checks
-and did-you-mean errors, applies `a.b.c=value` overrides (one grammar for the CLI and grid axes) and
+configures. This module converts them from untrusted YAML (safe loading only, duplicate keys refused)
+with type checks and did-you-mean errors, applies `a.b.c=value` overrides (one grammar for the CLI and grid axes) and
 hashes the canonical resolved form into a run key. It does not know any concrete config.
 """
 from __future__ import annotations
@@ -147,6 +147,33 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key (safe_load silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' may be overridden on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise ConfigError(f"duplicate key {key!r} at line {line} (first at line {first}); "
+                                      f"a key may appear once per mapping")
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML like `yaml.safe_load`, but a repeated mapping key is a ConfigError naming it and its line."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split `a.b=value`; the value is parsed as YAML (so 8 is an int, [64, 64] a list, null None)."""
     if "=" not in text:
@@ -156,9 +183,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"override {text!r}: {exc}") from None
     return key, value
 
 
@@ -187,14 +216,16 @@ def apply_overrides(data: dict, overrides: list[str] | dict[str, Any]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with `yaml.safe_load`; errors name the file."""
+    """Read a YAML mapping safely (duplicate keys are errors); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_text(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"config file '{path}': {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
