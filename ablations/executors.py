@@ -115,11 +115,21 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
+def _thread_lock_for_tqdm() -> None:
+    """tqdm guards its bars with a multiprocessing RLock, a named POSIX semaphore created on the first bar;
+    a worker killed at an interruption never unlinks it and Python warns of 'leaked semaphore objects'
+    at exit. A worker's bars are its own (the driver draws the grid's), so a thread lock is enough."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
 def _worker_main(conn, parent_pid: int, initializer, initargs) -> None:
     # Ctrl-C reaches the whole process group: the driver decides what happens to cells in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent_pid)
+    _thread_lock_for_tqdm()
     if initializer is not None:
         initializer(*initargs)
     while True:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from genlib.cli import UserError, positive_int, str_list
+from genlib.cli import UserError, check_writable, positive_int, str_list
 
 STUDIES = ("beta", "warmup", "refinement", "steps", "baselines")
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -34,13 +34,16 @@ def _call(argv: list[str], allow: tuple[int, ...] = (0,)) -> int:
     return code
 
 
-def _run_studies(store: Path, profile: str, workers: int | None, executor: str, studies: tuple[str, ...]) -> int:
+def _run_studies(store: Path, profile: str, workers: int | None, executor: str, studies: tuple[str, ...],
+                 overrides: list[str] | tuple[str, ...] = ()) -> int:
     from ablations.analytic import record_analytic
     from genlib.store import ResultsStore
 
     argv = ["grid", "run", *studies, "--store", str(store), "--profile", profile, "--executor", executor]
     if workers:
         argv += ["--workers", str(workers)]
+    for override in overrides:
+        argv += ["--set", override]
     code = _call(argv, allow=(0, 1))  # 1: some cells failed; they are recorded and reported, the rest goes on
     with ResultsStore(store) as s:
         record_analytic(s)
@@ -53,6 +56,9 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=positive_int, help="parallel cells (default: one per core)")
     p.add_argument("--executor", choices=["local", "ray", "serial"], default="local", help="where cells run")
     p.add_argument("--studies", type=str_list, default=",".join(STUDIES), help=f"comma-separated subset of {', '.join(STUDIES)}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value in every cell of the studies (repeatable), as `genbench grid run "
+                        "--set`, e.g. --set data.name=idx:DIR")
 
 
 def _studies(chosen: list[str]) -> tuple[str, ...]:
@@ -81,7 +87,9 @@ def add_claims_parser(sub: argparse._SubParsersAction) -> None:
 def run_claims(args: argparse.Namespace) -> int:
     from reports import build_claims
 
-    code = _run_studies(args.store, args.profile, args.workers, args.executor, _studies(args.studies))
+    check_writable(args.out, "--out", directory=True)
+    code = _run_studies(args.store, args.profile, args.workers, args.executor, _studies(args.studies),
+                        args.overrides)
     written = build_claims(args.store, args.out)
     print(f"claims report: {written.get('html') or written.get('md')}")
     return code
@@ -109,7 +117,8 @@ def run_demo(args: argparse.Namespace) -> int:
     store = out / "results.db"
     started = time.perf_counter()
     t0 = _step(f"studies ({args.profile} profile) -> {store}")
-    code = _run_studies(store, args.profile, args.workers, args.executor, _studies(args.studies))
+    check_writable(out, "--out", directory=True)
+    code = _run_studies(store, args.profile, args.workers, args.executor, _studies(args.studies), args.overrides)
     print(f"studies: {time.perf_counter() - t0:.0f} s")
     if not args.skip_timing:
         t0 = _step("ONNX export and timing of the default networks")

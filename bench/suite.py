@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from genlib.progress import tqdm
 from genlib.train import LoadedRun
 
 from bench.backends import BACKENDS, BackendUnavailable, Target, clear_sessions

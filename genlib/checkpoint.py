@@ -26,6 +26,12 @@ class CheckpointError(RuntimeError):
     """A run directory or checkpoint file is missing, corrupt or incompatible; the message names the file."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: restore it at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call write(tmp_path) on a temporary file beside `path`, fsync it and rename it onto `path`."""
     path = Path(path)
@@ -34,6 +40,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
         write(tmp_path)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import math
+import os
 import re
 import zipfile
 import zlib
@@ -30,7 +31,9 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    name: str = "digits"  # a registered name (`genbench datasets`), or "idx:PATH" / "npz:PATH"
+    # A registered name (`genbench datasets`), or "idx:PATH" / "npz:PATH". A PATH is stored absolute (made
+    # so against the working directory), so a run's config and run key do not depend on where it started.
+    name: str = "digits"
     n_train: int = 20000  # 2-D toys only: training samples drawn
     n_test: int = 5000  # 2-D toys only: test samples drawn (a stream separate from training)
     # Image data without a given split: stratified test fraction. sklearn rounds the test side up,
@@ -41,6 +44,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("data.name must be a dataset name or idx:PATH / npz:PATH, got ''")
+        prefix, sep, rest = self.name.partition(":")
+        if sep and rest and prefix in FILE_FORMATS:
+            object.__setattr__(self, "name", f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}")
         if self.n_train <= 0:
             raise ValueError(f"data.n_train must be > 0, got {self.n_train}")
         if self.n_test <= 0:

@@ -21,7 +21,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from genlib.checkpoint import (CheckpointError, atomic_write_text, check_run_target, clean_stale_siblings,
                                 load_weights, make_temp_sibling, publish_dir, read_json, save_weights, write_json)
@@ -29,6 +28,7 @@ from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, 
 from genlib.data import DataConfig, Dataset, load_dataset
 from genlib.kl_schedules import KLScheduleConfig
 from genlib.models import GenerativeModel, ModelConfig, SampleConfig, build_model
+from genlib.progress import tqdm
 from genlib.provenance import provenance, select_device
 from genlib.store import Metric
 

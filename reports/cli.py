@@ -61,6 +61,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.claims_only and (args.studies or args.no_claims):
         raise ReportError("--claims-only reads the studies its claims need; drop --study / --no-claims")
+    _check_out(args.out)
     if args.claims_only:
         written = build_claims(args.store, args.out, args.formats or CLAIMS_FORMATS)
     else:
@@ -72,3 +73,21 @@ def run_report(args: argparse.Namespace) -> int:
     if main is not None:
         print(f"open {main}")
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out the report cannot be written into before reading the store: an existing file, a
+    parent that is a file, or a folder that refuses new files."""
+    import tempfile
+
+    from reports.load import ReportError
+
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out '{out}' is an existing file; expected a directory for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ReportError(f"--out '{out}' is not writable: {exc.strerror or exc}"
+                          + (f" ('{exc.filename}')" if exc.filename and str(exc.filename) != str(out) else "")) from None

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from genlib.checkpoint import atomic_write
 from genlib.config import canonical_json
 from genlib.data import Dataset
+from genlib.progress import tqdm
 
 CACHE_ENV = "GENBENCH_CACHE"
 EXTRACTOR_FORMAT = "genbench-extractor"

@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from genlib.losses import (gaussian_log_prob, is_full, kl_per_dim, kl_standard_normal, reconstruction_nll,
                            reparameterize, standard_normal_log_prob)
+from genlib.progress import tqdm
 
 MAX_DECODED = 4_000_000  # decoder output elements held at once (draws x images x dims)
 
