@@ -2,9 +2,10 @@
 
 `train(cfg, out_dir)` is deterministic for a seed on a given device and thread count: batches, noise
 and timesteps all come from one CPU `torch.Generator`. It stops with `TrainingDivergedError` on a
-NaN/Inf loss, logs the family's curves (loss, KL, the beta(t) actually used) and writes the run
-directory described in `genlib.checkpoint`. `load_run(dir)` rebuilds the model from the saved config
-alone. The loop knows nothing of any family's loss: it calls `model.training_loss`.
+NaN/Inf loss or one past `LOSS_EXPLOSION_FACTOR` times the first step's, logs the family's curves
+(loss, KL, the beta(t) actually used) and writes the run directory described in `genlib.checkpoint`.
+`load_run(dir)` rebuilds the model from the saved config alone, refusing weights of another run key.
+The loop knows nothing of any family's loss: it calls `model.training_loss`.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import copy
 import csv
 import io
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +21,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from genlib.checkpoint import CheckpointError, atomic_write_text, load_weights, read_json, save_weights, write_json
+from genlib.checkpoint import (CheckpointError, atomic_write_text, check_run_target, clean_stale_siblings,
+                                load_weights, make_temp_sibling, publish_dir, read_json, save_weights, write_json)
 from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml
 from genlib.data import DataConfig, Dataset, load_dataset
 from genlib.kl_schedules import KLScheduleConfig
 from genlib.models import GenerativeModel, ModelConfig, SampleConfig, build_model
+from genlib.progress import tqdm
 from genlib.provenance import provenance, select_device
 from genlib.store import Metric
 
@@ -42,8 +45,16 @@ class LossConfig:
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
 
 
+# A training whose loss reaches this many times its first step's loss (or 1, if larger) has diverged,
+# even while the loss is still finite (a loss of 8.5e31 is no result): it stops with TrainingDivergedError.
+LOSS_EXPLOSION_FACTOR = 1e6
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
+    """How to optimise. Every float must be finite. A loss past LOSS_EXPLOSION_FACTOR (1e6) times the
+    first step's loss stops the run as diverged, like a NaN loss."""
+
     steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
@@ -64,8 +75,10 @@ class TrainConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip must be a finite number >= 0 or null, got {self.grad_clip}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.threads < 0:
@@ -129,7 +142,7 @@ def ema_decay_at(n: int, decay: float) -> float:
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last finite values."""
+    """The loss became NaN, infinite or exploded past its bound; the message names the step and the last values."""
 
 
 def load_run_config(source: str | Path | dict, overrides: list[str] | dict | None = None) -> RunConfig:
@@ -161,18 +174,32 @@ def _history_csv(history: list[dict[str, float]]) -> str:
 
 
 def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
-          dataset: Dataset | None = None) -> TrainResult:
-    """Train `cfg` and, when `out_dir` is given, write its run directory. Returns the trained model."""
+          dataset: Dataset | None = None, overwrite: bool = False) -> TrainResult:
+    """Train `cfg` and, when `out_dir` is given, write its run directory. Returns the trained model.
+
+    The directory is built in a temporary sibling and renamed into place at the end, so `out_dir` always
+    holds one whole run. An existing run there is refused (CheckpointError) before training unless
+    `overwrite`; it is replaced only once the new run is complete."""
+    tmp_dir = None
+    if out_dir is not None:
+        check_run_target(out_dir, overwrite=overwrite)
+        clean_stale_siblings(out_dir)
+        tmp_dir = make_temp_sibling(out_dir)
     previous_threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _train(cfg, out_dir, progress=progress, dataset=dataset)
+        result = _train(cfg, tmp_dir, progress=progress, dataset=dataset)
+        if tmp_dir is not None:
+            result.run_dir = publish_dir(tmp_dir, out_dir)
+        return result
     finally:
         torch.set_num_threads(previous_threads)
+        if tmp_dir is not None and tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _train(cfg: RunConfig, out_dir: str | Path | None, *, progress: bool, dataset: Dataset | None) -> TrainResult:
+def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dataset | None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.train.device)
     data = dataset if dataset is not None else load_dataset(cfg.data)
@@ -196,10 +223,15 @@ def _train(cfg: RunConfig, out_dir: str | Path | None, *, progress: bool, datase
     for step in bar:
         idx = torch.randint(0, x_train.shape[0], (cfg.train.batch_size,), generator=gen).to(device)
         loss, logs = model.training_loss(x_train[idx], step, cfg.train.steps, cfg.loss, gen)
-        if not torch.isfinite(loss):
+        loss_value = loss.item()
+        if step == 0:
+            loss_bound = LOSS_EXPLOSION_FACTOR * max(1.0, abs(loss_value))
+        if not math.isfinite(loss_value) or abs(loss_value) > loss_bound:
             last = history[-1] if history else {}
+            past = "" if not math.isfinite(loss_value) else (
+                f", past the divergence bound {loss_bound:.3g} ({LOSS_EXPLOSION_FACTOR:g} x the first step's loss)")
             raise TrainingDivergedError(
-                f"loss became {loss.item()} at step {step} of run '{cfg.name}' ({cfg.model.family}); "
+                f"loss became {loss_value:.4g} at step {step} of run '{cfg.name}' ({cfg.model.family}){past}; "
                 f"last logged values: {last or 'none'}. Try a lower train.lr or a train.grad_clip.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,6 +316,11 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         model.net.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"'{run_dir / 'model.pt'}' does not match the network of '{cfg_path}': {exc}") from None
+    if ckpt.get("run_key") != cfg.run_key:
+        # Weights that fit another config (T 100 -> 1000, a new likelihood) must not run under its key.
+        raise CheckpointError(f"'{run_dir / 'model.pt'}' was trained as run key {ckpt.get('run_key')} but "
+                              f"'{cfg_path}' resolves to run key {cfg.run_key} (edited, or written by another "
+                              f"genbench version); restore the config or train again")
     model.net.eval()
     model.to(select_device(device))
     meta = read_json(run_dir / "meta.json") if (run_dir / "meta.json").exists() else {}
