@@ -332,12 +332,18 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                                                 data=run_dict["data"], n=ev["n"], metrics=metrics, axes=f_axes)
     if not evals:
         raise GridError(f"{where}: the grid has no cells (every combination was excluded)")
-    seen_rules: set[int] = set()
+    holders: dict[int, list[str]] = {}
     for block in spec.blocks:
         for rule in block.exclude:
-            if not rule_matched[id(rule)] and id(rule) not in seen_rules:
-                plan.warnings.append(f"{where}: exclude rule {rule!r} matches no cell (a typo in a value?)")
-            seen_rules.add(id(rule))
+            holders.setdefault(id(rule), []).append(block.name)
+    for block in spec.blocks:
+        for rule in block.exclude:
+            names = holders.pop(id(rule), None)
+            if names is None or rule_matched[id(rule)]:
+                continue
+            # A rule held by every block is a top-level rule; otherwise name the block that states it.
+            rwhere = where if len(names) == len(spec.blocks) or not block.name else f"{where}, block '{block.name}'"
+            plan.warnings.append(f"{rwhere}: exclude rule {rule!r} matches no cell (a typo in a value?)")
     # A checkpoint shared by labels of a mixed variant (an AE evaluated with two priors) lists all of them.
     children: dict[str, list[EvalCell]] = {}
     for e in evals.values():
