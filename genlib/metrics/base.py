@@ -71,6 +71,7 @@ class MetricsConfig:
     pr_k: int = 3  # improved precision/recall neighbourhood (Kynkaanniemi et al. 2019)
     dc_k: int = 5  # density/coverage neighbourhood (Naeem et al. 2020)
     kid_subsets: int = 100
+    # Samples per KID subset, capped at half the smaller set so subsets differ and their spread is a standard error.
     kid_subset_size: int = 1000
     swd_projections: int = 256
     # Fewer samples per set than this is an error: FD, KID and k-NN metrics are meaningless on a handful.

@@ -140,12 +140,14 @@ def _fd(ctx: EvalContext):
 
 @register_metric("kid", unit="kernel units", higher_is_better=False, kinds=IMAGE, uses=("labels",))
 def _kid(ctx: EvalContext):
-    """Kernel distance: unbiased MMD^2, cubic polynomial kernel, mean over random subsets (centred on 0)."""
+    """Kernel distance: unbiased MMD^2, cubic polynomial kernel, mean over random half-size subsets (centred on 0)."""
     fake, real, extra = _feature_pair(ctx, "kid")
     value, std = samples.kid(fake, real, subsets=ctx.cfg.kid_subsets, subset_size=ctx.cfg.kid_subset_size,
                              seed=ctx.seed)
-    return value, {**extra, "std": std, "subsets": ctx.cfg.kid_subsets,
-                   "subset_size": min(ctx.cfg.kid_subset_size, len(fake), len(real)), "kernel": "(x.y/d + 1)^3"}
+    m = samples.kid_subset_size(len(fake), len(real), ctx.cfg.kid_subset_size)
+    return value, {**extra, "std": std, "sem": samples.kid_standard_error(std, min(len(fake), len(real)), m),
+                   "subsets": ctx.cfg.kid_subsets, "subset_size": m, "kernel": "(x.y/d + 1)^3",
+                   "std_over": "subsets of at most half the samples; sem: delete-d jackknife"}
 
 
 def _prdc(ctx: EvalContext, real: np.ndarray, fake: np.ndarray) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """Distances between two sample sets in a feature space: Frechet distance, KID, precision/recall, density/coverage.
 
 Frechet distance (Heusel et al. 2017) between Gaussians fitted to the two sets; KID (Binkowski et al. 2018):
-the unbiased MMD^2 with the cubic polynomial kernel averaged over random subsets; improved precision and
-recall (Kynkaanniemi et al. 2019, k = 3) and density and coverage (Naeem et al. 2020, k = 5) from k-NN balls;
+the unbiased MMD^2 with the cubic polynomial kernel averaged over random subsets of at most half the samples
+(their spread gives its standard error); improved precision and recall (Kynkaanniemi et al. 2019, k = 3)
+and density and coverage (Naeem et al. 2020, k = 5) from k-NN balls;
 the entropy of a predicted-class histogram (mode coverage). Pure functions of arrays (N, D), vectorised in
 torch float64 and blocked so memory stays O(block * N). Which feature space to use is the caller's business.
 """
@@ -98,6 +99,12 @@ def _subset_kernel_sums(a: torch.Tensor, ia: torch.Tensor, b: torch.Tensor, ib: 
     return total
 
 
+def kid_subset_size(n_x: int, n_y: int, subset_size: int) -> int:
+    """Samples per KID subset: min(subset_size, min(n_x, n_y) // 2), at least 2. Half the samples at most,
+    so subsets differ (subsets of the whole set would all be the same set, with std 0)."""
+    return max(2, min(subset_size, min(n_x, n_y) // 2))
+
+
 def kid(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, subsets: int = 100,
         subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance: (mean, std) over `subsets` random subsets of the unbiased MMD^2 estimate
@@ -105,14 +112,18 @@ def kid(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, subsets: 
         MMD^2_u = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (m (m - 1))
                   - 2 sum_{i, j} k(x_i, y_j) / m^2,    k(x, y) = (x.y / D + 1)^3,
 
-    with m = min(subset_size, N, M) samples drawn without replacement from each set. Centred on 0 when
-    x and y come from the same distribution (it can be negative).
+    with m = kid_subset_size(N, M, subset_size) samples drawn without replacement from each set: at most
+    half of the smaller set. Centred on 0 when x and y come from the same distribution (it can be negative).
+    The std is the spread of MMD^2_u at subset size m; with m = n / 2 it is the half-sampling (delete-d
+    jackknife, d = n / 2; Shao & Wu 1989) estimate of the standard error of the full-sample estimate, and
+    `kid_standard_error` rescales it for other m. For equal distributions (a degenerate U-statistic) it
+    errs on the large side, as the bootstrap does.
     """
     tx, ty = _as_features(x, "x"), _as_features(y, "y")
-    _check_pair(tx, ty)
+    _check_pair(tx, ty, min_n=4)
     if subsets < 1:
         raise ValueError(f"kid: subsets must be >= 1, got {subsets}")
-    m = min(subset_size, len(tx), len(ty))
+    m = kid_subset_size(len(tx), len(ty), subset_size)
     rng = np.random.default_rng(seed)
     ix = _subset_indicators(len(tx), m, subsets, rng)
     iy = _subset_indicators(len(ty), m, subsets, rng)
@@ -123,6 +134,14 @@ def kid(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, subsets: 
     cross = _subset_kernel_sums(tx, ix, ty, iy)
     mmd2 = (within_x + within_y) / (m * (m - 1)) - 2.0 * cross / (m * m)
     return float(mmd2.mean()), float(mmd2.std(unbiased=True)) if subsets > 1 else 0.0
+
+
+def kid_standard_error(std: float, n: int, m: int) -> float:
+    """Delete-d jackknife standard error from the std of a statistic over subsets of m of n samples:
+    std * sqrt(m / (n - m)) (Shao & Wu 1989, d = n - m); equal to std at m = n / 2."""
+    if not 0 < m < n:
+        raise ValueError(f"subset size must be in 1..n-1, got m={m} with n={n}")
+    return std * math.sqrt(m / (n - m))
 
 
 # ---------------------------------------------------------------- k-NN balls: precision/recall, density/coverage
@@ -209,5 +228,5 @@ def class_histogram_entropy(predicted: np.ndarray, n_classes: int) -> tuple[floa
 
 
 __all__ = ["class_histogram_entropy", "density_coverage", "expected_coverage", "frechet_distance",
-           "frechet_distance_gaussians", "gaussian_stats", "kid", "knn_radii", "prdc", "precision_recall",
-           "squared_distances"]
+           "frechet_distance_gaussians", "gaussian_stats", "kid", "kid_standard_error", "kid_subset_size",
+           "knn_radii", "prdc", "precision_recall", "squared_distances"]
