@@ -318,7 +318,7 @@ def model_label(data: StoreData, run_key: Any) -> str:
     family = _dig(train, "model.family") or run.get("kind")
     label = f"{family}/{_dig(train, 'data.name') or '?'}"
     T = _dig(train, "model.noise.T")
-    if family in ("ddpm", "denoiser_chain") and T is not None:
+    if T is not None:  # any family with a noise schedule
         label += f" T={T}" + ("" if _dig(train, "model.noise.scaled") in (True, None) else " unscaled")
     return label
 
