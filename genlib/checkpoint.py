@@ -91,7 +91,8 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale_siblings(path: str | Path) -> int:
     """Remove `DIR.tmp-*` / `DIR.trash-*` siblings of `path` left by a killed process; returns how many.
 
-    Siblings of a process that is still running (the pid is part of the name) are left alone."""
+    A process killed between the two renames of `publish_dir` leaves no `DIR` but its old run under a
+    trash name: that run is renamed back. Siblings of a process still running are left alone."""
     path = Path(path)
     if not path.parent.is_dir():
         return 0
@@ -103,6 +104,9 @@ def clean_stale_siblings(path: str | Path) -> int:
                 continue
             pid = sibling.name[len(prefix):].split("-", 1)[0]
             if pid.isdigit() and _pid_alive(int(pid)):
+                continue
+            if marker == ".trash-" and sibling.is_dir() and not os.path.lexists(path):
+                os.replace(sibling, path)
                 continue
             shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
             removed += 1
@@ -142,7 +146,11 @@ def publish_dir(tmp: str | Path, final: str | Path) -> Path:
     if final.exists():
         trash = final.parent / f"{final.name}.trash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.replace(final, trash)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(trash, final)  # put the old run back rather than leave no run at all
+            raise
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)

@@ -182,8 +182,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool =
     `overwrite`; it is replaced only once the new run is complete."""
     tmp_dir = None
     if out_dir is not None:
-        check_run_target(out_dir, overwrite=overwrite)
         clean_stale_siblings(out_dir)
+        check_run_target(out_dir, overwrite=overwrite)
         tmp_dir = make_temp_sibling(out_dir)
     previous_threads = torch.get_num_threads()
     if cfg.train.threads:

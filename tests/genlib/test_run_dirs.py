@@ -150,18 +150,54 @@ def test_a_crash_while_writing_leaves_the_old_run_intact(old_run, tiny_train, tm
 
 def test_a_killed_run_leaves_only_a_sibling_that_the_next_run_cleans(old_run, tiny_train, tmp_path):
     run_dir, old_key = old_run
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)  # a process that has exited: its leftovers are stale
-    stale = tmp_path / f"run.tmp-{dead_pid}-0123abcd"
+    pid = dead_pid()
+    stale = tmp_path / f"run.tmp-{pid}-0123abcd"
     stale.mkdir()
     (stale / "config.yaml").write_text("half of a killed run")
-    trash = tmp_path / f"run.trash-{dead_pid}-0123abcd"
+    trash = tmp_path / f"run.trash-{pid}-0123abcd"
     trash.mkdir()
     live = tmp_path / f"run.tmp-{os.getppid()}-4567cdef"  # a live process may still be writing this one
     live.mkdir()
     assert load_run(run_dir, device="cpu").config.run_key == old_key  # the old run is untouched by the kill
     train(config(tiny_train, seed=3), run_dir, progress=False, overwrite=True)
     assert siblings(tmp_path) == ["run", live.name]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited: leftovers named after it are stale."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+def test_a_failure_between_the_two_renames_puts_the_old_run_back(old_run, tiny_train, tmp_path, monkeypatch):
+    import genlib.checkpoint as checkpoint
+
+    run_dir, old_key = old_run
+    before = snapshot(run_dir)
+    real_replace = checkpoint.os.replace
+
+    def fail_on_publish(src, dst):
+        if str(dst) == str(run_dir) and ".tmp-" in str(src):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", fail_on_publish)
+    with pytest.raises(OSError, match="Input/output error"):
+        train(config(tiny_train, seed=2), run_dir, progress=False, overwrite=True)
+    assert snapshot(run_dir) == before and siblings(tmp_path) == ["run"]
+    assert load_run(run_dir, device="cpu").config.run_key == old_key
+
+
+def test_a_run_killed_between_the_two_renames_is_restored_by_the_next_run(old_run, tiny_train, tmp_path):
+    run_dir, old_key = old_run
+    before = snapshot(run_dir)
+    pid = dead_pid()
+    run_dir.rename(tmp_path / f"run.trash-{pid}-89abcdef")  # the old run, renamed away
+    (tmp_path / f"run.tmp-{pid}-01234567").mkdir()  # the new run, not yet renamed into place
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(config(tiny_train, seed=2), run_dir, progress=False)
+    assert snapshot(run_dir) == before and siblings(tmp_path) == ["run"]
+    assert load_run(run_dir, device="cpu").config.run_key == old_key
 
 
 # ---------------------------------------------------------------- run keys
