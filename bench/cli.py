@@ -69,7 +69,7 @@ def _common_export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _export_config(args: argparse.Namespace, part: str, precision: str):
-    from bench.export import ExportConfig
+    from bench.parts import ExportConfig
 
     try:
         return ExportConfig(part=part, sampler=args.sampler, steps=args.steps, eta=args.eta, variance=args.variance,
@@ -108,7 +108,8 @@ def add_export_parser(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from bench.export import ExportError, export_part
+    from bench.export import export_part
+    from bench.parts import ExportError
 
     if args.out.suffix != ".onnx":
         raise ExportError(f"--out '{args.out}' must end in .onnx")

@@ -21,8 +21,9 @@ from genlib.progress import tqdm
 from genlib.train import LoadedRun
 
 from bench.backends import BACKENDS, BackendUnavailable, Target, clear_sessions
-from bench.export import (ExportConfig, PARTS, default_parts, export_key, export_part, read_export,
-                          resolve_sampler, sidecar_path)
+from bench.export import export_key, export_part
+from bench.onnx_files import read_export, sidecar_path
+from bench.parts import PARTS, ExportConfig, default_parts, resolve_sampler
 from bench.runtime import resolve_providers
 from bench.timing import Timing, TimingConfig, time_call
 
@@ -100,9 +101,8 @@ def export_for_bench(run: LoadedRun, cfg: ExportConfig, out_dir: Path, *, reuse:
         cfg = resolve_sampler(run, cfg)
     key = export_key(run, cfg)
     path = out_dir / f"{cfg.part}-{cfg.precision}-{key}.onnx"
-    if not (reuse and _reusable(path, key)):
-        export_part(run, cfg, path)
-    info = read_export(path)
+    # a fresh export hands back what it wrote; only a reused file is read
+    info = read_export(path) if reuse and _reusable(path, key) else export_part(run, cfg, path).export_info
     step = path.with_name(path.stem + ".step.onnx")
     return Target(part=cfg.part, onnx_path=path, info=info, export_cfg=cfg, part_graph=PARTS.get(cfg.part)(run, cfg),
                   run=run, step_path=step if step.is_file() else None)

@@ -2,21 +2,19 @@
 
 Parts wrap a trained network without patching it: `DecoderPart` (z -> x), `EncoderPart` (x -> mu, L),
 `DenoiserPart` (x_t, t -> eps), `ChainPart` (x_t, t -> x_{t-1}). Sampler steps (`DDIMStep`, `DDPMStep`,
-`ChainStep`, `VAEPassStep`) hold per-step float32 coefficient tables computed from
-`genlib.diffusion.NoiseSchedule` with the same float32 operations `genlib.samplers` uses, so a graph fed
-the same noise reproduces the torch sampler; they never re-derive the schedule. Every step maps
-(x, i, noise) -> (x_next, out), `out` being x_next in data space; `bench.onnx_graph` composes S of them.
+`ChainStep`, `VAEPassStep`) hold a `genlib.samplers.StepPlan`'s float32 tables as buffers and call the
+very step function the torch sampler loops over (`ddim_step`, `ddpm_step`, `chain_step`, `vae_pass`):
+this module holds no noise-process arithmetic, only indexing. Every step maps (x, i, noise) ->
+(x_next, out), `out` being x_next in data space; `bench.onnx_graph` composes S of them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from genlib.diffusion import NoiseSchedule
-from genlib.losses import reparameterize
+from genlib.samplers import ClipBox, StepPlan, chain_step, clip_box, ddim_step, ddpm_step, take, vae_pass
 
 
 class DecoderPart(nn.Module):
@@ -61,132 +59,102 @@ class ChainPart(DenoiserPart):
     """The naive chain's denoiser: (x_t, t) -> x_{t-1} = E[x_{t-1} | x_t]."""
 
 
-# ---------------------------------------------------------------------------------------- tables
-@dataclass(frozen=True)
-class StepTables:
-    """Per-step float32 tables indexed by the respaced step i (shape (S,)), plus the original timesteps."""
-
-    timesteps: torch.Tensor  # (S,) int64: original t each respaced step stands for
-    sqrt_alpha_bar: torch.Tensor
-    sqrt_one_minus_alpha_bar: torch.Tensor
-    coef_x0: torch.Tensor  # multiplies x0_hat
-    coef_second: torch.Tensor  # multiplies eps_hat (DDIM) or x_t (DDPM posterior mean)
-    noise_std: torch.Tensor  # multiplies the fresh noise; 0 where the torch sampler adds none
-
-
-def _f32(v: torch.Tensor) -> torch.Tensor:
-    return v.to(torch.float32)
-
-
-def ddim_tables(schedule: NoiseSchedule, steps: int, eta: float) -> StepTables:
-    """DDIM eq. 12 coefficients, computed like `genlib.samplers.sample_ddim` (float32 from the float64 tables)."""
-    sched, ts = schedule.respaced(steps)
-    ab, ab_prev = _f32(sched.alpha_bar), _f32(sched.alpha_bar_prev)
-    sigma = eta * ((1 - ab_prev) / (1 - ab)).sqrt() * (1 - ab / ab_prev).sqrt()  # eq. 16
-    coef_eps = (1 - ab_prev - sigma**2).clamp(min=0).sqrt()
-    noise_std = sigma.clone() if eta > 0 else torch.zeros_like(sigma)
-    noise_std[0] = 0.0  # the last step (i = 0) adds no noise
-    return StepTables(ts.to(torch.int64), _f32(sched.alpha_bar.sqrt()), _f32((1 - sched.alpha_bar).sqrt()),
-                      ab_prev.sqrt(), coef_eps, noise_std)
-
-
-def ddpm_tables(schedule: NoiseSchedule, steps: int, variance: str) -> StepTables:
-    """Posterior q(x_{t-1} | x_t, x0) coefficients (eqs. 6-7), computed like `sample_ddpm`."""
-    sched, ts = schedule.respaced(steps)
-    var = _f32(sched.posterior_variance) if variance == "small" else _f32(sched.betas)
-    noise_std = var.sqrt()
-    noise_std[0] = 0.0  # i = 0 returns the posterior mean
-    return StepTables(ts.to(torch.int64), _f32(sched.alpha_bar.sqrt()), _f32((1 - sched.alpha_bar).sqrt()),
-                      _f32(sched.posterior_coef_x0), _f32(sched.posterior_coef_xt), noise_std)
-
-
 # ----------------------------------------------------------------------------------------- steps
+def noise_at(noise: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """noise[i] (B, ...) from the (S, B, ...) noise input, for a (1,) int64 index."""
+    return noise.index_select(0, i)[0]
+
+
 class _Step(nn.Module):
-    """Common plumbing: table lookup by a (1,) int64 index and the data-space view of the result."""
+    """Common plumbing: the data-space view of a step's result."""
 
     def __init__(self, net: nn.Module, to_data_space: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.net = net
         self._to_data_space = to_data_space
 
-    @staticmethod
-    def at(table: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        return table.index_select(0, i)  # (1,): broadcasts like genlib's per-sample (B, 1, ...) tables
-
     def finish(self, x_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x_next, self._to_data_space(x_next)
 
 
 class _DiffusionStep(_Step):
-    def __init__(self, net: nn.Module, tables: StepTables, to_data_space, clip_x0: float | None) -> None:
-        super().__init__(net, to_data_space)
-        for name in ("timesteps", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "coef_x0", "coef_second", "noise_std"):
-            self.register_buffer(name, getattr(tables, name).clone())
-        self.clip_x0 = clip_x0
-        self.steps = int(tables.timesteps.shape[0])
+    """A DDIM or DDPM step over a StepPlan whose tables (and clip box) are float32 buffers."""
 
-    def predict_x0_eps(self, x: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    step: Callable[..., torch.Tensor]  # the genlib step function, set by each subclass
+
+    def __init__(self, net: nn.Module, plan: StepPlan, to_data_space, clip_x0=None) -> None:
+        super().__init__(net, to_data_space)
+        self._plan = plan
+        for name, table in plan.tables().items():
+            self.register_buffer(name, table.clone())
+        box = clip_box(clip_x0, torch.zeros((), dtype=torch.float32))
+        self.has_clip = box is not None
+        if box is not None:
+            self.register_buffer("clip_low", box[0].clone())
+            self.register_buffer("clip_high", box[1].clone())
+        self.steps = plan.steps
+        self.stochastic = plan.stochastic
+
+    def plan(self) -> StepPlan:
+        """The plan over this module's buffers (they follow .to(device))."""
+        return self._plan.with_tables({name: getattr(self, name) for name in StepPlan.TABLES})
+
+    def clip(self) -> ClipBox | None:
+        return (self.clip_low, self.clip_high) if self.has_clip else None
+
+    def forward(self, x: torch.Tensor, i: torch.Tensor, noise: torch.Tensor | None = None):
+        plan = self.plan()
         # t has shape (1,) and broadcasts inside the network: the same values as genlib's (B,) timesteps,
         # and ONNX Runtime can constant-fold the whole time-embedding path of an unrolled graph.
-        eps = self.net(x, self.at(self.timesteps, i))
-        x0 = (x - self.at(self.sqrt_one_minus_alpha_bar, i) * eps) / self.at(self.sqrt_alpha_bar, i)  # DDIM eq. 12
-        if self.clip_x0 is not None:
-            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
-            eps = (x - self.at(self.sqrt_alpha_bar, i) * x0) / self.at(self.sqrt_one_minus_alpha_bar, i)
-        return x0, eps
-
-    def noise_at(self, noise: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        return noise.index_select(0, i)[0]  # (B, *shape)
+        eps = self.net(x, take(plan.timesteps, i))
+        z = noise_at(noise, i) if self.stochastic else None
+        return self.finish(type(self).step(plan, i, x, eps, z, self.clip()))
 
 
 class DDIMStep(_DiffusionStep):
-    """One DDIM step (Song et al. 2021, eq. 12): x_{t-1} = sqrt(abar_{t-1}) x0 + sqrt(1 - abar_{t-1} - sigma^2) eps + sigma z."""
+    """One DDIM step (Song et al. 2021, eq. 12): `genlib.samplers.ddim_step` on a `ddim_plan`."""
 
-    def __init__(self, net, tables, to_data_space, clip_x0, stochastic: bool) -> None:
-        super().__init__(net, tables, to_data_space, clip_x0)
-        self.stochastic = stochastic
-
-    def forward(self, x: torch.Tensor, i: torch.Tensor, noise: torch.Tensor | None = None):
-        x0, eps = self.predict_x0_eps(x, i)
-        x_next = self.at(self.coef_x0, i) * x0 + self.at(self.coef_second, i) * eps
-        if self.stochastic:
-            x_next = x_next + self.at(self.noise_std, i) * self.noise_at(noise, i)
-        return self.finish(x_next)
+    step = staticmethod(ddim_step)
 
 
 class DDPMStep(_DiffusionStep):
-    """One ancestral step (Ho et al. 2020, Alg. 2): x_{t-1} = mu_tilde(x_t, x0_hat) + sigma_t z."""
+    """One ancestral step (Ho et al. 2020, Alg. 2): `genlib.samplers.ddpm_step` on a `ddpm_plan`."""
 
-    def forward(self, x: torch.Tensor, i: torch.Tensor, noise: torch.Tensor):
-        x0, _ = self.predict_x0_eps(x, i)
-        mean = self.at(self.coef_x0, i) * x0 + self.at(self.coef_second, i) * x  # eq. 7
-        return self.finish(mean + self.at(self.noise_std, i) * self.noise_at(noise, i))
+    step = staticmethod(ddpm_step)
 
 
 class ChainStep(_Step):
-    """One step of the naive chain: x_{t-1} = f(x_t, t) with t = i (all T steps, no noise)."""
+    """One step of the naive chain, `genlib.samplers.chain_step`: x_{t-1} = predict_prev(x_t, t), t = i.
 
-    def __init__(self, net: nn.Module, T: int, to_data_space) -> None:
+    `net` is the module that holds the weights; `predict_prev` the family's callable over it (which may
+    convert the network's output, e.g. a step-eps parameterisation, through `genlib.diffusion`).
+    """
+
+    step = staticmethod(chain_step)
+
+    def __init__(self, net: nn.Module, predict_prev: Callable, T: int, to_data_space) -> None:
         super().__init__(net, to_data_space)
+        self._predict_prev = predict_prev
         self.register_buffer("timesteps", torch.arange(T, dtype=torch.int64))
         self.steps = T
 
     def forward(self, x: torch.Tensor, i: torch.Tensor):
-        return self.finish(self.net(x, self.at(self.timesteps, i)))
+        return self.finish(type(self).step(self._predict_prev, x, take(self.timesteps, i)))
 
 
 class VAEPassStep(_Step):
-    """One refinement pass on the code: z -> decode -> encode -> z' (mu, or mu + Sigma^(1/2) eps).
+    """One refinement pass on the code, `genlib.samplers.vae_pass`: z -> decode -> re-encode -> z'.
 
     The state is the code z (B, k); `out` is decode(z'), so K composed passes give the sampler's x.
     """
 
+    step = staticmethod(vae_pass)
+
     def __init__(self, net: nn.Module, passes: int, reencode: str) -> None:
         super().__init__(net, lambda z: net.decode(z))
         self.passes = passes
-        self.sample = reencode == "sample"
+        self.reencode = reencode
 
     def forward(self, x: torch.Tensor, i: torch.Tensor, noise: torch.Tensor | None = None):
-        mu, scale = self.net.encode(self.net.decode(x))
-        z = reparameterize(mu, scale, noise.index_select(0, i)[0]) if self.sample else mu
-        return self.finish(z)
+        draw = noise_at(noise, i) if self.reencode == "sample" else None
+        return self.finish(type(self).step(self.net.encode, self.net.decode(x), self.reencode, draw))

@@ -8,7 +8,8 @@ import pytest
 
 from genlib.train import load_run, load_run_config, train
 
-from bench.export import ExportConfig, export_part
+from bench.export import export_part
+from bench.parts import ExportConfig
 
 TINY_RUNS = {
     "ddpm": {"model": {"family": "ddpm", "hidden": [32, 32], "time_dim": 16, "noise": {"T": 100}},

@@ -12,8 +12,10 @@ from onnx import numpy_helper
 
 from genlib.samplers import sample_ddim, sample_ddpm, sample_vae
 
-from bench.export import (ExportConfig, ExportError, NotOnnxFileError, PARTS, UnexpectedInputsError, check_parity,
-                          export_part, read_export, sidecar_path)
+from bench.export import export_part
+from bench.onnx_files import NotOnnxFileError, UnexpectedInputsError, read_export, sidecar_path
+from bench.parity import check_parity
+from bench.parts import PARTS, ExportConfig, ExportError
 from bench.runtime import make_session
 
 from .conftest import PARITY_BATCHES
@@ -21,6 +23,12 @@ from .conftest import PARITY_BATCHES
 
 def _ort(path):
     return make_session(path)
+
+
+def _box(res):
+    """The x0 clip box an export resolved and recorded, as the samplers' clip_x0 argument."""
+    cfg = res.info["export_config"]
+    return tuple(cfg["clip_low"]), tuple(cfg["clip_high"])
 
 
 def _assert_close(got, want, atol):
@@ -90,10 +98,14 @@ def test_ddim_sampler_graph_equals_the_torch_sampler(exported, runs, graph):
     assert res.valid, res.parity.reason
     assert res.parity.metric["agree"] is True
     assert [v.name for v in onnx.load(res.path).graph.input] == ["x_T"]  # deterministic DDIM: no noise input
+    # toys clip x0 to the training data's box plus a margin, recorded as numbers (2 dimensions)
+    low, high = _box(res)
+    assert len(low) == len(high) == 2 and all(lo < -1 and hi > 1 for lo, hi in zip(low, high))
+    assert res.info["details"]["clip_low"] == list(low)
     sess = _ort(res.path)
     for batch in (1, 7):
         x_T = torch.randn(batch, 2, generator=torch.Generator().manual_seed(batch))
-        want = sample_ddim(run.model.net, x_T, run.model.schedule, 20)
+        want = sample_ddim(run.model.net, x_T, run.model.schedule, 20, clip_x0=(low, high))
         x0, x = sess.run(["x0", "x"], {"x_T": x_T.numpy()})
         _assert_close(x0, want.numpy(), 1e-4)
         _assert_close(x, want.numpy(), 1e-4)  # toy data: data space is model space
@@ -109,9 +121,9 @@ def test_stochastic_sampler_graph_uses_the_supplied_noise(exported, runs, sample
     gen = torch.Generator().manual_seed(3)
     x_T, noise = torch.randn(5, 2, generator=gen), torch.randn(S, 5, 2, generator=gen)
     if sampler == "ddpm":
-        want = sample_ddpm(run.model.net, x_T, run.model.schedule, S, noise=noise)
+        want = sample_ddpm(run.model.net, x_T, run.model.schedule, S, noise=noise, clip_x0=_box(res))
     else:
-        want = sample_ddim(run.model.net, x_T, run.model.schedule, S, eta=eta, noise=noise)
+        want = sample_ddim(run.model.net, x_T, run.model.schedule, S, eta=eta, noise=noise, clip_x0=_box(res))
     got = sess.run(["x0"], {"x_T": x_T.numpy(), "noise": noise.numpy()})[0]
     _assert_close(got, want.numpy(), 1e-4)
     other = sess.run(["x0"], {"x_T": x_T.numpy(), "noise": (noise * 0).numpy()})[0]

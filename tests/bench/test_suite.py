@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from genlib.store import ResultsStore
 
 from bench.backends import BACKENDS, diffusers_available
-from bench.export import ExportConfig
+from bench.parts import ExportConfig
 from bench.results import store_bench_rows, store_export
 from bench.suite import BenchConfig, run_benchmarks, speed_table, target_for_onnx, targets_for_run
 from bench.timing import TimingConfig

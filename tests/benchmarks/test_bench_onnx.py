@@ -19,7 +19,7 @@ from genlib.store import ResultsStore
 from genlib.train import load_run, load_run_config, train
 
 from bench.backends import BACKENDS, BackendUnavailable
-from bench.export import ExportConfig
+from bench.parts import ExportConfig
 from bench.results import store_bench_rows
 from bench.suite import BenchConfig, run_benchmarks, speed_table, targets_for_run
 from bench.timing import TimingConfig
