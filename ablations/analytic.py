@@ -4,7 +4,7 @@
    with its standard error, for a full covariance Sigma = L L^T;
 9: KL(p || q) against KL(q || p) for two fixed Gaussians (the asymmetry);
 10: alpha_bar_T of the unscaled linear schedule (1e-4..0.02) at T = 100, and of the scaled one.
-The layout of the rows is the one `reports.claims` documents. Everything is computed with genlib's
+Rows follow the record contract (genlib.records, kind "analytic"). Everything is computed with genlib's
 own functions (losses, diffusion), so the checks test the code that trains the models.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ import math
 
 import torch
 
+from genlib import records
 from genlib.config import config_hash
 from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
 from genlib.losses import gaussian_log_prob, kl_gaussians, kl_standard_normal, standard_normal_log_prob
-from genlib.provenance import provenance
-from genlib.store import Metric, ResultsStore, RunRecord
+from genlib.store import Metric, ResultsStore
 
 STUDY = "analytic"
 
@@ -40,8 +40,8 @@ def kl_closed_form_vs_monte_carlo(k: int = 4, draws: int = 200_000, seed: int = 
     log_ratio = gaussian_log_prob(z, mu.expand(draws, k), L.expand(draws, k, k)) - standard_normal_log_prob(z)
     mc, se = float(log_ratio.mean()), float(log_ratio.std() / math.sqrt(draws))
     desc = {"q": f"N(mu, L L^T), k={k}, seed {seed}", "p": "N(0, I)"}
-    return [Metric("kl_closed_form", closed, "nats", None, extra=desc),
-            Metric("kl_monte_carlo", mc, "nats", None, extra={**desc, "std_error": se, "draws": draws})]
+    return [records.metric("analytic", "kl_closed_form", closed, extra=desc),
+            records.metric("analytic", "kl_monte_carlo", mc, extra={**desc, "std_error": se, "draws": draws})]
 
 
 def kl_asymmetry(k: int = 2, seed: int = 0) -> list[Metric]:
@@ -49,15 +49,15 @@ def kl_asymmetry(k: int = 2, seed: int = 0) -> list[Metric]:
     mu_p, cov_p = torch.zeros(k, dtype=torch.float64), torch.eye(k, dtype=torch.float64) * 4.0
     mu_q, cov_q = torch.full((k,), 1.0, dtype=torch.float64), torch.eye(k, dtype=torch.float64) * 0.25
     desc = {"p": f"N(0, 4 I_{k})", "q": f"N(1, 0.25 I_{k})"}
-    return [Metric("kl_forward", float(kl_gaussians(mu_p, cov_p, mu_q, cov_q)), "nats", None, extra=desc),
-            Metric("kl_reverse", float(kl_gaussians(mu_q, cov_q, mu_p, cov_p)), "nats", None, extra=desc)]
+    return [records.metric("analytic", "kl_forward", float(kl_gaussians(mu_p, cov_p, mu_q, cov_q)), extra=desc),
+            records.metric("analytic", "kl_reverse", float(kl_gaussians(mu_q, cov_q, mu_p, cov_p)), extra=desc)]
 
 
 def alpha_bar_T(T: int = 100, scaled: bool = False) -> list[Metric]:
     """Claim 10: alpha_bar at the last step of the linear schedule (1e-4..0.02), unscaled or scaled by 1000/T."""
     schedule = NoiseSchedule.from_config(NoiseScheduleConfig(kind="linear", T=T, scaled=scaled))
-    return [Metric("alpha_bar_T", float(schedule.alpha_bar[-1]), "", None,
-                   extra={"T": T, "schedule": "linear", "scaled": scaled})]
+    return [records.metric("analytic", "alpha_bar_T", float(schedule.alpha_bar[-1]),
+                           extra={"T": T, "schedule": "linear", "scaled": scaled})]
 
 
 CHECKS = {
@@ -71,10 +71,10 @@ CHECKS = {
 
 def record_analytic(store: ResultsStore) -> int:
     """Compute every check and commit it (idempotent: the run key is a hash of the check's name)."""
-    prov = provenance()
+    prov = records.provenance()
     for name, check in CHECKS.items():
         config = {"analytic": name}
-        store.commit_run(RunRecord(run_key=config_hash({"kind": "analytic", **config}), kind="analytic", study=STUDY,
-                                   name=name, config=config, seed=0, git_commit=prov["git_commit"],
-                                   versions=prov["versions"], device=prov["device"]), check())
+        store.commit_run(*records.build("analytic", run_key=config_hash({"kind": "analytic", **config}),
+                                        config=config, study=STUDY, name=name, seed=0, device="cpu", prov=prov,
+                                        metrics=check()))
     return len(CHECKS)

@@ -28,7 +28,10 @@ PREVIEW_SAMPLES = 64  # samples kept beside each evaluation for sample grids
 
 
 class Evaluation:
-    """How evaluation cells and floors are measured. Subclasses must be importable (pickled by reference)."""
+    """How evaluation cells and floors are measured. Subclasses must be importable (pickled by reference).
+    `device`: where checkpoints are loaded (`genlib.train.load_run`'s preference); records name the result."""
+
+    device: str = "auto"
 
     def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path) -> list[Metric]:
         """Metrics of the checkpoint in `run_dir` under `eval_cfg` (SampleConfig fields + n + metrics).
@@ -66,7 +69,7 @@ class MetricsEvaluation(Evaluation):
         from genlib.train import generate, load_run
 
         metrics = _metrics_module()
-        loaded = load_run(run_dir)
+        loaded = load_run(run_dir, device=self.device)
         dataset = load_dataset(loaded.config.data)
         sample_cfg = resolve_x0_clip(_sample_config(eval_cfg), loaded.model, dataset.x_train)  # the box, as numbers
         n = int(eval_cfg["n"])
@@ -103,9 +106,9 @@ class CellContext:
 class CellResult:
     metrics: list[Metric]
     artifact_path: str | None  # relative to the artifacts directory's parent (the store's directory)
-    device: str | None
-    git_commit: str | None
-    versions: dict[str, str]
+    device: str | None  # the torch device the cell ran on
+    provenance: dict[str, Any]  # genlib.records.provenance() of the worker
+    provider: str | None = None  # the ONNX Runtime provider a session reported, when the cell ran one
 
 
 def init_worker(threads: int) -> None:
@@ -171,8 +174,8 @@ def _relative(path: Path, artifacts_dir: Path) -> str:
 
 
 def _provenance() -> dict[str, Any]:
-    from genlib.provenance import git_commit, library_versions
-    return {"git_commit": git_commit(), "versions": library_versions()}
+    from genlib.records import provenance
+    return provenance()
 
 
 def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
@@ -186,7 +189,7 @@ def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CellResult(metrics=training_metrics(result.history), artifact_path=_relative(final, ctx.artifacts_dir),
-                      device=result.meta.get("device"), **_provenance())
+                      device=result.meta.get("device"), provenance=_provenance())
 
 
 def _run_eval(cell: EvalCell, ctx: CellContext) -> CellResult:
@@ -201,18 +204,19 @@ def _run_eval(cell: EvalCell, ctx: CellContext) -> CellResult:
         final = publish(tmp, ctx.artifacts_dir / cell.key) if any(tmp.iterdir()) else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return CellResult(metrics=list(metrics), device=_device(cell.train_config),
-                      artifact_path=_relative(final, ctx.artifacts_dir) if final else None, **_provenance())
+    return CellResult(metrics=list(metrics), device=_device(ctx.evaluation),
+                      artifact_path=_relative(final, ctx.artifacts_dir) if final else None, provenance=_provenance())
 
 
 def _run_floor(cell: FloorCell, ctx: CellContext) -> CellResult:
     metrics = ctx.evaluation.evaluate_floor(cell.data, cell.metrics, cell.n, cell.seed)
-    return CellResult(metrics=list(metrics), artifact_path=None, device="cpu", **_provenance())
+    return CellResult(metrics=list(metrics), artifact_path=None, device="cpu", provenance=_provenance())
 
 
-def _device(train_config: dict[str, Any]) -> str:
+def _device(evaluation: Evaluation) -> str:
+    """The device the evaluation loaded the checkpoint on (not the training config's device)."""
     from genlib.provenance import select_device
-    return str(select_device(train_config.get("train", {}).get("device", "auto")))
+    return str(select_device(evaluation.device))
 
 
 CELL_BODIES = {"train": _run_train, "eval": _run_eval, "floor": _run_floor}

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from genlib.cli import UserError
 from genlib.progress import tqdm
+from genlib import records
 from genlib.store import Metric, ResultsStore, RunRecord
 
 from ablations.cells import (CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete, clean_partial,
@@ -90,13 +91,22 @@ class RunSummary:
 
 
 def _record(cell: Cell, status: str, *, result: CellResult | None = None, error: str | None = None,
-            git: dict[str, Any] | None = None) -> RunRecord:
-    prov = {"git_commit": result.git_commit, "versions": result.versions} if result else (git or {})
-    return RunRecord(run_key=cell.key, kind=cell.kind, config=cell.record_config(), status=status,  # type: ignore[arg-type]
-                     study=cell.study, name=cell.label, parent_key=getattr(cell, "parent", None), seed=cell.seed,
-                     git_commit=prov.get("git_commit"), versions=prov.get("versions"),
-                     device=result.device if result else None, provider=None,
-                     artifact_path=result.artifact_path if result else None, error=error)
+            git: dict[str, Any] | None = None) -> tuple[RunRecord, list[Metric]]:
+    """The cell's row through the record contract; a result that breaks it is recorded as a failure."""
+    def build(status: str, error: str | None, metrics: list[Metric]) -> tuple[RunRecord, list[Metric]]:
+        return records.build(cell.kind, run_key=cell.key, config=cell.record_config(), status=status,
+                             study=cell.study, name=cell.label, parent_key=getattr(cell, "parent", None),
+                             seed=cell.seed, device=result.device if result else None,
+                             provider=result.provider if result else None,
+                             prov=result.provenance if result else (git or {}),
+                             artifact_path=result.artifact_path if result else None, error=error, metrics=metrics)
+
+    try:
+        return build(status, error, list(result.metrics) if result else [])
+    except records.RecordError as exc:
+        if status != "done":
+            raise
+        return build("failed", f"the cell's result breaks the record contract: {exc}", [])
 
 
 def _metrics_mid_commit(metrics: list[Metric]) -> Iterator[Metric]:
@@ -196,8 +206,8 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
             else:
                 make_ready(cell)
         for cell in orphans:
-            store.commit_run(_record(cell, "failed", git=git, error=f"not run: its training {cell.parent} failed "
-                                                                    "(rerun with --retry-failed)"))
+            store.commit_run(*_record(cell, "failed", git=git, error=f"not run: its training {cell.parent} failed "
+                                                                     "(rerun with --retry-failed)"))
             summary.not_run += 1
         todo = len(to_run) - len(orphans)
         if not todo:
@@ -223,7 +233,7 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                 # Hand out only as many cells as there are workers, so 'running' in the store means running.
                 while ready and len(in_flight) < pool.workers:
                     cell = heapq.heappop(ready)[2]
-                    store.commit_run(_record(cell, "running", git=git))
+                    store.commit_run(*_record(cell, "running", git=git))
                     in_flight[cell.key] = cell
                     pool.submit(cell.key, run_cell, (cell, ctx))
 
@@ -231,25 +241,27 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
             while in_flight:
                 for out in pool.wait(timeout=1.0):
                     cell = in_flight.pop(out.task_id)
-                    if out.ok:
+                    rec, metrics = _record(cell, "done", result=out.value) if out.ok else (None, [])
+                    if rec is not None and rec.status == "done":
                         result: CellResult = out.value
                         if result.artifact_path:
                             fault_point("after_artifact")
-                        store.commit_run(_record(cell, "done", result=result), _metrics_mid_commit(result.metrics))
+                        store.commit_run(rec, _metrics_mid_commit(metrics))
                         fault_point("after_commit")
                         summary.done += 1
                         bar.update(1)
                         for child in waiting.pop(cell.key, []):
                             make_ready(child)
                         continue
-                    store.commit_run(_record(cell, "failed", git=git, error=out.error))
+                    error = rec.error if rec is not None else out.error
+                    store.commit_run(*_record(cell, "failed", git=git, error=error))
                     fault_point("after_commit")
                     summary.failed += 1
-                    summary.failures.append((cell.label, _last_line(out.error or "")))
+                    summary.failures.append((cell.label, _last_line(error or "")))
                     bar.update(1)
-                    log(f"failed: {cell.label}: {_last_line(out.error or '')}")
+                    log(f"failed: {cell.label}: {_last_line(error or '')}")
                     for child in waiting.pop(cell.key, []):
-                        store.commit_run(_record(child, "failed", git=git, error=(
+                        store.commit_run(*_record(child, "failed", git=git, error=(
                             f"not run: its training {cell.key} failed (rerun with --retry-failed)")))
                         summary.not_run += 1
                         bar.update(1)
@@ -285,8 +297,7 @@ def _reset_running(store: ResultsStore, keys: list[str]) -> None:
 
 
 def _driver_provenance() -> dict[str, Any]:
-    from genlib.provenance import git_commit, library_versions
-    return {"git_commit": git_commit(), "versions": library_versions()}
+    return records.provenance()
 
 
 def _install_sigterm():

@@ -60,7 +60,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from genlib.config import to_dict
-    from genlib.store import Metric, ResultsStore, RunRecord
+    from genlib import records
+    from genlib.store import ResultsStore
     from genlib.train import load_run_config, train, training_metrics
 
     cfg = load_run_config(resolve_config_path(args.config), args.overrides)
@@ -78,11 +79,12 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"run directory: {args.out}")
     if args.store:
         with ResultsStore(args.store) as store:
-            store.commit_run(
-                RunRecord(run_key=meta["run_key"], kind="train", config=to_dict(cfg), name=cfg.name, seed=cfg.seed,
-                          git_commit=meta["git_commit"], versions=meta["versions"], device=meta["device"],
-                          artifact_path=str(Path(args.out).resolve())),
-                training_metrics(result.history) + [Metric("train_steps_per_s", meta["train_steps_per_s"], "steps/s", True)])
+            store.commit_run(*records.build(
+                "train", run_key=meta["run_key"], config={"train": to_dict(cfg), "eval": None, "axes": {},
+                                                          "profile": None},
+                name=cfg.name, seed=cfg.seed, device=meta["device"], artifact_path=str(Path(args.out).resolve()),
+                metrics=training_metrics(result.history) + [
+                    records.metric("train", "train_steps_per_s", meta["train_steps_per_s"])]))
         print(f"recorded in {args.store}")
     return 0
 

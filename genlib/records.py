@@ -16,9 +16,11 @@ config_json layout per kind (top-level keys; * optional):
     floor     {"train": null, "eval": {"n", "metrics", *"reference", *"settings"}, "data": DataConfig dict,
                "axes", "profile"}
     export    {"export": ExportConfig dict, "part": str, "run_key": training run key}
-    bench     {"bench": {"backend", "provider" (asked for), "batch", "threads", "precision", "timing",
+    bench     {"bench": {"backend", "provider" (the one that ran), "batch", "threads", "precision", "timing",
                "cuda_graph"}, "part", "target", "export": ExportConfig dict | null, "export_key", "run_key"}
     analytic  {"analytic": check name, *"settings": {...}}
+    study     {"study": name, "profile": str, "claims": [ablations.spec.ClaimSpec.to_dict()]}: a grid study's
+               definition, one row per study (run key from the study name), rewritten by every grid run
 RunConfig dicts hold the training seed at "seed" and ExportConfig dicts at "export.seed"; `seed` on the
 row repeats it. Machine facts live in the `machine_json` column, never in a config.
 """
@@ -37,7 +39,7 @@ from typing import Any, Mapping, Sequence
 
 from genlib.store import Metric, RunRecord, StoreError
 
-KINDS = ("train", "eval", "floor", "export", "bench", "analytic")
+KINDS = ("train", "eval", "floor", "export", "bench", "analytic", "study")
 
 
 class RecordError(StoreError):
@@ -88,7 +90,7 @@ ANALYTIC: dict[str, MetricDef] = {
 }
 CATALOGUE: dict[str, dict[str, MetricDef]] = {
     "train": TRAINING, "eval": {**QUALITY, **TIMING}, "floor": dict(QUALITY), "export": EXPORT,
-    "bench": TIMING, "analytic": ANALYTIC,
+    "bench": TIMING, "analytic": ANALYTIC, "study": {},
 }
 # Top-level config keys per kind: (required, optional).
 LAYOUT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -98,6 +100,7 @@ LAYOUT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "export": (frozenset({"export", "part", "run_key"}), frozenset()),
     "bench": (frozenset({"bench", "part", "target", "export", "export_key", "run_key"}), frozenset()),
     "analytic": (frozenset({"analytic"}), frozenset({"settings"})),
+    "study": (frozenset({"study", "profile", "claims"}), frozenset()),
 }
 # Left out of config_key: the seed (row's own), keys derived from seeded configs, provenance.
 SEED_PATHS = ("seed", "train.seed", "export.seed")
@@ -223,6 +226,13 @@ def provenance() -> dict[str, Any]:
     return {"git_commit": git_commit(), "versions": library_versions(), "machine": dict(machine_info())}
 
 
+def ort_device(provider: str | None) -> str | None:
+    """The device an ONNX Runtime execution provider runs on ('CUDAExecutionProvider' -> 'cuda'); None if no ORT."""
+    if not provider or not provider.endswith("ExecutionProvider"):
+        return None
+    return "cuda" if provider.startswith(("CUDA", "Tensorrt")) else "cpu"
+
+
 # -- building records -----------------------------------------------------------------------------------------
 def build(kind: str, *, run_key: str, config: Mapping[str, Any], device: str | None,
           provider: str | None = None, metrics: Sequence[Metric] = (), status: str = "done",
@@ -274,20 +284,44 @@ def data_config(config: Mapping[str, Any]) -> dict[str, Any] | None:
 
 BENCH_SETTINGS = ("part", "target", "backend", "provider", "precision", "batch", "threads", "sampler", "steps",
                   "eta", "variance", "graph", "passes")
+RESOLVED_SAMPLER = ("sampler", "steps", "eta", "graph", "passes")  # bench metric extras: the values that ran
 
 
-def bench_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings of a bench row (or an export row), each from its one place in the layout."""
+def bench_settings(config: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The settings of a bench row (or an export row), each from its one place in the layout. `extra`: a
+    metric's extra of the row, whose sampler settings are resolved (steps None in an ExportConfig means 50)."""
     bench = config.get("bench") if isinstance(config.get("bench"), dict) else {}
     export = config.get("export") if isinstance(config.get("export"), dict) else {}
-    out = {"part": config.get("part"), "target": config.get("target")}
+    out: dict[str, Any] = {"part": config.get("part"), "target": config.get("target")}
     for k in ("backend", "provider", "precision", "batch", "threads"):
         out[k] = bench.get(k)
     if out["precision"] is None:
         out["precision"] = export.get("precision")
     for k in ("sampler", "steps", "eta", "variance", "graph", "passes"):
         out[k] = export.get(k)
+    for k in RESOLVED_SAMPLER:
+        if extra and extra.get(k) is not None:
+            out[k] = extra[k]
     return out
+
+
+def setting_name(path: str) -> str:
+    """A record config path as users write the setting: 'train.train.steps' -> 'train.steps' (a RunConfig
+    key), 'axes.sampler' -> 'sampler'; 'eval.*', 'data.*' and others unchanged."""
+    for prefix in ("train.", "axes."):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def value_at(config: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path of a config (None when absent)."""
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def differing_keys(configs: Sequence[Mapping[str, Any]], *, ignore: Sequence[str] = SEED_PATHS + DERIVED_PATHS

@@ -1,8 +1,9 @@
 """Reading the results store for reports: runs and metrics as pandas frames with their configs parsed.
 
 The store (`genlib.store`) is the only contract between producers and reports: this module opens it
-read-mostly, parses `config_json` / `extra_json`, and answers setting look-ups (`setting_value`) the
-same way for grid cells, floors and benchmark rows. It does not aggregate or format anything.
+read-only, parses `config_json` / `extra_json`, and answers setting look-ups (`setting_value`) through the
+layout accessors of `genlib.records`, the same way for grid cells, CLI rows and floors. It does not
+aggregate or format anything.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from genlib import records
 from genlib.store import ResultsStore, StoreError
 
 MISSING = object()
@@ -90,7 +92,7 @@ def open_store(path: str | Path) -> StoreData:
         raise ReportError(f"results store '{path}' holds no runs yet; fill it first, e.g. "
                           f"`genbench grid run beta --store {path}` or `genbench claims --store {path}`")
     runs["config"] = [_json(t, {}) for t in runs["config_json"]]
-    runs["axes"] = [c.get("axes") if isinstance(c.get("axes"), dict) else {} for c in runs["config"]]
+    runs["axes"] = [records.axes(c) for c in runs["config"]]
     runs["seed"] = pd.Series([_int_or_none(s) for s in runs["seed"]], index=runs.index, dtype=object)
     runs = runs.drop(columns=["config_json"])
     metrics["extra"] = [_json(t, {}) for t in metrics["extra_json"]]
@@ -99,7 +101,7 @@ def open_store(path: str | Path) -> StoreData:
     metrics["value"] = pd.to_numeric(metrics["value"], errors="coerce").astype(float)
     metrics = metrics.drop(columns=["extra_json"]).rename(columns={"name": "metric"})
     run_cols = ["run_key", "kind", "study", "name", "parent_key", "status", "seed", "device", "provider",
-                "git_commit", "artifact_path", "config", "axes"]
+                "git_commit", "artifact_path", "config", "axes", "config_key"]
     merged = metrics.merge(runs[run_cols], on="run_key", how="left")
     return StoreData(path=path, runs=runs, metrics=merged)
 
@@ -136,25 +138,23 @@ def setting_value(config: dict[str, Any], key: str) -> Any:
     """The value of a setting of a grid row: an axis (`loss.beta`, a variant label like `sampler`), else a
     dotted key of the resolved training config (`data.name`), else of the evaluation config (`eval.steps`).
     Returns MISSING when the row has no such setting."""
-    axes = config.get("axes") if isinstance(config.get("axes"), dict) else {}
+    axes = records.axes(config)
     if key in axes:
         return axes[key]
     if key.startswith("eval."):
-        return _dotted(config.get("eval") or {}, key[len("eval."):])
-    value = _dotted(config.get("train") or {}, key)
-    if value is MISSING and config.get("train") is None:
-        value = _dotted(config, key)  # floors keep `data` at the top level
-    return value
+        return _dotted(records.eval_config(config), key[len("eval."):])
+    train = records.run_config(config)
+    if train is not None:
+        return _dotted(train, key)
+    if key.startswith("data."):
+        return _dotted(records.data_config(config) or {}, key[len("data."):])  # floors: their own data
+    return MISSING
 
 
 def data_name(config: dict[str, Any]) -> str | None:
     """The dataset a grid row is about (training config, or a floor's own data config)."""
-    for doc in (config.get("train"), config):
-        value = _dotted(doc or {}, "data.name")
-        if isinstance(value, str):
-            return value
-    axes = config.get("axes") or {}
-    return axes.get("data.name") if isinstance(axes.get("data.name"), str) else None
+    name = (records.data_config(config) or {}).get("name")
+    return name if isinstance(name, str) else None
 
 
 def same_value(a: Any, b: Any) -> bool:

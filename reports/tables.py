@@ -1,8 +1,9 @@
 """Tables from the store: per-study quality (mean +- 95% CI over seeds), speed, and quality-vs-latency Pareto.
 
-A study table has one row per setting (the grid axes that vary, seeds pooled), one column per metric
-with its direction arrow taken from the stored `higher_is_better`, the best value marked, and the
-data-versus-data floor as a reference row. The speed table lists benchmark rows by part, backend,
+A study table has one row per configuration (the grid axes that vary; seeds of one `config_key` pooled,
+different configurations never: rows that share their axes but not their configuration are shown apart with
+the keys that differ), one column per metric with its direction arrow taken from the stored
+`higher_is_better`, the best value marked, and the data-versus-data floor as a reference row. The speed table lists benchmark rows by part, backend,
 provider, batch and threads with their parity status; the Pareto table joins sampler quality from the
 `steps` study with sampler latency. Directions and units always come from the rows, never a list here.
 """
@@ -16,6 +17,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
+
+from genlib import records
 
 from reports.load import MISSING, StoreData, data_name, is_scalar, same_value, select_rows, setting_value
 from reports.render import Column, Num, Stat, Table
@@ -157,6 +160,44 @@ def _label(key: str, value: Any) -> Any:
     return "-" if value is MISSING else value
 
 
+# -- configurations: never pooled ---------------------------------------------------------------------------
+def _config_key(value: Any, run_key: str) -> str:
+    return value if isinstance(value, str) and value else f"run:{run_key}"
+
+
+def configurations(row_of: dict[str, tuple[tuple, str]], config_of: dict[str, dict], keys: list[str]
+                   ) -> tuple[dict[tuple, list[str]], dict[tuple, str], list[str]]:
+    """For rows keyed (displayed settings, config_key): the config keys under each displayed setting (first
+    seen first), a label 'key=value, ...' for each (setting, config_key) that shares its setting with another
+    configuration, and one note per such setting naming the keys that differ."""
+    variants: dict[tuple, list[str]] = {}
+    example: dict[tuple, dict] = {}
+    for rk, (s, ck) in row_of.items():
+        if ck not in variants.setdefault(s, []):
+            variants[s].append(ck)
+            example[(s, ck)] = config_of[rk]
+    labels: dict[tuple, str] = {}
+    notes: list[str] = []
+    for s, cks in variants.items():
+        if len(cks) < 2:
+            continue
+        configs = [example[(s, ck)] for ck in cks]
+        paths = records.differing_keys(configs)
+        names = [records.setting_name(p) for p in paths]
+        for ck, cfg in zip(cks, configs):
+            labels[(s, ck)] = ", ".join(f"{n}={records.value_at(cfg, p)}" for n, p in zip(names, paths)) or ck
+        where = ", ".join(f"{k}={_label(k, v)}" for k, v in zip(keys, s)) or "all cells"
+        notes.append(f"Not pooled: {where} holds {len(cks)} configurations that differ in "
+                     f"{', '.join(names) or 'their stored configuration'}; each is its own row.")
+    return variants, labels, notes
+
+
+def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """Setting names (as users write them: 'train.steps', 'eval.steps', an axis) that differ across the
+    record configs `configs`, less the seed."""
+    return [records.setting_name(p) for p in records.differing_keys(configs)]
+
+
 # -- study tables -----------------------------------------------------------------------------------------
 def grid_metrics(data: StoreData, study: str, kind: str = "eval") -> pd.DataFrame:
     """Metrics of a study's rows of one kind that finished ('done'), with a `data_name` column."""
@@ -215,28 +256,36 @@ def study_tables(data: StoreData, study: str) -> list[Table]:
         if len({c.get("profile") for c in configs}) > 1:
             keys.append("profile")
         infos = metric_infos(frame, _preferred_metrics(frame))
-        row_of = {rk: _row_values(dict(c, profile=c.get("profile")), keys)
-                  for rk, c in zip(runs["run_key"], runs["config"])}
+        row_of = {rk: (_row_values(dict(c, profile=c.get("profile")), keys), _config_key(ck, rk))
+                  for rk, c, ck in zip(runs["run_key"], runs["config"], runs["config_key"])}
         frame = frame.assign(_row=[row_of[rk] for rk in frame["run_key"]])
-        settings = list(dict.fromkeys(row_of.values()))
+        settings = list(dict.fromkeys(v[0] for v in row_of.values()))
         sorters = [_sort_key_for([s[i] for s in settings if s[i] is not MISSING]) for i in range(len(keys))]
         settings.sort(key=lambda s: tuple((s[i] is MISSING, sorters[i](s[i]) if s[i] is not MISSING else 0)
                                           for i in range(len(keys))))
+        variants, labels, split_notes = configurations(row_of, dict(zip(runs["run_key"], runs["config"])), keys)
         setting_cols = [Column(k, k, "setting") for k in keys] or [Column("setting", "setting")]
+        if labels:
+            setting_cols.append(Column("configuration", "configuration", "setting"))
         columns = setting_cols + [Column("seeds", "seeds", "setting")] + [i.column() for i in infos]
         rows = []
         by_row = {key: g for key, g in frame.groupby("_row", sort=False)}
         for s in settings:
-            g = by_row[s]
-            row: dict[str, Any] = {k: _label(k, v) for k, v in zip(keys, s)} if keys else {"setting": "all cells"}
-            n = 0
-            for info in infos:
-                vals = g[(g["metric"] == info.name) & (g["split"] == info.split)]
-                if not vals.empty:
-                    row[info.key] = stat_of(vals)
-                    n = max(n, row[info.key].n)
-            row["seeds"] = n
-            rows.append(row)
+            for ck in variants[s]:
+                g = by_row[(s, ck)]
+                row: dict[str, Any] = ({k: _label(k, v) for k, v in zip(keys, s)} if keys
+                                       else {"setting": "all cells"})
+                if labels:
+                    row["configuration"] = labels.get((s, ck), "")
+                n = 0
+                for info in infos:
+                    vals = g[(g["metric"] == info.name) & (g["split"] == info.split)]
+                    if not vals.empty:
+                        row[info.key] = stat_of(vals)
+                        n = max(n, row[info.key].n)
+                row["seeds"] = n
+                rows.append(row)
+        notes = split_notes + notes
         for info in infos:
             mark_best(rows, info)
         reference = []
@@ -265,24 +314,10 @@ def study_tables(data: StoreData, study: str) -> list[Table]:
 
 
 # -- benchmark rows -----------------------------------------------------------------------------------------
-BENCH_FIELDS: dict[str, tuple[str, ...]] = {
-    # field -> dotted paths tried in order in the row's config, then the same names in metric extras
-    "part": ("part", "bench.part", "export.part"),
-    "backend": ("bench.backend", "backend"),
-    "provider": ("bench.provider", "provider"),
-    "precision": ("bench.precision", "precision", "export.precision"),
-    "batch": ("bench.batch", "batch"),
-    "threads": ("bench.threads", "threads"),
-    "sampler": ("sampler", "export.sampler", "bench.sampler"),
-    "steps": ("steps", "export.steps", "bench.steps", "sampler_steps"),
-    "eta": ("eta", "export.eta"),
-    "variance": ("variance", "export.variance"),
-}
-LATENCY_METRICS = {"p50": ("latency_ms_p50",), "p90": ("latency_ms_p90",), "p99": ("latency_ms_p99",),
-                   "mean": ("latency_ms_mean",), "throughput": ("throughput_per_s",),
-                   "peak_mb": ("peak_memory_mb", "peak_rss_mb"),
-                   "max_abs_err": ("parity_max_abs_err", "max_abs_error", "parity_max_abs_error"),
-                   "parity_valid": ("parity_valid",)}
+BENCH_FIELDS = records.BENCH_SETTINGS
+LATENCY_METRICS = {"p50": "latency_ms_p50", "p90": "latency_ms_p90", "p99": "latency_ms_p99",
+                   "mean": "latency_ms_mean", "throughput": "throughput_per_s", "peak_mb": "peak_memory_mb",
+                   "max_abs_err": "parity_max_abs_err"}
 
 
 def _dig(doc: Any, path: str) -> Any:
@@ -293,18 +328,11 @@ def _dig(doc: Any, path: str) -> Any:
     return doc
 
 
-def _parity(status: str, extras: list[dict], metrics: dict[str, float]) -> str:
+def _parity(status: str, extras: list[dict]) -> str:
+    """The parity verdict bench producers write in each metric's extra ('valid', 'invalid', 'unchecked', 'n/a')."""
     for e in extras:
-        p = e.get("parity")
-        if isinstance(p, str):
-            return p
-        if isinstance(p, dict) and "valid" in p:
-            return "valid" if p["valid"] else "invalid"
-    if "parity_valid" in metrics and math.isfinite(metrics["parity_valid"]):
-        return "valid" if metrics["parity_valid"] >= 0.5 else "invalid"
-    for e in extras:
-        if isinstance(e.get("valid"), bool):
-            return "valid" if e["valid"] else "invalid"
+        if isinstance(e.get("parity"), str):
+            return e["parity"]
     return "invalid" if status == "failed" else "n/a"
 
 
@@ -313,8 +341,7 @@ def model_label(data: StoreData, run_key: Any) -> str:
     run = data.run(run_key)
     if run is None:
         return str(run_key)[:12] if isinstance(run_key, str) else "-"
-    cfg = run["config"]
-    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else cfg
+    train = records.run_config(run["config"]) or {}
     family = _dig(train, "model.family") or run.get("kind")
     label = f"{family}/{_dig(train, 'data.name') or '?'}"
     T = _dig(train, "model.noise.T")
@@ -326,31 +353,23 @@ def model_label(data: StoreData, run_key: Any) -> str:
 def bench_frame(data: StoreData) -> pd.DataFrame:
     """One line per benchmark run: the fields of BENCH_FIELDS, its latency metrics, parity, model and status."""
     m = data.metrics[data.metrics["kind"] == "bench"]
-    records = []
+    rows = []
     for run_key, g in m.groupby("run_key", sort=False):
         first = g.iloc[0]
         cfg = first["config"]
         extras = [e for e in g["extra"] if isinstance(e, dict)]
         metrics = {name: v for name, v in zip(g["metric"], g["value"])}
         rec: dict[str, Any] = {"run_key": run_key, "status": first["status"], "parent_key": first["parent_key"],
-                               "name": first["name"]}
-        for fld, paths in BENCH_FIELDS.items():
-            value = None
-            if fld == "provider" and isinstance(first["provider"], str) and first["provider"]:
-                value = first["provider"]
-            for path in paths:
-                if value is None:
-                    value = _dig(cfg, path)
-            for e in extras:
-                if value is None:
-                    value = e.get(fld)
-            rec[fld] = value
-        for col, names in LATENCY_METRICS.items():
-            rec[col] = next((metrics[n] for n in names if n in metrics), float("nan"))
-        rec["parity"] = _parity(first["status"], extras, metrics)
+                               "name": first["name"], "config_key": first["config_key"]}
+        rec.update(records.bench_settings(cfg, extras[0] if extras else None))
+        if isinstance(first["provider"], str) and first["provider"]:
+            rec["provider"] = first["provider"]  # the provider that ran, from the row itself
+        for col, name in LATENCY_METRICS.items():
+            rec[col] = metrics.get(name, float("nan"))
+        rec["parity"] = _parity(first["status"], extras)
         rec["model"] = model_label(data, first["parent_key"] or cfg.get("run_key"))
-        records.append(rec)
-    df = pd.DataFrame.from_records(records)
+        rows.append(rec)
+    df = pd.DataFrame.from_records(rows)
     if df.empty:
         return df
     for col in ("batch", "threads", "steps"):
@@ -498,19 +517,25 @@ def pareto_tables(data: StoreData, study: str = STEPS_STUDY) -> list[Table]:
             continue
         info = infos[0]
         q = frame[(frame["metric"] == info.name) & (frame["split"] == info.split)]
-        settings: dict[SamplerSetting, list[int]] = {}
-        for i, cfg in zip(q.index, q["config"]):
+        # one point per configuration (seeds pooled, configurations never): (setting, config_key)
+        settings: dict[tuple[SamplerSetting, str], list[int]] = {}
+        config_of: dict[str, dict] = {}
+        for i, cfg, ck, rk in zip(q.index, q["config"], q["config_key"], q["run_key"]):
             s = sampler_setting(cfg)
             if s is not None:
-                settings.setdefault(s, []).append(i)
+                settings.setdefault((s, _config_key(ck, rk)), []).append(i)
+                config_of[rk] = cfg
         if not settings:
             continue
+        row_of = {rk: ((s,), ck) for (s, ck), idx in settings.items() for rk in q.loc[idx, "run_key"]}
+        _, labels, split_notes = configurations(row_of, config_of, ["sampler"])
         rows = []
         timed = False
-        for s, idx in settings.items():
+        for (s, ck), idx in settings.items():
             stat = stat_of(q.loc[idx])
+            label = s.label + (f" ({labels[((s,), ck)]})" if ((s,), ck) in labels else "")
             base = {"T": s.T if s.T is not None else "-", "scaled": s.scaled if s.scaled is not None else "-",
-                    "sampler": s.label, "S": s.steps if s.steps is not None else "-", "quality": stat}
+                    "sampler": label, "S": s.steps if s.steps is not None else "-", "quality": stat}
             matches = _bench_match(bench, s, parent_data)
             if ref_batch is not None and not matches.empty:
                 at_ref = matches[matches["batch"] == ref_batch]
@@ -550,7 +575,8 @@ def pareto_tables(data: StoreData, study: str = STEPS_STUDY) -> list[Table]:
             r.pop("_cost")
         tables.append(Table(slug(f"pareto-{group}"), f"Sampler quality vs {'latency' if timed else 'steps'}"
                                                      f" ({group}, {info.key})", cols, rows,
-                            notes=[cost_note, "Pareto: yes when no other configuration is both cheaper and better."]))
+                            notes=[cost_note, "Pareto: yes when no other configuration is both cheaper and better.",
+                                   *split_notes]))
     return tables
 
 
@@ -567,5 +593,5 @@ def _mark_front(rows: list[dict[str, Any]], higher_is_better: bool, use_latency:
             rows[i]["front"] = "yes"
 
 
-__all__ = ["BENCH_FIELDS", "MetricInfo", "bench_frame", "grid_metrics", "mark_best", "metric_infos", "model_label",
+__all__ = ["BENCH_FIELDS", "MetricInfo", "bench_frame", "configurations", "differing_keys", "grid_metrics", "mark_best", "metric_infos", "model_label",
            "pareto_tables", "per_seed", "slug", "speed_table", "stat_of", "study_tables", "varying_axes"]

@@ -116,7 +116,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                sample_cfg=cfg.sample, n=args.n, seed=args.seed, reference=args.reference,
                                cfg=cfg.metrics, progress=True)
             context = {"kind": "eval", "run_key": loaded.config.run_key, "run_name": loaded.config.name,
-                       "device": str(loaded.model.device)}
+                       "train": to_dict(loaded.config), "device": str(loaded.model.device)}
         else:
             metrics = evaluate_floor(cfg.data, args.metrics, n=args.n, seed=args.seed, cfg=cfg.metrics, progress=True)
             context = {"kind": "floor", "data": to_dict(cfg.data), "device": "cpu"}
@@ -186,20 +186,23 @@ def _listing() -> str:
 
 
 def _commit(args: argparse.Namespace, cfg: EvalConfig, context: dict[str, Any], metrics: list[Metric]) -> None:
+    from genlib import records
     from genlib.config import config_hash, to_dict
-    from genlib.provenance import git_commit, library_versions
-    from genlib.store import ResultsStore, RunRecord
+    from genlib.store import ResultsStore
 
-    config = {**context, "metrics": [m.name for m in metrics], "n": args.n, "seed": args.seed,
-              "reference": args.reference, "settings": to_dict(cfg.metrics)}
-    if context["kind"] == "eval":
-        config["sample"] = to_dict(cfg.sample)
-    record = RunRecord(run_key=config_hash(config), kind=context["kind"], config=config,
-                       name=context.get("run_name") or f"floor:{cfg.data.name}", parent_key=context.get("run_key"),
-                       seed=args.seed, git_commit=git_commit(), versions=library_versions(),
-                       device=context["device"])
+    kind = context["kind"]
+    ev = {"n": args.n, "metrics": [m.name for m in metrics], "reference": args.reference,
+          "settings": to_dict(cfg.metrics)}
+    if kind == "eval":
+        config = {"train": context["train"], "eval": {**to_dict(cfg.sample), **ev}, "axes": {}, "profile": None}
+    else:
+        config = {"train": None, "eval": ev, "data": context["data"], "axes": {}, "profile": None}
+    record, checked = records.build(kind, run_key=config_hash({"kind": kind, **config, "seed": args.seed}),
+                                    config=config, name=context.get("run_name") or f"floor:{cfg.data.name}",
+                                    parent_key=context.get("run_key"), seed=args.seed, device=context["device"],
+                                    metrics=metrics)
     with ResultsStore(args.store) as store:
-        store.commit_run(record, metrics)
+        store.commit_run(record, checked)
 
 
 __all__ = ["EvalConfig", "add_parser", "run_eval"]

@@ -60,7 +60,7 @@ def test_grid_records_every_cell_once_with_the_record_contract(tmp_path, tiny, t
         assert config["eval"]["steps"] == config["axes"]["eval.steps"] and config["eval"]["n"] == 64
         assert (db.parent / row["artifact_path"] / "samples.npy").is_file()
     by_run = metrics.groupby("run_key")["name"].apply(set).to_dict()
-    assert all(by_run[c.key] == {"swd", "sample_mean_norm"} for c in plan.eval_cells)
+    assert all(by_run[c.key] == {"swd", "energy"} for c in plan.eval_cells)
     assert all(by_run[c.key] == {"loss"} for c in plan.train_cells)  # final training logs, split 'train'
     assert all(by_run[c.key] == {"swd"} for c in plan.floor_cells)
     assert not [p for p in art.iterdir() if p.name.startswith(".")]  # no temporary directories left

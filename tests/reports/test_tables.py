@@ -92,22 +92,35 @@ def test_pareto_front_is_non_dominated_and_joined_on_sampler_and_steps(store_dat
 
 
 def _bench_only_store(path, **config_extra) -> None:
+    from genlib import records
+    config = {"bench": {"backend": "ort", "provider": "CUDAExecutionProvider", "batch": 8, "threads": 2,
+                        "precision": "fp32", "timing": {}, "cuda_graph": False},
+              "part": "denoiser", "target": "denoiser", "export": {"part": "denoiser", "steps": None},
+              "export_key": "e1", "run_key": "t1", **config_extra}
     with ResultsStore(path) as s:
-        s.commit_run(RunRecord(run_key="b1", kind="bench", config={"part": "denoiser", **config_extra},
-                               provider="CPUExecutionProvider"),
-                     [Metric("latency_ms_p50", 2.0, "ms", False, extra={"backend": "ort_cuda", "batch": 8,
-                                                                         "threads": 2, "precision": "fp32"}),
-                      Metric("parity_valid", 0.0, "", None)])
+        s.commit_run(*records.build("bench", run_key="b1", config=config, device="cpu",
+                                    provider="CPUExecutionProvider", status="failed", error="export failed parity",
+                                    metrics=[records.metric("bench", "latency_ms_p50", 2.0,
+                                                            extra={"parity": "invalid", "steps": 50})]))
 
 
-def test_bench_fields_fall_back_to_metric_extras(tmp_path):
+def test_bench_rows_are_read_from_the_record_contract(tmp_path):
     _bench_only_store(tmp_path / "r.db")
     df = bench_frame(open_store(tmp_path / "r.db"))
     row = df.iloc[0]
-    assert (row["part"], row["backend"], row["provider"], row["batch"], row["threads"]) == \
-        ("denoiser", "ort_cuda", "CPUExecutionProvider", 8, 2)
-    assert row["parity"] == "invalid"  # from the parity_valid metric
+    # the provider that ran (the row's own column) wins over the one the config names
+    assert (row["part"], row["backend"], row["provider"], row["batch"], row["threads"], row["steps"]) == \
+        ("denoiser", "ort", "CPUExecutionProvider", 8, 2, 50)
+    assert row["parity"] == "invalid" and row["p50"] == 2.0
     assert math.isnan(row["throughput"])
+
+
+def test_bench_rows_of_another_layout_are_not_guessed(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as s:
+        s.commit_run(RunRecord(run_key="b1", kind="bench", config={"backend_name": "ort", "part": "denoiser"}),
+                     [Metric("peak_rss_mb", 5.0, "MB", False, extra={"backend": "ort"})])
+    row = bench_frame(open_store(tmp_path / "r.db")).iloc[0]
+    assert row["backend"] is None and math.isnan(row["peak_mb"])  # no alias names are read
 
 
 def test_study_with_two_datasets_gets_one_table_each(tmp_path):

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from genlib.cli import main
+from genlib.config import to_dict
 from genlib.metrics.cli import add_parser
 from genlib.store import ResultsStore
 
@@ -46,7 +47,8 @@ def test_run_table_and_store(vae_run, tmp_path, capsys):
         run = store.get_run(results["run_key"].iloc[0])
     assert sorted(results["name"]) == ["active_units", "coverage", "iwae"]
     assert run["kind"] == "eval" and run["parent_key"] == vae_run.config.run_key
-    assert run["config"]["settings"]["iwae_k"] == 5 and run["config"]["sample"]["passes"] == 1
+    assert run["config"]["eval"]["settings"]["iwae_k"] == 5 and run["config"]["eval"]["passes"] == 1
+    assert run["config"]["train"] == to_dict(vae_run.config) and run["device"] == str(vae_run.model.device)
 
 
 def test_user_errors_exit_2_with_one_line(vae_run, capsys):
