@@ -8,6 +8,8 @@ SWD/MMD/energy) and the feature extractor (features); `catalog` registers every 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 # Loaded on first use (PEP 562), so that `genbench --help` imports no torch or pandas.
@@ -44,3 +46,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """Keeps `genlib.metrics.evaluate` the function: importing the submodule of the same name binds the
+    module to the package attribute, which an eager `from ... import evaluate` used to overwrite."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType) and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
