@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import time
@@ -65,7 +66,7 @@ def torch_export_onnx(module: nn.Module, example: tuple, input_names: list[str],
     try:
         for lg in quiet:
             lg.setLevel(logging.ERROR)
-        device = next(module.parameters()).device
+        device = next(itertools.chain(module.parameters(), module.buffers())).device
         example = tuple(v.to(device) for v in example)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")

@@ -8,6 +8,7 @@ Wasserstein distance to held-out data agrees as well. It writes nothing.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -45,7 +46,7 @@ def unchecked(cfg: ExportConfig) -> ParityResult:
 
 
 def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
+    return next(itertools.chain(module.parameters(), module.buffers())).device
 
 
 def _np(v: torch.Tensor) -> np.ndarray:
