@@ -120,16 +120,23 @@ def apply_overrides(spec: GridSpec, overrides: dict[str, Any]) -> GridSpec:
     return dataclasses.replace(spec, base=base, eval=eval_cfg, blocks=tuple(blocks))
 
 
-def _decided_by_text(decided: dict) -> str:
-    if not decided:
-        return "-"
-    text = f"{decided['metric']}"
-    if decided.get("direction"):
-        text += f" ({decided['direction']}"
-        if decided.get("axis"):
-            text += f" at {decided['axis']}={decided.get('treatment')} than at {decided.get('reference')}"
-        text += ")"
-    return text
+def _test_text(test) -> str:
+    """One claim test in a line: `fd higher at method=ae_standard than at method=vae_diagonal (block=digits),
+    margin 2`."""
+    def show(v):
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    where = ", ".join(f"{k}={show(v)}" for k, v in test.where)
+    return (f"{test.metric} {test.direction} at {test.axis}={show(test.treatment)} than at "
+            f"{test.axis}={show(test.reference)}" + (f" ({where})" if where else "") + f", margin {test.margin:g}")
+
+
+def _print_claims(spec, indent: str) -> None:
+    for claim in spec.claims:
+        print(f"{indent}claim {claim.id}: {claim.text}")
+        print(f"{indent}  primary:   {_test_text(claim.primary)}")
+        for test in claim.secondary:
+            print(f"{indent}  secondary: {_test_text(test)}")
 
 
 def _print_table(rows: list[dict], columns: list[str]) -> None:
@@ -145,8 +152,7 @@ def cmd_plan(args) -> int:
     for plan in plans:
         summary = plan.summary()
         summary["grid"] = str(plan.spec.path)
-        summary["claim"] = plan.spec.claim
-        summary["decided_by"] = plan.spec.decided_by
+        summary["claims"] = [c.to_dict() for c in plan.spec.claims]
         if args.store:
             from ablations.driver import plan_status
             from genlib.store import ResultsStore
@@ -159,9 +165,7 @@ def cmd_plan(args) -> int:
     for plan, summary in zip(plans, out):
         spec = plan.spec
         print(f"study {spec.study}  (profile {spec.profile}; {spec.path})")
-        if spec.claim:
-            print(f"  claim:      {spec.claim}")
-            print(f"  decided by: {_decided_by_text(spec.decided_by)}")
+        _print_claims(spec, "  ")
         print(f"  training axes:  {', '.join(plan.train_axes) or '-'}")
         print(f"  inference axes: {', '.join(plan.eval_axes) or '-'}")
         print(f"  seeds: {', '.join(map(str, spec.seeds))}")
@@ -240,8 +244,8 @@ def cmd_list(args) -> int:
     from ablations.spec import load_grid
     for name, path in bundled_grids().items():
         spec = load_grid(path, None)
-        print(f"{name:12s} {spec.claim}")
-        print(f"{'':12s} decided by {_decided_by_text(spec.decided_by)}; profiles: {', '.join(spec.profiles)}")
+        print(f"{name}  (profiles: {', '.join(spec.profiles)}; {path})")
+        _print_claims(spec, "  ")
     return 0
 
 

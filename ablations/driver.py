@@ -22,6 +22,7 @@ from genlib.cli import UserError
 from genlib.progress import tqdm
 from genlib import records
 from genlib.store import Metric, ResultsStore, RunRecord
+from genlib.config import config_hash
 
 from ablations.cells import (CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete, clean_partial,
                              init_worker, run_cell)
@@ -169,6 +170,10 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
             return states.get(key, (None, None))[0]
 
         def runnable(cell: Cell) -> bool:
+        for plan in plans:  # the study's definition (its claims), so reports can decide them from the store
+            store.commit_run(*records.build("study", run_key=config_hash({"kind": "study", "study": plan.study}),
+                                            config=plan.spec.record_config(), device=None, study=plan.study,
+                                            name=plan.study, prov=git))
             s = status(cell.key)
             if s == "done":
                 return False
@@ -359,3 +364,4 @@ def failed_cells(plans: list[Plan], store: ResultsStore) -> list[dict[str, Any]]
                             "error": _last_line(run["error"] or "")})
     return out
 
+    runs = runs[runs["kind"] != "study"]  # a study's stored definition, not a cell

@@ -4,11 +4,15 @@
 checks the structure (unknown keys get a did-you-mean, axis keys must be RunConfig keys or `eval.*`).
 It does not resolve cells: `ablations.plan` expands the grid and validates every resolved config.
 
-File layout (every key but `base` is optional; `claim` and `decided_by` are read by the claims report):
+File layout (every key but `base` is optional; `claims` are stored with the results and decided by reports):
 
     study: beta                      # defaults to the file stem
-    claim: "large beta collapses the posterior"
-    decided_by: {metric: active_units, direction: lower, axis: loss.beta, treatment: 64, reference: 1}
+    claims:                          # one or more; each decided by its pre-registered primary test
+      - id: "3"                      # label in the report (default: <study>.<k>)
+        text: "large beta collapses the posterior"
+        primary: {metric: active_units, direction: lower, axis: loss.beta, treatment: 64, reference: 1,
+                  margin: 1.0, where: {eval.n: 500}}   # margin: smallest effect that matters (metric units)
+        secondary: [{metric: mse, direction: higher, axis: loss.beta, treatment: 64, reference: 1, margin: 0.005}]
     base: {data: {name: digits}, model: {family: vae}}   # a RunConfig, as for `genbench train`
     eval: {n: 500, metrics: [fd, precision]}             # SampleConfig fields + n + metrics
     axes: {loss.beta: [0, 1, 64], eval.passes: [0, 1]}   # product over dotted keys
@@ -26,6 +30,8 @@ are inference-time (they fan out from a checkpoint). A mapping value replaces th
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +41,15 @@ from genlib.models import SAMPLE_FIELDS, EvaluationConfig  # noqa: F401  (SAMPLE
 from genlib.registry import suggest
 from genlib.train import RunConfig
 
-TOP_LEVEL_KEYS = ("study", "claim", "decided_by", "secondary_claims", "description", "base", "eval", "axes",
-                  "zip", "variants", "blocks", "exclude", "seeds", "floor", "profiles")
+TOP_LEVEL_KEYS = ("study", "claims", "description", "base", "eval", "axes", "zip", "variants", "blocks", "exclude",
+                  "seeds", "floor", "profiles")
 PROFILE_KEYS = ("description", "set", "axes", "zip", "variants", "blocks", "exclude", "seeds", "floor")
 BLOCK_KEYS = ("set", "axes", "zip", "variants", "exclude")
-DECIDED_BY_KEYS = ("metric", "direction", "axis", "treatment", "reference", "split", "where", "note")
-DIRECTIONS = ("higher", "lower", "increasing", "decreasing", "equal")
+CLAIM_KEYS = ("id", "text", "primary", "secondary")
+TEST_KEYS = ("metric", "direction", "axis", "treatment", "reference", "where", "margin", "split", "note")
+TEST_REQUIRED = ("metric", "direction", "axis", "treatment", "reference", "margin")
+DIRECTIONS = ("higher", "lower")
+REPLACED_KEYS = {"claim": "claims[].text", "decided_by": "claims[].primary", "secondary_claims": "claims[].secondary"}
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.init)
 # The evaluation config of a cell is genlib's EvaluationConfig (SampleConfig + n + metrics), flat in YAML.
@@ -90,14 +99,52 @@ class Block:
 
 
 @dataclass(frozen=True)
+class ClaimTest:
+    """One pre-registered comparison: `metric` at axis=treatment minus at axis=reference, paired by seed, over
+    the cells matching `where`; `direction` is the expected sign of that difference and `margin` (> 0, in the
+    metric's unit) the smallest effect that matters."""
+
+    metric: str
+    direction: str
+    axis: str
+    treatment: Any
+    reference: Any
+    margin: float
+    where: tuple[tuple[str, Any], ...] = ()
+    split: str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"metric": self.metric, "direction": self.direction, "axis": self.axis, "treatment": self.treatment,
+               "reference": self.reference, "margin": self.margin, "where": dict(self.where)}
+        if self.split is not None:
+            out["split"] = self.split
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """A claim in words, decided by its primary test; secondary tests are reported beside it."""
+
+    id: str
+    text: str
+    primary: ClaimTest
+    secondary: tuple[ClaimTest, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "primary": self.primary.to_dict(),
+                "secondary": [t.to_dict() for t in self.secondary]}
+
+
+@dataclass(frozen=True)
 class GridSpec:
     """A grid file with one profile applied. `blocks` always has at least one block."""
 
     study: str
     path: Path | None
     profile: str
-    claim: str
-    decided_by: dict[str, Any]
     base: dict[str, Any]  # RunConfig as a plain dict, profile `set` applied
     eval: dict[str, Any]  # eval config as a plain dict, profile `set` applied
     blocks: tuple[Block, ...]
@@ -105,7 +152,11 @@ class GridSpec:
     floor: dict[str, Any] | None  # {"metrics": [...] | None}, or None for no floor rows
     profiles: tuple[str, ...]  # every profile the file defines
     description: str = ""
-    secondary_claims: tuple[dict[str, Any], ...] = ()
+    claims: tuple[ClaimSpec, ...] = ()
+
+    def record_config(self) -> dict[str, Any]:
+        """The study's stored definition (a `kind="study"` row): what reports need to decide its claims."""
+        return {"study": self.study, "profile": self.profile, "claims": [c.to_dict() for c in self.claims]}
 
 
 # -- structural checks ------------------------------------------------------------------------------
@@ -218,15 +269,183 @@ def _floor(value: Any, where: str) -> dict[str, Any] | None:
     return {"metrics": metrics}
 
 
-def _decided_by(value: Any, where: str) -> dict[str, Any]:
-    data = _mapping(value, where)
-    _check_keys(data, DECIDED_BY_KEYS, where)
-    if data and "metric" not in data:
-        raise GridError(f"{where} must name the deciding 'metric'")
-    if "direction" in data and data["direction"] not in DIRECTIONS:
-        raise GridError(f"{where}.direction must be one of {', '.join(DIRECTIONS)}, got {data['direction']!r}"
-                        f"{suggest(str(data['direction']), list(DIRECTIONS))}")
-    return dict(data)
+def _cells(spec: GridSpec) -> list[dict[str, Any]]:
+    """The settings of every planned cell (seeds aside): axis values and variant labels, then every dotted key
+    the grid sets (base, eval, block `set`, overrides). Exclude rules are applied; defaults the grid never
+    writes are absent. A cheap stand-in for `ablations.plan.plan_grid`, for checking claims at parse time."""
+    cells = []
+    many = len(spec.blocks) > 1
+    for block in spec.blocks:
+        factors = [[({k: v}, {k: v}) for v in vs] for k, vs in block.axes.items()]
+        for group in block.zip:
+            length = len(next(iter(group.values())))
+            factors.append([({k: vs[i] for k, vs in group.items()},) * 2 for i in range(length)])
+        for axis, options in block.variants.items():
+            factors.append([({axis: label}, overrides) for label, overrides in options.items()])
+        for combo in itertools.product(*factors):
+            doc = {**spec.base, "eval": spec.eval}
+            axes: dict[str, Any] = {"block": block.name} if many else {}
+            try:
+                for key, value in block.set.items():
+                    doc = set_dotted(doc, key, value)
+                for axis_values, overrides in combo:
+                    axes.update(axis_values)
+                    for key, value in overrides.items():
+                        doc = set_dotted(doc, key, value)
+            except ConfigError:
+                continue  # plan_grid reports it
+            cell = {**_flat(doc), **axes}
+            if not any(all(_has(cell, k, w) for k, w in rule.items()) for rule in block.exclude):
+                cells.append(cell)
+    return cells
+
+
+def _flat(doc: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, name + "."))
+        out[name] = value
+    return out
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):  # YAML true is not 1
+        return a is b
+    return a == b
+
+
+def _has(cell: dict[str, Any], key: str, want: Any) -> bool:
+    """The cell's setting `key` is `want` (or one of `want` when it is a list)."""
+    if key not in cell:
+        return False
+    options = want if isinstance(want, list) else [want]
+    return any(_same_setting(cell[key], w) for w in options)
+
+
+def _metric_names() -> list[str] | None:
+    try:
+        from genlib.metrics import METRICS
+    except ImportError:
+        return None
+    return METRICS.names()
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _claim_test(data: Any, where: str, cells: list[dict[str, Any]], metrics: list[str] | None,
+                declared: set[str]) -> ClaimTest:
+    """Parse one test and check it can be decided by the planned cells; errors name the file and key."""
+    data = _mapping(data, where)
+    _check_keys(data, TEST_KEYS, where)
+    for key in TEST_REQUIRED:
+        if key not in data:
+            raise GridError(f"{where}: missing required key '{key}'" + (
+                " (the smallest effect that matters, in the metric's unit)" if key == "margin" else ""))
+    metric = data["metric"]
+    if not isinstance(metric, str) or (metrics is not None and metric not in metrics):
+        raise GridError(f"{where}.metric: unknown metric {metric!r}{suggest(str(metric), metrics or [])} "
+                        f"(known: {', '.join(metrics or [])})")
+    direction = data["direction"]
+    if direction not in DIRECTIONS:
+        raise GridError(f"{where}.direction must be one of {', '.join(DIRECTIONS)} (the expected sign of treatment "
+                        f"- reference), got {direction!r}{suggest(str(direction), list(DIRECTIONS))}")
+    margin = data["margin"]
+    if (not isinstance(margin, (int, float)) or isinstance(margin, bool) or not math.isfinite(margin)
+            or margin <= 0):
+        raise GridError(f"{where}.margin must be a number > 0 (the smallest effect that matters, in the unit of "
+                        f"'{metric}'), got {margin!r}")
+    axis = data["axis"]
+    axes = list(dict.fromkeys(k for c in cells for k in c if k in declared))
+    if not isinstance(axis, str) or (axis not in declared and axis not in _varied(cells)):
+        raise GridError(f"{where}.axis: '{axis}' is not an axis of the grid{suggest(str(axis), axes)} "
+                        f"(axes: {', '.join(axes)})")
+    values = list(dict.fromkeys(_show(c[axis]) for c in cells if axis in c))
+    for side in ("treatment", "reference"):
+        if not any(_has(c, axis, data[side]) for c in cells):
+            raise GridError(f"{where}.{side}: {_show(data[side])} is not a value of axis '{axis}' "
+                            f"(values: {', '.join(values)})")
+    if any(_has(c, axis, data["treatment"]) and _has(c, axis, data["reference"]) for c in cells):
+        raise GridError(f"{where}: treatment and reference are the same setting of '{axis}'")
+    filters = _mapping(data.get("where"), f"{where}.where")
+    for key, want in filters.items():
+        present = [c for c in cells if key in c]
+        if not present:
+            keys = sorted({k for c in cells for k in c if not isinstance(c[k], dict)})
+            raise GridError(f"{where}.where: '{key}' is not a setting of the grid{suggest(str(key), keys)}")
+        for w in (want if isinstance(want, list) else [want]):
+            if not any(_has(c, key, w) for c in present):
+                seen = ", ".join(dict.fromkeys(_show(c[key]) for c in present))
+                raise GridError(f"{where}.where.{key}: {_show(w)} is not produced by the grid (values: {seen})")
+    for side in ("treatment", "reference"):
+        matching = [c for c in cells if _has(c, axis, data[side]) and all(_has(c, k, w) for k, w in filters.items())]
+        if not matching:
+            raise GridError(f"{where}: undecidable: no planned cell has {axis}={_show(data[side])} together with "
+                            + ", ".join(f"{k}={_show(w)}" for k, w in filters.items()))
+        if not any(_measures(c, metric) for c in matching):
+            raise GridError(f"{where}: undecidable: the cells with {axis}={_show(data[side])} do not measure "
+                            f"'{metric}' (add it to eval.metrics)")
+    split, note = data.get("split"), data.get("note", "")
+    if split is not None and not isinstance(split, str):
+        raise GridError(f"{where}.split must be a string, got {split!r}")
+    return ClaimTest(metric=metric, direction=direction, axis=axis, treatment=data["treatment"],
+                     reference=data["reference"], margin=float(margin), where=tuple(filters.items()), split=split,
+                     note=str(note or ""))
+
+
+def _varied(cells: list[dict[str, Any]]) -> set[str]:
+    """Keys that take more than one value across the cells (the axes a comparison can contrast)."""
+    seen: dict[str, list] = {}
+    for c in cells:
+        for k, v in c.items():
+            if isinstance(v, dict):
+                continue
+            vals = seen.setdefault(k, [])
+            if not any(_same_setting(v, w) for w in vals):
+                vals.append(v)
+    return {k for k, vs in seen.items() if len(vs) > 1}
+
+
+def _measures(cell: dict[str, Any], metric: str) -> bool:
+    names = cell.get("eval.metrics")
+    if names is None:
+        return True  # the family's default metrics: plan_grid and the evaluation decide
+    return metric in (names if isinstance(names, list) else [names])
+
+
+def _claims(value: Any, where: str, spec: GridSpec) -> tuple[ClaimSpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise GridError(f"{where}: 'claims' must be a list of {{id, text, primary, secondary}} mappings")
+    cells = _cells(spec)
+    metrics = _metric_names()
+    declared = {"block"} if len(spec.blocks) > 1 else set()
+    for b in spec.blocks:
+        declared |= set(b.axes) | {k for g in b.zip for k in g} | set(b.variants)
+    out: list[ClaimSpec] = []
+    for i, item in enumerate(value):
+        cwhere = f"{where}: claims[{i}]"
+        item = _mapping(item, cwhere)
+        _check_keys(item, CLAIM_KEYS, cwhere)
+        text = item.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise GridError(f"{cwhere}: missing 'text' (the claim in words)")
+        if "primary" not in item:
+            raise GridError(f"{cwhere}: missing 'primary' (the one pre-registered test that decides the claim)")
+        cid = str(item.get("id") or f"{spec.study}.{i + 1}")
+        if any(c.id == cid for c in out):
+            raise GridError(f"{cwhere}.id: {cid!r} is used by another claim of the grid")
+        primary = _claim_test(item["primary"], f"{cwhere}.primary", cells, metrics, declared)
+        secondary = item.get("secondary") or []
+        if not isinstance(secondary, list):
+            raise GridError(f"{cwhere}.secondary must be a list of tests")
+        tests = tuple(_claim_test(t, f"{cwhere}.secondary[{j}]", cells, metrics, declared) for j, t in enumerate(secondary))
+        out.append(ClaimSpec(id=cid, text=" ".join(text.split()), primary=primary, secondary=tests))
+    return tuple(out)
 
 
 def _block(name: str, data: Any, where: str) -> Block:
@@ -267,6 +486,10 @@ def parse_grid(data: dict, *, profile: str | None = None, path: Path | None = No
     where = f"grid '{path}'" if path else "grid"
     if not isinstance(data, dict):
         raise GridError(f"{where} must be a mapping at the top level")
+    for old, new in REPLACED_KEYS.items():
+        if old in data:
+            raise GridError(f"{where}: key '{old}' was replaced by '{new}' (a list of claims, each with its lecture "
+                            "wording, a primary test and secondary tests that carry a margin)")
     _check_keys(data, TOP_LEVEL_KEYS, where)
     if "base" not in data:
         raise GridError(f"{where}: missing required key 'base' (a run config: data, model, loss, train)")
@@ -317,24 +540,13 @@ def parse_grid(data: dict, *, profile: str | None = None, path: Path | None = No
     for b in blocks:
         _check_disjoint(b, f"{where}" + (f": block '{b.name}'" if b.name else ""))
 
-    secondary = data.get("secondary_claims") or []
-    if not isinstance(secondary, list):
-        raise GridError(f"{where}: 'secondary_claims' must be a list of {{claim, decided_by}} mappings")
-    secondary_claims = []
-    for i, item in enumerate(secondary):
-        item = _mapping(item, f"{where}: 'secondary_claims[{i}]'")
-        _check_keys(item, ("claim", "decided_by"), f"{where}: 'secondary_claims[{i}]'")
-        secondary_claims.append({"claim": str(item.get("claim", "")),
-                                 "decided_by": _decided_by(item.get("decided_by"),
-                                                           f"{where}: 'secondary_claims[{i}].decided_by'")})
     name = study or data.get("study") or (path.stem if path else None)
     if not name or not isinstance(name, str):
         raise GridError(f"{where}: needs a 'study' name (or a file to take the name from)")
-    return GridSpec(study=name, path=path, profile=profile, claim=str(data.get("claim") or ""),
-                    decided_by=_decided_by(data.get("decided_by"), f"{where}: 'decided_by'"), base=base,
-                    eval=eval_cfg, blocks=blocks, seeds=seeds, floor=floor, profiles=tuple(profiles),
-                    description=str(prof.get("description") or data.get("description") or ""),
-                    secondary_claims=tuple(secondary_claims))
+    spec = GridSpec(study=name, path=path, profile=profile, base=base, eval=eval_cfg, blocks=blocks, seeds=seeds,
+                    floor=floor, profiles=tuple(profiles),
+                    description=str(prof.get("description") or data.get("description") or ""))
+    return dataclasses.replace(spec, claims=_claims(data.get("claims"), where, spec))
 
 
 def _check_disjoint(block: Block, where: str) -> None:

@@ -2,7 +2,7 @@
 sample grids and the claims report, as Markdown, self-contained HTML, CSV and LaTeX (booktabs).
 
 Reads only `genlib.store`; never trains, samples or times anything. Entry points: `build_report`,
-`build_claims`, `CLAIMS` (the ten claims with their tests and verdict rules) and `genbench report`.
+`build_claims`, `evaluate_claims` (each stored study's claims and the analytic checks) and `genbench report`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ _EXPORTS = {
     "FORMATS": "reports.build",
     "build_claims": "reports.build",
     "build_report": "reports.build",
-    "CLAIMS": "reports.claims",
+    "ANALYTIC_CLAIMS": "reports.claims",
+    "claims_in_store": "reports.claims",
     "AnalyticCheck": "reports.claims",
     "Claim": "reports.claims",
     "ClaimResult": "reports.claims",
@@ -26,8 +27,9 @@ _EXPORTS = {
     "open_store": "reports.load",
 }
 
-__all__ = ["CLAIMS", "CLAIMS_FORMATS", "FORMATS", "AnalyticCheck", "Claim", "ClaimResult", "Comparison",
-           "ReportError", "StoreData", "build_claims", "build_report", "evaluate_claims", "open_store"]
+__all__ = ["ANALYTIC_CLAIMS", "CLAIMS_FORMATS", "FORMATS", "AnalyticCheck", "Claim", "ClaimResult", "Comparison",
+           "ReportError", "StoreData", "build_claims", "build_report", "claims_in_store", "evaluate_claims",
+           "open_store"]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,18 +7,20 @@ booktabs tables). They never run anything: `genbench claims` / `genbench demo` f
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from reports.claims import CLAIMS, AnalyticCheck, Claim, ClaimResult, Comparison, claims_frame, evaluate_claims
+from reports.claims import (AnalyticCheck, Claim, ClaimResult, Comparison, claims_frame, claims_in_store,
+                            evaluate_claims, studies_without_claims)
 from reports.load import ReportError, StoreData, check_studies, open_store
 from reports.plots import Plot, plot_latency_vs_batch, plot_pareto, study_plots
-from reports.render import (Bullets, Column, Document, Gallery, Heading, Image, Para, Table, TableBlock,
+from reports.render import (Bullets, Column, Document, Gallery, Heading, Image, Para, Table, TableBlock, fmt_num,
                             document_html, document_markdown, table_latex, verdict_markup, write_bytes, write_text)
 from reports.samples import MAX_GRIDS, SampleGrid, study_sample_grids
-from reports.stats import LEVEL
+from reports.stats import RULE
 from reports.tables import pareto_tables, slug, speed_table, study_tables
 
 FORMATS = ("md", "html", "csv", "tex")
@@ -126,49 +128,55 @@ def _metric_info_text(data: StoreData, study: str, metric: str) -> str:
     return f" ({direction}{', ' + unit if unit else ''})"
 
 
+def _summary_effect(r) -> str:
+    d = r.difference
+    if d is None:
+        return "n/a"
+    iv = d.interval
+    text = f"{iv.mean:+.4g}" if math.isfinite(iv.mean) else "n/a"
+    if iv.defined:
+        text += f" [{fmt_num(iv.low)}, {fmt_num(iv.high)}]"
+    return text
+
+
 def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]) -> list:
     """The claims section: rule, summary table, then one subsection per claim with links into the document."""
     blocks: list = [Heading("Claims", 2, "claims"),
-                    Para(f"Each claim is decided by the tests listed under it. Rule for a comparison between two "
-                         f"settings of a study: the effect is treatment - reference, paired by seed, with its "
-                         f"{int(LEVEL * 100)}% Student-t interval over seeds; **supported** when the interval "
-                         f"excludes 0 on the expected side, **contradicted** when it excludes 0 on the other side, "
-                         f"**inconclusive** when it contains 0 or fewer than 2 seeds are stored. Analytic checks "
-                         f"state their own rule. A claim is supported when every measured test is, contradicted "
-                         f"when any test is, inconclusive otherwise; tests without stored results are "
-                         f"**not measured** and do not count.")]
+                    Para("Each claim is decided by its pre-registered primary test, stored with its study. "
+                         + RULE + " Analytic checks state their own rule. Tests without stored results are "
+                         "**not measured**.")]
     summary_rows = []
     for res in results:
-        measured = sum(t.verdict != "not measured" for t in res.tests)
+        p = res.tests[0]
         summary_rows.append({"id": res.claim.id, "claim": res.claim.text, "verdict": res.verdict,
-                             "tests": f"{measured} of {len(res.tests)} measured",
+                             "effect": _summary_effect(p),
+                             "margin": fmt_num(p.margin) if p.margin is not None else "",
+                             "mde": fmt_num(p.mde) if p.mde is not None else "",
+                             "seeds": str(p.seeds_needed) if p.seeds_needed is not None else "",
                              "studies": ", ".join(res.claim.studies)})
-    blocks.append(TableBlock(Table("claims-summary", "Claims: verdicts",
+    blocks.append(TableBlock(Table("claims-summary", "Claims: verdicts of the primary tests",
                                    [Column("id", "#"), Column("claim", "claim"), Column("verdict", "verdict"),
-                                    Column("tests", "tests"), Column("studies", "studies")], summary_rows)))
-    analytic_missing = False
+                                    Column("effect", "effect [95% CI]"), Column("margin", "margin"),
+                                    Column("mde", "MDE"), Column("seeds", "seeds for margin"),
+                                    Column("studies", "studies")], summary_rows)))
     for res in results:
         claim = res.claim
-        blocks.append(Heading(f"Claim {claim.id}: {verdict_markup(res.verdict)}", 3, f"claim-{claim.id}"))
+        blocks.append(Heading(f"Claim {claim.id}: {verdict_markup(res.verdict)}", 3, f"claim-{slug(claim.id)}"))
         blocks.append(Para(f"*{claim.text}*"))
         items = []
         for test, r in zip(claim.tests, res.tests):
             links = _links(test, anchors)
             info = _metric_info_text(data, r.study, test.metric) if isinstance(test, Comparison) else ""
-            items.append(f"{verdict_markup(r.verdict)} study `{r.study}`: {r.description}{info}. "
+            items.append(f"{r.role}: {verdict_markup(r.verdict)} study `{r.study}`: {r.description}{info}. "
                          f"Measured: {r.measured}." + (f" See {links}." if links else ""))
-            analytic_missing |= isinstance(test, AnalyticCheck) and r.verdict == "not measured"
         blocks.append(Bullets(items))
-        if any(isinstance(t, AnalyticCheck) for t in claim.tests):
-            blocks.append(Para("Rule for the analytic check: " + "; ".join(
-                t.rule for t in claim.tests if isinstance(t, AnalyticCheck)) + "."))
-    if analytic_missing:
-        blocks.append(Heading("Measuring the analytic claims", 3, "analytic-rows"))
-        blocks.append(Para("Claims 8 to 10 read rows of kind `analytic` (study `analytic`). Store one run per check: "
-                           "metrics `kl_closed_form` and `kl_monte_carlo` (nats; `std_error` and `draws` in the "
-                           "Monte Carlo metric's extra), `kl_forward` and `kl_reverse` (nats, KL(p||q) and KL(q||p) "
-                           "of one pair), and `alpha_bar_T` with extra `{\"T\": 100, \"schedule\": \"linear\", "
-                           "\"scaled\": false}`. Until then these tests are reported as not measured."))
+        if isinstance(claim.primary, AnalyticCheck):
+            blocks.append(Para(f"Rule for the analytic check: {claim.primary.rule}."))
+    missing = studies_without_claims(data)
+    if missing:
+        blocks.append(Para("Studies with results but no stored claims (written by an older genbench): "
+                           + ", ".join(f"`{s}`" for s in missing) + ". Run `genbench grid run STUDY --store ...` "
+                           "again to record them; finished cells are not recomputed."))
     return blocks
 
 
@@ -234,10 +242,11 @@ def _write(doc: Document, tables: list[Table], out_dir: Path, stem: str, formats
     return out
 
 
-def _claims_for(studies: list[str] | None) -> tuple[Claim, ...]:
+def _claims_for(data: StoreData, studies: list[str] | None) -> list[Claim]:
+    claims = claims_in_store(data)
     if studies is None:
-        return CLAIMS
-    return tuple(c for c in CLAIMS if set(c.studies) & set(studies))
+        return claims
+    return [c for c in claims if set(c.studies) & set(studies)]
 
 
 def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] | str = FORMATS,
@@ -269,7 +278,7 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
         contents.append("[speed](#speed)")
     if paretos:
         contents.append("[quality vs latency](#pareto)")
-    results = evaluate_claims(data, _claims_for(None if studies is None else chosen)) if claims else []
+    results = evaluate_claims(data, _claims_for(data, None if studies is None else chosen)) if claims else []
     if results:
         contents.insert(0, "[claims](#claims)")
     doc.add(Para("Quality tables show each metric as mean ± 95% confidence interval (Student t) over seeds, "
@@ -306,14 +315,15 @@ def build_claims(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
     data = open_store(store)
     results = evaluate_claims(data)
     present = set(data.studies())
-    studies = [s for s in dict.fromkeys(st for c in CLAIMS for st in c.studies) if s in present]
+    studies = [s for s in dict.fromkeys(st for r in results for st in r.claim.studies) if s in present]
     sections = [study_section(data, s, max_grids) for s in studies]
     body: list = []
     for sec in sections:
         body += section_blocks(sec)
     doc = Document("genbench claims report")
-    doc.add(Para("Ten claims about autoencoders, VAEs, a naive denoiser chain and diffusion models, each tested "
-                 "against the results store. Studies without stored results leave their claims not measured."))
+    doc.add(Para("Claims about autoencoders, VAEs, a naive denoiser chain and diffusion models, each tested "
+                 "against the results store: the claims of every study stored there (the lecture's claims "
+                 "come with the bundled studies) and the analytic checks the store holds rows for."))
     doc.add(*provenance_blocks(data))
     doc.add(*claims_blocks(data, results, _anchors(body)))
     doc.add(*body)

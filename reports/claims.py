@@ -1,22 +1,22 @@
-"""The ten lecture claims, the stored results that test each one, and the verdict rule that decides it.
+"""Claims decided from the store: each grid study's own claims (stored with it) plus the analytic checks.
 
-A claim is a list of tests. A `Comparison` contrasts two settings of one grid study on one metric (effect
-= treatment - reference, paired over seeds, 95% t-interval; rule in `reports.stats.verdict`). An
-`AnalyticCheck` reads `kind="analytic"` rows; their layout (the contract for whoever writes them):
+A grid run stores its study's definition as a `kind="study"` row (`genlib.records`), whose claims each hold a
+pre-registered primary test and secondary tests (`ablations.spec.ClaimSpec`): so a user's own grid is decided
+like a bundled one. Only the analytic checks (claims 8, 9 and the closed-form part of 10) live in this file.
+A `Comparison` contrasts two settings of one study on one metric; `reports.stats.verdict` is the rule. The
+analytic rows (`kind="analytic"`, study "analytic", one run per check) hold:
 
-    runs:    kind="analytic", study="analytic", status="done", one run per check, any name and seed.
-    metrics: kl_closed_form and kl_monte_carlo (nats) in one run; kl_monte_carlo's extra holds "std_error"
-             (standard error of the Monte Carlo mean, nats; or store a metric kl_monte_carlo_se) and
-             "draws"; optional "p" and "q" in extra describe the two Gaussians.
-             kl_forward = KL(p||q) and kl_reverse = KL(q||p) (nats) in one run, with "std_error" in extra
-             when they are Monte Carlo estimates.
-             alpha_bar_T (unit "") with extra {"T": 100, "schedule": "linear", "scaled": false}: the
-             product of (1 - beta_t) over the noise schedule.
-Claims whose rows are absent are reported "not measured"; nothing is filled in from elsewhere.
+    kl_closed_form and kl_monte_carlo (nats) in one run; kl_monte_carlo's extra holds "std_error" (standard
+    error of the Monte Carlo mean, nats; or a metric kl_monte_carlo_se) and "draws".
+    kl_forward = KL(p||q) and kl_reverse = KL(q||p) (nats) in one run, with "std_error" in extra when they are
+    Monte Carlo estimates.
+    alpha_bar_T (unit "") with extra {"T": 100, "schedule": "linear", "scaled": false}.
+Only claims whose studies or checks are in the store are listed; nothing is filled in from elsewhere.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
@@ -24,10 +24,12 @@ import pandas as pd
 
 from reports.load import StoreData, same_value, select_rows, setting_value
 from reports.render import fmt_num
-from reports.stats import LEVEL, Difference, Interval, Verdict, combine, difference, t_interval, verdict
+from reports.stats import (ALPHA, LEVEL, POWER, RULE, Difference, Interval, Verdict, difference, holm, mde,
+                           seeds_needed, t_interval, verdict)
 from reports.tables import per_seed
 
 ANALYTIC_STUDY = "analytic"
+STUDY_KIND = "study"
 SE_MULTIPLE = 3.0  # closed form vs Monte Carlo: agreement within this many standard errors
 ALPHA_BAR_EXPECTED = 0.36  # unscaled linear schedule (1e-4..0.02), T = 100: prod(1 - beta_t) = 0.3636
 ALPHA_BAR_TOLERANCE = 0.05
@@ -35,74 +37,22 @@ ALPHA_BAR_TOLERANCE = 0.05
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One test of a claim, evaluated on the store."""
+    """One test of a claim, evaluated on the store. role: primary, secondary or analytic."""
 
     description: str
     verdict: Verdict
-    measured: str  # the effect with its interval, or why it is not measured
+    measured: str  # the effect with its interval, margin and power, or why it is not measured
     study: str
     metric: str
+    role: str = "primary"
     difference: Difference | None = None
     treatment: Interval | None = None
     reference: Interval | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Comparison:
-    """treatment vs reference on `axis` in grid `study`, rows filtered by `where`; `direction`: the expected
-    sign of treatment - reference ('higher' or 'lower'), not whether the metric is better that way."""
-
-    study: str
-    metric: str
-    axis: str
-    treatment: Any
-    reference: Any
-    direction: Literal["higher", "lower"]
-    where: tuple[tuple[str, Any], ...] = ()
-    split: str | None = None
-    rule: str = "interval"
-
-    @property
-    def where_dict(self) -> dict[str, Any]:
-        return dict(self.where)
-
-    def describe(self) -> str:
-        where = ", ".join(f"{k}={_show(v)}" for k, v in self.where)
-        return (f"`{self.metric}` {self.direction} at {self.axis}={_show(self.treatment)} than at "
-                f"{self.axis}={_show(self.reference)}" + (f" ({where})" if where else ""))
-
-    def side(self, rows: pd.DataFrame, value: Any) -> pd.DataFrame:
-        return select_rows(rows, (same_value(setting_value(cfg, self.axis), value) for cfg in rows["config"]))
-
-    def evaluate(self, data: StoreData) -> CheckResult:
-        m = data.metrics
-        rows = m[(m["study"] == self.study) & (m["kind"] == "eval") & (m["status"] == "done")]
-        base = dict(description=self.describe(), study=self.study, metric=self.metric)
-        if rows.empty:
-            return CheckResult(**base, verdict="not measured", measured=f"no finished evaluations of study "
-                                                                      f"`{self.study}` in the store")
-        rows = rows[rows["metric"] == self.metric]
-        if self.split is not None:
-            rows = rows[rows["split"] == self.split]
-        if rows.empty:
-            return CheckResult(**base, verdict="not measured", measured=f"study `{self.study}` has no metric "
-                                                                      f"`{self.metric}`")
-        for key, want in self.where:
-            options = want if isinstance(want, list) else [want]
-            rows = select_rows(rows, (any(same_value(setting_value(cfg, key), w) for w in options)
-                                      for cfg in rows["config"]))
-        t_rows, r_rows = self.side(rows, self.treatment), self.side(rows, self.reference)
-        missing = [f"{self.axis}={_show(v)}" for v, r in ((self.treatment, t_rows), (self.reference, r_rows))
-                   if r.empty]
-        if missing:
-            return CheckResult(**base, verdict="not measured",
-                              measured=f"no stored cells with {' or '.join(missing)} matching the filter")
-        t_seed, r_seed = per_seed(t_rows), per_seed(r_rows)
-        diff = difference(t_seed, r_seed)
-        v = verdict(diff, self.direction)
-        t_iv, r_iv = t_interval(list(t_seed.values())), t_interval(list(r_seed.values()))
-        return CheckResult(**base, verdict=v, measured=_effect_text(diff, t_iv, r_iv), difference=diff,
-                          treatment=t_iv, reference=r_iv)
+    margin: float | None = None
+    mde: float | None = None  # minimum detectable effect at the seeds stored (80% power, two-sided 5%)
+    seeds_needed: int | None = None  # seeds for 80% power at the margin
+    p_value: float | None = None
+    p_adjusted: float | None = None  # Holm, secondary tests only
 
 
 def _show(value: Any) -> str:
@@ -121,15 +71,101 @@ def _iv_text(iv: Interval) -> str:
     return f"{fmt_num(iv.mean)} [{fmt_num(iv.low)}, {fmt_num(iv.high)}] (n={iv.n})"
 
 
-def _effect_text(diff: Difference, t_iv: Interval, r_iv: Interval) -> str:
+def _p_text(p: float) -> str:
+    """'= 0.0123', '< 0.0001' or '= n/a': to follow 'p '."""
+    return "= n/a" if not math.isfinite(p) else ("< 0.0001" if p < 1e-4 else f"= {p:.4f}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """treatment vs reference on `axis` in grid `study`, rows filtered by `where`; `direction`: the expected
+    sign of treatment - reference ('higher' or 'lower'); `margin`: the smallest effect that matters."""
+
+    study: str
+    metric: str
+    axis: str
+    treatment: Any
+    reference: Any
+    direction: Literal["higher", "lower"]
+    margin: float
+    where: tuple[tuple[str, Any], ...] = ()
+    split: str | None = None
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, study: str, data: Mapping[str, Any]) -> "Comparison":
+        """A test as `ablations.spec.ClaimTest.to_dict` stores it."""
+        where = data.get("where") or {}
+        return cls(study=study, metric=str(data["metric"]), axis=str(data["axis"]), treatment=data["treatment"],
+                   reference=data["reference"], direction=data["direction"], margin=float(data["margin"]),
+                   where=tuple(where.items()), split=data.get("split"), note=str(data.get("note") or ""))
+
+    @property
+    def where_dict(self) -> dict[str, Any]:
+        return dict(self.where)
+
+    def describe(self) -> str:
+        where = ", ".join(f"{k}={_show(v)}" for k, v in self.where)
+        return (f"`{self.metric}` {self.direction} at {self.axis}={_show(self.treatment)} than at "
+                f"{self.axis}={_show(self.reference)}" + (f" ({where})" if where else "")
+                + f", margin {fmt_num(self.margin)}" + (f"; {self.note}" if self.note else ""))
+
+    def side(self, rows: pd.DataFrame, value: Any) -> pd.DataFrame:
+        return select_rows(rows, (same_value(setting_value(cfg, self.axis), value) for cfg in rows["config"]))
+
+    def measure(self, data: StoreData) -> tuple[Difference | None, Interval | None, Interval | None, str]:
+        """The paired difference and each side's interval, or (None, None, None, why not measured)."""
+        m = data.metrics
+        rows = m[(m["study"] == self.study) & (m["kind"] == "eval") & (m["status"] == "done")]
+        if rows.empty:
+            return None, None, None, f"no finished evaluations of study `{self.study}` in the store"
+        rows = rows[rows["metric"] == self.metric]
+        if self.split is not None:
+            rows = rows[rows["split"] == self.split]
+        if rows.empty:
+            return None, None, None, f"study `{self.study}` has no metric `{self.metric}`"
+        for key, want in self.where:
+            options = want if isinstance(want, list) else [want]
+            rows = select_rows(rows, (any(same_value(setting_value(cfg, key), w) for w in options)
+                                      for cfg in rows["config"]))
+        t_rows, r_rows = self.side(rows, self.treatment), self.side(rows, self.reference)
+        missing = [f"{self.axis}={_show(v)}" for v, r in ((self.treatment, t_rows), (self.reference, r_rows))
+                   if r.empty]
+        if missing:
+            return None, None, None, f"no stored cells with {' or '.join(missing)} matching the filter"
+        t_seed, r_seed = per_seed(t_rows), per_seed(r_rows)
+        return (difference(t_seed, r_seed), t_interval(list(t_seed.values())), t_interval(list(r_seed.values())),
+                "")
+
+    def evaluate(self, data: StoreData, *, role: str = "primary", p_adjusted: float | None = None) -> CheckResult:
+        diff, t_iv, r_iv, why = self.measure(data)
+        base = dict(description=self.describe(), study=self.study, metric=self.metric, role=role,
+                    margin=self.margin)
+        if diff is None:
+            return CheckResult(**base, verdict="not measured", measured=why)
+        v = verdict(diff, self.direction, self.margin, p_adjusted=p_adjusted)
+        d_mde, need = mde(diff.sd, diff.n), seeds_needed(diff.sd, self.margin)
+        return CheckResult(**base, verdict=v, measured=_effect_text(diff, t_iv, r_iv, self.margin, d_mde, need,
+                                                                     p_adjusted),
+                           difference=diff, treatment=t_iv, reference=r_iv, mde=d_mde, seeds_needed=need,
+                           p_value=diff.p_value, p_adjusted=p_adjusted)
+
+
+def _effect_text(diff: Difference, t_iv: Interval, r_iv: Interval, margin: float, d_mde: float,
+                 need: int | None, p_adjusted: float | None) -> str:
     iv = diff.interval
     effect = f"{iv.mean:+.4g}" if math.isfinite(iv.mean) else "n/a"
     if iv.defined:
         effect += f", {int(round(iv.level * 100))}% CI [{fmt_num(iv.low)}, {fmt_num(iv.high)}]"
     else:
         effect += " (no interval: fewer than 2 seeds)"
-    return (f"treatment - reference = {effect} ({diff.method}); treatment {_iv_text(t_iv)}, "
-            f"reference {_iv_text(r_iv)}")
+    p = f"p {_p_text(diff.p_value)}" + (f", Holm-adjusted p {_p_text(p_adjusted)}" if p_adjusted is not None else "")
+    power = (f"MDE {fmt_num(d_mde)} at {diff.n} seeds" if math.isfinite(d_mde) else "MDE n/a (fewer than 2 seeds)")
+    power += (f"; {need} seeds give {int(POWER * 100)}% power at the margin" if need is not None
+              else "; seeds for the margin unknown" if not math.isfinite(diff.sd) else
+              "; the margin is out of reach of any practical number of seeds")
+    return (f"treatment - reference = {effect} ({diff.method}; {p}); margin {fmt_num(margin)}; {power}; "
+            f"treatment {_iv_text(t_iv)}, reference {_iv_text(r_iv)}")
 
 
 # -- analytic checks ----------------------------------------------------------------------------------------
@@ -153,11 +189,19 @@ def _std_error(found: dict[str, tuple[float, dict]], name: str) -> float | None:
     return alt[0] if alt and math.isfinite(alt[0]) else None
 
 
+def _every_run(verdicts: list[Verdict]) -> Verdict:
+    """A check over several stored runs: contradicted by any run, supported only when every run supports it."""
+    if "contradicted" in verdicts:
+        return "contradicted"
+    return "supported" if verdicts and all(v == "supported" for v in verdicts) else "inconclusive"
+
+
 def _check_kl_match(data: StoreData) -> tuple[Verdict, str]:
     runs = _analytic_runs(data, ("kl_closed_form", "kl_monte_carlo"))
     if not runs:
         return "not measured", "no analytic run with both kl_closed_form and kl_monte_carlo"
-    verdicts, texts = [], []
+    verdicts: list[Verdict] = []
+    texts = []
     for found in runs:
         cf, mc = found["kl_closed_form"][0], found["kl_monte_carlo"][0]
         se = _std_error(found, "kl_monte_carlo")
@@ -171,7 +215,7 @@ def _check_kl_match(data: StoreData) -> tuple[Verdict, str]:
         texts.append(f"closed form {fmt_num(cf)}, Monte Carlo {fmt_num(mc)} ± {fmt_num(se)} (SE"
                      f"{f', {draws} draws' if draws else ''}): |difference| = {fmt_num(abs(mc - cf))} "
                      f"{'<=' if ok else '>'} {SE_MULTIPLE:g} SE")
-    return combine(verdicts), "; ".join(texts)
+    return _every_run(verdicts), "; ".join(texts)
 
 
 def _check_kl_asymmetry(data: StoreData) -> tuple[Verdict, str]:
@@ -203,13 +247,14 @@ def _check_alpha_bar(data: StoreData) -> tuple[Verdict, str]:
     if not matching:
         why = "no analytic alpha_bar_T row with extra T=100, scaled=false"
         return "not measured", why + (f" ({ignored} other alpha_bar_T row(s) ignored)" if ignored else "")
-    verdicts, texts = [], []
+    verdicts: list[Verdict] = []
+    texts = []
     for value in matching:
         ok = abs(value - ALPHA_BAR_EXPECTED) <= ALPHA_BAR_TOLERANCE
         verdicts.append("supported" if ok else "contradicted")
         texts.append(f"alpha_bar_T = {fmt_num(value)} at T=100, unscaled linear schedule "
                      f"({'within' if ok else 'outside'} {ALPHA_BAR_EXPECTED} ± {ALPHA_BAR_TOLERANCE})")
-    return combine(verdicts), "; ".join(texts)
+    return _every_run(verdicts), "; ".join(texts)
 
 
 ANALYTIC_CHECKS = {
@@ -250,10 +295,13 @@ class AnalyticCheck:
     def describe(self) -> str:
         return ANALYTIC_CHECKS[self.check][2]
 
-    def evaluate(self, data: StoreData) -> CheckResult:
+    def in_store(self, data: StoreData) -> bool:
+        return bool(_analytic_runs(data, ANALYTIC_CHECKS[self.check][0]))
+
+    def evaluate(self, data: StoreData, **_: Any) -> CheckResult:
         v, text = ANALYTIC_CHECKS[self.check][1](data)
         return CheckResult(description=self.describe(), verdict=v, measured=text, study=self.study,
-                          metric=self.metric)
+                           metric=self.metric, role="analytic")
 
 
 ClaimTest = Comparison | AnalyticCheck
@@ -261,13 +309,20 @@ ClaimTest = Comparison | AnalyticCheck
 
 @dataclass(frozen=True, kw_only=True)
 class Claim:
-    id: int
+    """A claim in words, decided by its primary test; secondary tests are reported beside it (Holm)."""
+
+    id: str
     text: str
-    tests: tuple[ClaimTest, ...]
+    primary: ClaimTest
+    secondary: tuple[Comparison, ...] = ()
+
+    @property
+    def tests(self) -> tuple[ClaimTest, ...]:
+        return (self.primary, *self.secondary)
 
     @property
     def study(self) -> str:
-        return self.tests[0].study
+        return self.primary.study
 
     @property
     def studies(self) -> tuple[str, ...]:
@@ -283,71 +338,56 @@ class Claim:
 
     @property
     def rule(self) -> str:
-        parts = []
-        for t in self.tests:
-            parts.append(COMPARISON_RULE if isinstance(t, Comparison) else t.rule)
-        return "; ".join(dict.fromkeys(parts)) + ". " + COMBINE_RULE
+        return self.primary.rule if isinstance(self.primary, AnalyticCheck) else RULE
 
 
-COMPARISON_RULE = (f"paired difference treatment - reference over seeds, {int(LEVEL * 100)}% t-interval: supported "
-                   "when it excludes 0 on the expected side, contradicted when it excludes 0 on the other side, "
-                   "inconclusive when it contains 0 or has fewer than 2 seeds")
-COMBINE_RULE = ("A claim is supported when every measured test is, contradicted when any test is, inconclusive "
-                "otherwise; tests without stored data are not measured and do not count.")
-
-
-def _cmp(study: str, metric: str, axis: str, treatment: Any, reference: Any, direction: str,
-         **where: Any) -> Comparison:
-    return Comparison(study=study, metric=metric, axis=axis, treatment=treatment, reference=reference,
-                      direction=direction, where=tuple((k.replace("__", "."), v) for k, v in where.items()))
-
-
-DIGITS, MOONS = {"data__name": "digits"}, {"data__name": "moons"}
-REFINE = {"loss__beta": 1, "eval__reencode": "mean"}
-STEPS_T1000 = {"data__name": "moons", "model__noise__T": 1000, "model__noise__scaled": True}
-
-CLAIMS: tuple[Claim, ...] = (
-    Claim(id=1, text="Sampling a plain autoencoder's latent space from N(0, I) gives off-distribution samples; "
-                     "a VAE does not.",
-          tests=(_cmp("baselines", "fd", "method", "ae_standard", "vae_diagonal", "higher", **DIGITS),
-                 _cmp("baselines", "swd", "method", "ae_standard", "vae_diagonal", "higher", **MOONS))),
-    Claim(id=2, text="The naive repeated-denoiser chain gives blurrier, worse samples than DDPM with the same "
-                     "network and T.",
-          tests=(_cmp("baselines", "sharpness", "method", "denoiser_chain", "ddpm", "lower", **DIGITS),
-                 _cmp("baselines", "fd", "method", "denoiser_chain", "ddpm", "higher", **DIGITS),
-                 _cmp("baselines", "swd", "method", "denoiser_chain", "ddpm", "higher", **MOONS))),
-    Claim(id=3, text="KL dominating (large beta) collapses the posterior: active units go to 0, outputs become "
-                     "the blurry average.",
-          tests=(_cmp("beta", "active_units", "loss.beta", 64, 1, "lower"),
-                 _cmp("beta", "sharpness", "loss.beta", 64, 1, "lower"))),
-    Claim(id=4, text="Reconstruction dominating (small beta) gives good reconstructions but bad prior samples.",
-          tests=(_cmp("beta", "mse", "loss.beta", 0, 1, "lower"),
-                 _cmp("beta", "fd", "loss.beta", 0, 1, "higher"))),
-    Claim(id=5, text="Letting reconstruction dominate early and adding KL later gives a better trade-off than "
-                     "constant beta, and than the reverse order.",
-          tests=(_cmp("warmup", "neg_elbo", "loss.kl_schedule.kind", "linear", "constant", "lower"),
-                 _cmp("warmup", "neg_elbo", "loss.kl_schedule.kind", "recon_first", "kl_first", "lower"))),
-    Claim(id=6, text="One or two refinement passes improve prior samples; many passes turn them to mush (recall "
-                     "and coverage fall).",
-          tests=(_cmp("refinement", "precision", "eval.passes", 1, 0, "higher", **REFINE),
-                 _cmp("refinement", "recall", "eval.passes", 10, 1, "lower", **REFINE),
-                 _cmp("refinement", "coverage", "eval.passes", 10, 1, "lower", **REFINE))),
-    Claim(id=7, text="More, smaller diffusion steps give better samples; DDIM beats DDPM ancestral sampling at "
-                     "few steps.",
-          tests=(_cmp("steps", "swd", "eval.steps", 50, 5, "lower", **STEPS_T1000, sampler="ddim_eta0"),
-                 _cmp("steps", "swd", "sampler", "ddim_eta0", "ddpm_small", "lower", **STEPS_T1000,
-                      eval__steps=5),
-                 _cmp("steps", "fd", "eval.steps", 50, 5, "lower", **{**STEPS_T1000, **DIGITS},
-                      sampler="ddim_eta0"))),
-    Claim(id=8, text="The closed-form Gaussian KL matches its Monte Carlo estimate.",
-          tests=(AnalyticCheck(check="kl_closed_form_vs_monte_carlo"),)),
-    Claim(id=9, text="KL divergence is asymmetric.", tests=(AnalyticCheck(check="kl_asymmetry"),)),
-    Claim(id=10, text="A short linear schedule without rescaling leaves x_T far from N(0, I) (alpha_bar_T about "
-                      "0.36 at T = 100) and hurts samples.",
-          tests=(AnalyticCheck(check="alpha_bar_T"),
-                 _cmp("steps", "swd", "model.noise.scaled", False, True, "higher", data__name="moons",
-                      model__noise__T=100, eval__steps=None, sampler="ddpm_small"))),
+ANALYTIC_CLAIMS: tuple[Claim, ...] = (
+    Claim(id="8", text="The closed-form Gaussian KL matches its Monte Carlo estimate.",
+          primary=AnalyticCheck(check="kl_closed_form_vs_monte_carlo")),
+    Claim(id="9", text="KL divergence is asymmetric.", primary=AnalyticCheck(check="kl_asymmetry")),
+    Claim(id="10a", text="A short linear schedule without rescaling leaves x_T far from N(0, I) (alpha_bar_T about "
+                         "0.36 at T = 100).", primary=AnalyticCheck(check="alpha_bar_T")),
 )
+
+
+def _claim_from_dict(study: str, data: Mapping[str, Any]) -> Claim:
+    return Claim(id=str(data["id"]), text=str(data["text"]), primary=Comparison.from_dict(study, data["primary"]),
+                 secondary=tuple(Comparison.from_dict(study, t) for t in data.get("secondary") or ()))
+
+
+def study_claims(data: StoreData) -> list[Claim]:
+    """The claims of every study whose definition (`kind="study"` row) is in the store, in store order."""
+    runs = data.runs
+    rows = runs[(runs["kind"] == STUDY_KIND) & (runs["status"] == "done")]
+    out = []
+    for study, config in zip(rows["study"], rows["config"]):
+        for item in config.get("claims") or ():
+            out.append(_claim_from_dict(str(study), item))
+    return out
+
+
+def studies_without_claims(data: StoreData) -> list[str]:
+    """Grid studies with results but no stored definition (written before studies were recorded)."""
+    runs = data.runs
+    defined = set(runs.loc[runs["kind"] == STUDY_KIND, "study"])
+    return [s for s in data.studies(("eval",)) if s not in defined]
+
+
+def _sort_key(claim: Claim, order: int) -> tuple:
+    m = re.fullmatch(r"(\d+)(.*)", claim.id)
+    return (0, int(m.group(1)), m.group(2), order) if m else (1, 0, "", order)
+
+
+def claims_in_store(data: StoreData) -> list[Claim]:
+    """Every claim the store can speak to: its studies' claims and the analytic checks it holds rows for,
+    ordered by id (lecture numbers first). An id used by several studies is qualified by the study."""
+    claims = study_claims(data) + [c for c in ANALYTIC_CLAIMS if c.primary.in_store(data)]
+    counts: dict[str, int] = {}
+    for c in claims:
+        counts[c.id] = counts.get(c.id, 0) + 1
+    claims = [Claim(id=f"{c.id} ({c.study})", text=c.text, primary=c.primary, secondary=c.secondary)
+              if counts[c.id] > 1 else c for c in claims]
+    return [c for _, c in sorted(enumerate(claims), key=lambda ic: _sort_key(ic[1], ic[0]))]
 
 
 @dataclass(frozen=True)
@@ -357,35 +397,43 @@ class ClaimResult:
     tests: tuple[CheckResult, ...] = field(default_factory=tuple)
 
 
-def evaluate_claims(data: StoreData, claims: tuple[Claim, ...] = CLAIMS) -> list[ClaimResult]:
-    """Every claim's tests evaluated on the store and combined into the claim's verdict."""
-    out = []
-    for claim in claims:
-        results = tuple(t.evaluate(data) for t in claim.tests)
-        out.append(ClaimResult(claim, combine([r.verdict for r in results]), results))
-    return out
+def evaluate_claim(data: StoreData, claim: Claim) -> ClaimResult:
+    """The primary test decides; secondary tests reject 0 on Holm-adjusted p-values and never change it."""
+    primary = claim.primary.evaluate(data)
+    measured = [t.measure(data)[0] for t in claim.secondary]
+    adjusted = holm([d.p_value if d is not None else float("nan") for d in measured])
+    secondary = tuple(t.evaluate(data, role="secondary", p_adjusted=p if math.isfinite(p) else None)
+                      for t, p in zip(claim.secondary, adjusted))
+    return ClaimResult(claim, primary.verdict, (primary, *secondary))
+
+
+def evaluate_claims(data: StoreData, claims: list[Claim] | tuple[Claim, ...] | None = None) -> list[ClaimResult]:
+    """Every claim (default: `claims_in_store`) evaluated on the store."""
+    return [evaluate_claim(data, c) for c in (claims_in_store(data) if claims is None else claims)]
 
 
 def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
-    """One row per test: claim id, verdicts, study, metric, expectation and the measured effect."""
+    """One row per test: claim id and verdict, the test's role and verdict, effect, interval, margin, power."""
     records = []
     for res in results:
         for t in res.tests:
             d = t.difference.interval if t.difference else None
             records.append({"claim": res.claim.id, "claim_text": res.claim.text, "claim_verdict": res.verdict,
-                            "study": t.study, "metric": t.metric, "test": t.description, "test_verdict": t.verdict,
-                            "effect": d.mean if d else None,
+                            "role": t.role, "study": t.study, "metric": t.metric, "test": t.description,
+                            "test_verdict": t.verdict, "effect": d.mean if d else None,
                             "ci_low": d.low if d and d.defined else None, "ci_high": d.high if d and d.defined else None,
-                            "n": d.n if d else 0, "method": t.difference.method if t.difference else "",
-                            "measured": t.measured})
+                            "n": d.n if d else 0, "margin": t.margin, "mde": t.mde, "seeds_needed": t.seeds_needed,
+                            "p_value": t.p_value, "p_holm": t.p_adjusted,
+                            "method": t.difference.method if t.difference else "", "measured": t.measured})
     return pd.DataFrame.from_records(records)
 
 
-def claim_metadata(claims: tuple[Claim, ...] = CLAIMS) -> list[Mapping[str, Any]]:
+def claim_metadata(claims: list[Claim] | tuple[Claim, ...]) -> list[Mapping[str, Any]]:
     """The claims as plain dicts (id, text, studies, metrics, expected, rule) for listings and JSON."""
     return [{"id": c.id, "text": c.text, "studies": list(c.studies), "metrics": list(c.metrics),
              "expected": c.expected, "rule": c.rule} for c in claims]
 
 
-__all__ = ["ANALYTIC_STUDY", "AnalyticCheck", "CLAIMS", "Claim", "ClaimResult", "Comparison", "CheckResult",
-           "claim_metadata", "claims_frame", "evaluate_claims"]
+__all__ = ["ALPHA", "ANALYTIC_CLAIMS", "ANALYTIC_STUDY", "AnalyticCheck", "Claim", "ClaimResult", "Comparison",
+           "CheckResult", "LEVEL", "claim_metadata", "claims_frame", "claims_in_store", "evaluate_claim",
+           "evaluate_claims", "studies_without_claims", "study_claims"]

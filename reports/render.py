@@ -401,10 +401,10 @@ figcaption { font-size: .85em; color: #444; }
 .gallery figure { margin: 0; width: 14em; } .gallery img { width: 100%; image-rendering: pixelated; }
 .verdict { font-weight: 700; padding: 0 .35em; border-radius: .25em; }
 .supported { background: #d9f2d9; } .contradicted { background: #f7d4d4; }
-.inconclusive { background: #f5ecc9; } .not-measured { background: #e8e8e8; }
+.inconclusive { background: #f5ecc9; } .not-measured { background: #e8e8e8; } .no-effect { background: #dde6f5; }
 """
 
-VERDICTS = ("supported", "contradicted", "inconclusive", "not measured")
+VERDICTS = ("supported", "contradicted", "no effect", "inconclusive", "not measured")
 _VERDICT_SPAN = re.compile(r"\[\[verdict:([a-z ]+)\]\]")
 
 

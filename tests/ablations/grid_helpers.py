@@ -80,9 +80,6 @@ def tiny_grid(**changes) -> dict:
     """A 2-D toy DDPM grid that trains in a fraction of a second per cell: 4 trainings, 12 evaluations."""
     grid = {
         "study": "tiny",
-        "claim": "more sampling steps give samples closer to the data",
-        "decided_by": {"metric": "swd", "direction": "lower", "axis": "eval.steps",
-                       "treatment": None, "reference": 2},
         "base": {"data": {"name": "moons", "n_train": 1000, "n_test": 500},
                  "model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 10, "scaled": False}},
                  "train": {"steps": 30, "batch_size": 64, "log_every": 10, "device": "cpu"}},

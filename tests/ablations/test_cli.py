@@ -94,4 +94,5 @@ def test_list_shows_the_bundled_studies(capsys):
     out = capsys.readouterr().out
     for study in ("beta", "warmup", "refinement", "steps", "baselines"):
         assert study in out
-    assert "decided by active_units" in out
+    assert "claim 3: KL dominating (large beta) collapses the posterior" in out
+    assert "primary:   active_units lower at loss.beta=64 than at loss.beta=1, margin 1" in out

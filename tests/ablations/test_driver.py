@@ -40,6 +40,9 @@ def test_grid_records_every_cell_once_with_the_record_contract(tmp_path, tiny, t
     with ResultsStore(db) as store:
         runs = store.read_table("runs").set_index("run_key")
         metrics = store.read_table("metrics")
+    study = runs[runs["kind"] == "study"]  # the study's definition (its claims), for reports
+    assert len(study) == 1 and json.loads(study.iloc[0]["config_json"]) == plan.spec.record_config()
+    runs = runs[runs["kind"] != "study"]
     assert sorted(runs.index) == sorted(c.key for c in plan.cells)
     assert set(runs["status"]) == {"done"} and set(runs["study"]) == {"tiny"}
     assert runs["kind"].value_counts().to_dict() == {"eval": 12, "train": 4, "floor": 2}
@@ -183,7 +186,7 @@ def test_floor_false_records_no_reference_rows(tmp_path, tiny):
     tiny["seeds"] = [0]
     assert _run(tiny, db).done == 2 + 6
     with ResultsStore(db) as store:
-        assert set(store.read_table("runs")["kind"]) == {"train", "eval"}
+        assert set(store.read_table("runs")["kind"]) == {"train", "eval", "study"}
 
 
 def test_a_malformed_fault_variable_fails_fast(tmp_path, tiny, monkeypatch):

@@ -1,12 +1,15 @@
 """Grid specs and the train-once planner: structure errors, profiles, axes, sharing, the record contract."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
 from ablations import GridError, load_grid, parse_grid, plan_grid
 from ablations.cli import bundled_grids
 from ablations.spec import EVAL_FIELDS
+from genlib import records
 from genlib.train import load_run_config
 
 
@@ -115,7 +118,7 @@ def test_variant_with_only_eval_keys_is_an_inference_axis(tiny):
     ({"axes": {"seed": [1, 2]}}, "vary seeds with the top-level 'seeds' list"),
     ({"exclude": [{"eval.stesp": 2}]}, "exclude rule key 'eval.stesp'"),
     ({"exclude": [{"train.lr": [0.001, 0.002]}]}, "no cells"),
-    ({"decided_by": {"metric": "x", "direction": "lowr"}}, "did you mean 'lower'?"),
+    ({"decided_by": {"metric": "swd"}}, "key 'decided_by' was replaced by 'claims[].primary'"),
     ({"eval": {"n": 0}}, "'eval.n' must be an integer >= 1"),
 ])
 def test_grid_errors_name_the_key(tiny, change, message):
@@ -163,17 +166,16 @@ def test_bundled_study_plans_and_states_its_claim(study):
     quick, full = plan_grid(load_grid(path, "quick")), plan_grid(load_grid(path, "full"))
     for plan, min_seeds in ((quick, 2), (full, 3)):
         spec = plan.spec
-        assert spec.study == study and len(spec.claim) > 20
+        assert spec.study == study and spec.claims and all(len(c.text) > 20 for c in spec.claims)
         assert len(spec.seeds) >= min_seeds  # intervals over seeds need replicates
         assert all(c.eval_config["metrics"] for c in plan.eval_cells)
-        for decided in [spec.decided_by] + [c["decided_by"] for c in spec.secondary_claims]:
-            assert decided["direction"] and decided["axis"] in plan.train_axes + plan.eval_axes
-            # The comparison names cells that exist and measure the deciding metric.
-            where = decided.get("where", {})
-            cells = [c for c in plan.eval_cells if all(_same(c.axes.get(k), v) for k, v in where.items())]
-            for side in ("treatment", "reference"):
-                chosen = [c for c in cells if _same(c.axes.get(decided["axis"]), decided[side])]
-                assert chosen and all(decided["metric"] in c.eval_config["metrics"] for c in chosen), (decided, side)
+        for test in [t for c in spec.claims for t in (c.primary, *c.secondary)]:
+            assert test.margin > 0 and test.axis in plan.train_axes + plan.eval_axes
+            # The planner agrees with the parse-time check: cells exist and measure the metric.
+            cells = [c for c in plan.eval_cells if all(_same(c.axes.get(k), v) for k, v in test.where)]
+            for side in (test.treatment, test.reference):
+                chosen = [c for c in cells if _same(c.axes.get(test.axis), side)]
+                assert chosen and all(test.metric in c.eval_config["metrics"] for c in chosen), (test, side)
         assert plan.floor_cells
     assert len(full.eval_cells) >= len(quick.eval_cells)
 
@@ -199,3 +201,74 @@ def test_the_autoencoder_is_trained_once_for_both_priors():
         assert train.axes["method"] == ["ae_standard", "ae_fitted"]
     seeds = len(plan.spec.seeds)
     assert len(plan.train_cells) == 2 * seeds * 5  # datasets x seeds x (ae, vae diag, vae full, chain, ddpm)
+
+
+# -- claims: parsed, validated against the grid, stored with the study ------------------------------------
+def _claim(**primary) -> dict:
+    test = {"metric": "swd", "direction": "lower", "axis": "eval.steps", "treatment": None, "reference": 2,
+            "margin": 0.05, **primary}
+    return {"claims": [{"id": "7", "text": "more sampling steps give samples closer to the data", "primary": test}]}
+
+
+@pytest.mark.parametrize("primary, message", [
+    ({"metric": "swdd"}, "claims[0].primary.metric: unknown metric 'swdd'; did you mean 'swd'?"),
+    ({"axis": "eval.stepz"}, "claims[0].primary.axis: 'eval.stepz' is not an axis of the grid; did you mean "
+                             "'eval.steps'?"),
+    ({"treatment": 7}, "claims[0].primary.treatment: 7 is not a value of axis 'eval.steps' (values: 2, 5, null)"),
+    ({"reference": None}, "treatment and reference are the same setting of 'eval.steps'"),
+    ({"margin": None}, "claims[0].primary.margin must be a number > 0"),
+    ({"margin": -1}, "claims[0].primary.margin must be a number > 0"),
+    ({"direction": "down"}, "claims[0].primary.direction must be one of higher, lower"),
+    ({"where": {"train.lr": 0.5}}, "claims[0].primary.where.train.lr: 0.5 is not produced by the grid "
+                                   "(values: 0.001, 0.002)"),
+    ({"where": {"train.lrr": 0.001}}, "claims[0].primary.where: 'train.lrr' is not a setting of the grid; did you "
+                                      "mean 'train.lr'?"),
+    ({"colour": 1}, "claims[0].primary: unknown key 'colour'"),
+])
+def test_claim_errors_name_the_file_and_key(tmp_path, tiny, primary, message):
+    tiny.update(_claim(**primary))
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(tiny))
+    with pytest.raises(GridError) as info:
+        load_grid(path)
+    text = str(info.value)
+    assert message in text and "mine.yaml" in text and "\n" not in text
+
+
+def test_missing_margin_is_an_error(tiny):
+    claims = _claim()
+    del claims["claims"][0]["primary"]["margin"]
+    tiny.update(claims)
+    with pytest.raises(GridError, match="claims\\[0\\].primary: missing required key 'margin' \\(the smallest effect"):
+        _plan(tiny)
+
+
+def test_undecidable_tests_are_errors(tiny):
+    # every cell with eval.steps=2 is excluded when train.lr is 0.002: the filter leaves one side empty
+    tiny.update(_claim(where={"train.lr": 0.002}), exclude=[{"train.lr": 0.002, "eval.steps": 2}])
+    with pytest.raises(GridError, match="undecidable: no planned cell has eval.steps=2 together with train.lr=0.002"):
+        _plan(tiny)
+    tiny.update(_claim(), exclude=[], eval={"n": 64, "metrics": ["mmd"]})
+    with pytest.raises(GridError, match="undecidable: the cells with eval.steps=null do not measure 'swd'"):
+        _plan(tiny)
+    # a profile that drops the reference value leaves the claim undecidable in that profile only
+    tiny.update(_claim(), eval={"n": 64}, profiles={"quick": {"axes": {"eval.steps": [5, None]}}, "full": {}})
+    with pytest.raises(GridError, match="reference: 2 is not a value of axis 'eval.steps'"):
+        _plan(tiny, profile="quick")
+    assert _plan(tiny, profile="full").spec.claims[0].id == "7"
+
+
+def test_claims_round_trip_into_the_study_record(tiny):
+    secondary = {"metric": "mmd", "direction": "lower", "axis": "train.lr", "treatment": 0.002, "reference": 0.001,
+                 "margin": 0.01, "where": {"eval.steps": 5}, "note": "a faster learning rate"}
+    claims = _claim()
+    claims["claims"][0]["secondary"] = [secondary]
+    claims["claims"].append({"text": "a second claim about the same grid", "primary": secondary})
+    tiny.update(claims)
+    spec = _plan(tiny).spec
+    assert [c.id for c in spec.claims] == ["7", "tiny.2"]  # ids default to <study>.<k>
+    record = spec.record_config()
+    assert record["study"] == "tiny" and record["claims"][0]["secondary"][0] == secondary
+    assert record["claims"][0]["primary"]["where"] == {}
+    records.check_layout("study", record)
+    assert json.loads(json.dumps(record)) == record  # stored as JSON, read back unchanged

@@ -148,7 +148,61 @@ def build_fixture_store(root: str | Path) -> Path:
         vae_train = _baselines(w)
         _bench(w, steps_train, vae_train)
         _analytic(w)
+        _studies(w)
     return path
+
+
+def _test(metric: str, direction: str, axis: str, treatment: Any, reference: Any, margin: float, **where: Any) -> dict:
+    return {"metric": metric, "direction": direction, "axis": axis, "treatment": treatment, "reference": reference,
+            "margin": margin, "where": {k.replace("__", "."): v for k, v in where.items()}}
+
+
+REFINE = {"loss__beta": 1, "eval__reencode": "mean"}
+MOONS_T1000 = {"block": "moons", "model__noise__T": 1000}
+# Each study's stored definition, as `genbench grid run` writes it (ablations.spec.GridSpec.record_config).
+# Chosen so that every verdict occurs: supported, contradicted (a secondary of 6), no effect (6b),
+# inconclusive (5), not measured (a secondary of 1 on data the fixture lacks).
+STUDY_CLAIMS: dict[str, list[dict]] = {
+    "beta": [
+        {"id": "3", "text": "KL dominating (large beta) collapses the posterior.",
+         "primary": _test("active_units", "lower", "loss.beta", 64, 1, 1.0),
+         "secondary": [_test("sharpness", "lower", "loss.beta", 64, 1, 0.1)]},
+        {"id": "4", "text": "Reconstruction dominating (small beta) gives good reconstructions but bad prior samples.",
+         "primary": _test("fd", "higher", "loss.beta", 0, 1, 2.0),
+         "secondary": [_test("mse", "lower", "loss.beta", 0, 1, 0.002)]}],
+    "warmup": [
+        {"id": "5", "text": "Reconstruction first, KL later, gives a better trade-off.",
+         "primary": _test("neg_elbo", "lower", "loss.kl_schedule.kind", "linear", "constant", 0.5),
+         "secondary": [_test("neg_elbo", "lower", "loss.kl_schedule.kind", "recon_first", "kl_first", 0.5)]}],
+    "refinement": [
+        {"id": "6a", "text": "Many refinement passes turn prior samples to mush.",
+         "primary": _test("recall", "lower", "eval.passes", 10, 1, 0.02, **REFINE),
+         "secondary": [_test("precision", "higher", "eval.passes", 1, 0, 0.02, **REFINE),
+                       _test("coverage", "lower", "eval.passes", 10, 1, 0.02, **REFINE)]},
+        {"id": "6b", "text": "A second pass changes little.",
+         "primary": _test("fd", "higher", "eval.passes", 2, 1, 2.0, **REFINE), "secondary": []}],
+    "steps": [
+        {"id": "7", "text": "More, smaller diffusion steps give better samples.",
+         "primary": _test("swd", "lower", "eval.steps", 50, 5, 0.01, **MOONS_T1000, sampler="ddim_eta0"),
+         "secondary": [_test("swd", "lower", "sampler", "ddim_eta0", "ddpm_small", 0.01, **MOONS_T1000,
+                             eval__steps=5)]},
+        {"id": "10b", "text": "A short unscaled linear schedule hurts samples.",
+         "primary": _test("swd", "higher", "model.noise.scaled", False, True, 0.05, block="moons",
+                          model__noise__T=100, eval__steps=None, sampler="ddpm_small"), "secondary": []}],
+    "baselines": [
+        {"id": "1", "text": "Sampling a plain autoencoder's latent space from N(0, I) gives off-distribution samples.",
+         "primary": _test("fd", "higher", "method", "ae_standard", "vae_diagonal", 2.0, block="digits"),
+         "secondary": [_test("swd", "higher", "method", "ae_standard", "vae_diagonal", 0.05, block="moons")]},
+        {"id": "2", "text": "The naive chain gives blurrier, worse samples than DDPM.",
+         "primary": _test("fd", "higher", "method", "denoiser_chain", "ddpm", 2.0, block="digits"),
+         "secondary": [_test("sharpness", "lower", "method", "denoiser_chain", "ddpm", 0.1, block="digits")]}],
+}
+
+
+def _studies(w: _Writer) -> None:
+    for study, claims in STUDY_CLAIMS.items():
+        w.run("study", study, study, {"study": study, "profile": PROFILE, "claims": claims}, None, [],
+              key=f"study-{study}")
 
 
 BETA_VALUES = {
