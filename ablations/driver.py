@@ -160,6 +160,10 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         clean_partial(art_dir)
         states = _states(store, set(cells))
         git = _driver_provenance()
+        for plan in plans:  # the study's definition (its claims), so reports can decide them from the store
+            store.commit_run(*records.build("study", run_key=config_hash({"kind": "study", "study": plan.study}),
+                                            config=plan.spec.record_config(), device=None, study=plan.study,
+                                            name=plan.study, prov=git))
         # We hold the lock, so nothing is running: 'running' rows were left by a killed run.
         stale = [k for k, (s, _) in states.items() if s == "running"]
         if stale:
@@ -170,10 +174,6 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
             return states.get(key, (None, None))[0]
 
         def runnable(cell: Cell) -> bool:
-        for plan in plans:  # the study's definition (its claims), so reports can decide them from the store
-            store.commit_run(*records.build("study", run_key=config_hash({"kind": "study", "study": plan.study}),
-                                            config=plan.spec.record_config(), device=None, study=plan.study,
-                                            name=plan.study, prov=git))
             s = status(cell.key)
             if s == "done":
                 return False
