@@ -74,6 +74,10 @@ class MetricsConfig:
     # Samples per KID subset, capped at half the smaller set so subsets differ and their spread is a standard error.
     kid_subset_size: int = 1000
     swd_projections: int = 256
+    # hf_energy_ratio: the band |f| >= hf_cutoff cycles/pixel (upper half up to Nyquist 0.5), after a
+    # hf_median_size x hf_median_size median filter that removes pixel noise (1: no filter).
+    hf_cutoff: float = 0.25
+    hf_median_size: int = 3
     # Fewer samples per set than this is an error: FD, KID and k-NN metrics are meaningless on a handful.
     min_samples: int = 100
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
@@ -82,6 +86,10 @@ class MetricsConfig:
         for name in ("iwae_k", "elbo_draws", "pr_k", "dc_k", "kid_subsets", "swd_projections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.hf_cutoff < 0.5:
+            raise ValueError(f"hf_cutoff must be in (0, 0.5) cycles/pixel, got {self.hf_cutoff}")
+        if self.hf_median_size < 1:
+            raise ValueError(f"hf_median_size must be >= 1, got {self.hf_median_size}")
         if self.kid_subset_size < 2:
             raise ValueError(f"kid_subset_size must be >= 2, got {self.kid_subset_size}")
         if self.active_threshold < 0:

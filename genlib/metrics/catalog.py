@@ -2,8 +2,8 @@
 
 Groups: reconstruction (mse, psnr, ssim), likelihood (neg_elbo, iwae, bpd), latent health (kl, active_units,
 mutual_info), image sample quality in the trained extractor's feature space (fd, kid, precision, recall,
-density, coverage, class_entropy) plus pixel-space sharpness, and 2-D toy distances (swd, mmd, energy,
-nll_true). The maths lives in the sibling modules; this file only wires inputs and records settings.
+density, coverage, class_entropy) plus pixel-space sharpness and hf_energy_ratio, and 2-D toy distances
+(swd, mmd, energy, nll_true). The maths lives in the sibling modules; this file only wires inputs and records settings.
 """
 from __future__ import annotations
 
@@ -198,13 +198,28 @@ def _class_entropy(ctx: EvalContext):
 
 @register_metric("sharpness", unit="ratio", higher_is_better=None, kinds=IMAGE)
 def _sharpness(ctx: EvalContext):
-    """Mean variance of the Laplacian of samples over that of the reference (1 = as sharp as the data)."""
+    """Mean variance of the Laplacian of samples over the reference's (1 = as sharp as the data; noise inflates it)."""
     ctx.require_min("sharpness", len(ctx.samples))
     fake = float(image.laplacian_variance(ctx.samples).mean())
     real = float(image.laplacian_variance(ctx.reference).mean())
     if real <= 0:
         raise MetricError(f"sharpness: the reference images of '{ctx.dataset.name}' have zero Laplacian variance")
     return fake / real, {**ctx.sample_extra(), "samples_laplacian_var": fake, "reference_laplacian_var": real,
+                         "target": 1.0}
+
+
+@register_metric("hf_energy_ratio", unit="ratio", higher_is_better=None, kinds=IMAGE)
+def _hf_energy_ratio(ctx: EvalContext):
+    """High-frequency energy after a median filter, samples over reference (1 = the data's; blur lowers it)."""
+    ctx.require_min("hf_energy_ratio", len(ctx.samples))
+    settings = {"cutoff": ctx.cfg.hf_cutoff, "median_size": ctx.cfg.hf_median_size}
+    fake = float(image.hf_energy(ctx.samples, **settings).mean())
+    real = float(image.hf_energy(ctx.reference, **settings).mean())
+    if real <= 0:
+        raise MetricError(f"hf_energy_ratio: the reference images of '{ctx.dataset.name}' have no energy at "
+                          f"frequencies >= {ctx.cfg.hf_cutoff} cycles/pixel after the median filter")
+    return fake / real, {**ctx.sample_extra(), "samples_hf_energy": fake, "reference_hf_energy": real,
+                         "cutoff_cycles_per_pixel": ctx.cfg.hf_cutoff, "median_size": ctx.cfg.hf_median_size,
                          "target": 1.0}
 
 

@@ -22,6 +22,7 @@ EPILOG = """metrics (genbench eval --list shows units, directions and where each
   likelihood      neg_elbo iwae bpd                  (vae)
   latent health   kl active_units mutual_info        (vae)
   image samples   fd kid precision recall density coverage class_entropy sharpness
+                  hf_energy_ratio
   2-D toys        swd mmd energy nll_true
 
 Image sample metrics live in the feature space of a small classifier trained on the dataset's own
@@ -53,8 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     what.add_argument("--list", action="store_true", help="list the metrics and exit")
     p.add_argument("--metrics", type=str_list, metavar="A,B,C",
                    help="metric names (default: every metric that applies to the run's family and data)")
-    p.add_argument("--n", type=int, default=1000, metavar="N",
-                   help="samples per set (capped by the reference split; default 1000)")
+    p.add_argument("--n", type=int, default=None, metavar="N",
+                   help="samples per set (capped by the reference split; default 1000 for images, 2000 for 2-D toys)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling, subsets and projections (default 0)")
     p.add_argument("--reference", choices=("test", "train"), default="test",
                    help="split the samples are compared with (--run only; default test)")
@@ -95,30 +96,34 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.list:
         print(_listing())
         return 0
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     cfg = _eval_config(args)
     if args.store:
         check_store_writable(args.store)
     from genlib.config import to_dict
     from genlib.metrics.base import MetricError
-    from genlib.metrics.evaluate import evaluate, evaluate_floor
+    from genlib.data import load_dataset
+    from genlib.metrics.evaluate import default_n, evaluate, evaluate_floor
     from genlib.metrics.features import ExtractorError
 
     try:
         if args.run:
-            from genlib.data import load_dataset
             from genlib.train import load_run
 
             loaded = load_run(args.run, device=check_device(args.device))
             _check_sampling(loaded.model, cfg.sample, args.seed)
-            metrics = evaluate(args.metrics, dataset=load_dataset(loaded.config.data), model=loaded.model,
+            dataset = load_dataset(loaded.config.data)
+            args.n = default_n(dataset.kind) if args.n is None else args.n  # recorded with the numbers
+            metrics = evaluate(args.metrics, dataset=dataset, model=loaded.model,
                                sample_cfg=cfg.sample, n=args.n, seed=args.seed, reference=args.reference,
                                cfg=cfg.metrics, progress=True)
             context = {"kind": "eval", "run_key": loaded.config.run_key, "run_name": loaded.config.name,
                        "train": to_dict(loaded.config), "device": str(loaded.model.device)}
         else:
-            metrics = evaluate_floor(cfg.data, args.metrics, n=args.n, seed=args.seed, cfg=cfg.metrics, progress=True)
+            dataset = load_dataset(cfg.data)
+            args.n = default_n(dataset.kind) if args.n is None else args.n
+            metrics = evaluate_floor(dataset, args.metrics, n=args.n, seed=args.seed, cfg=cfg.metrics, progress=True)
             context = {"kind": "floor", "data": to_dict(cfg.data), "device": "cpu"}
     except (MetricError, ExtractorError) as exc:
         raise UserError(str(exc)) from None

@@ -310,7 +310,8 @@ def test_ema_keeps_under_1_percent_of_the_initial_weights_after_a_quick_profile(
 
 
 @pytest.mark.parametrize(("n", "decay", "expected"), [(0, 0.999, 0.1), (10, 0.999, 11 / 20), (8989, 0.999, 8990 / 8999),
-                                                     (8990, 0.999, 0.999), (10**6, 0.999, 0.999), (3, 0.5, 4 / 13), (20, 0.5, 0.5)])
+                                                     (8990, 0.999, 0.999), (10**6, 0.999, 0.999), (3, 0.5, 4 / 13),
+                                                     (20, 0.5, 0.5)])
 def test_ema_decay_warms_up_to_the_configured_decay(n, decay, expected):
     assert ema_decay_at(n, decay) == pytest.approx(expected, rel=1e-12)
 

@@ -35,6 +35,19 @@ def test_floor_as_json(capsys):
     assert rows[2]["higher_is_better"] is None and rows[2]["unit"] == "ratio"
 
 
+def test_toy_floor_defaults_to_2000_points_with_energy_and_mmd_beside_swd(tmp_path, capsys):
+    db = tmp_path / "results.db"
+    assert _run(["eval", "--data", "moons", "--json", "--store", str(db)]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(rows) == ["swd", "mmd", "energy"]
+    assert all(r["extra"]["n"] == 2000 and r["extra"]["n_reference"] == 2000 for r in rows.values())
+    with ResultsStore(db) as store:
+        run = store.get_run(store.read_table("results")["run_key"].iloc[0])
+    assert run["config"]["eval"]["n"] == 2000  # the resolved default is what the record keeps
+    assert _run(["eval", "--data", "digits", "--metrics", "sharpness", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["extra"]["n_requested"] == 1000  # images keep 1000
+
+
 def test_run_table_and_store(vae_run, tmp_path, capsys):
     db = tmp_path / "results.db"
     assert _run(["eval", "--run", str(vae_run.run_dir), "--metrics", "iwae,active_units,coverage", "--n", "200",

@@ -16,6 +16,7 @@ from genlib.config import to_dict
 from genlib.data import load_dataset
 from genlib.metrics import (METRICS, MetricError, MetricSpec, MetricsConfig, default_metrics, evaluate, evaluate_floor,
                             evaluate_run, sliced_wasserstein)
+from genlib.metrics.evaluate import DEFAULT_TOY_N, default_n
 from genlib.metrics.samples import expected_coverage
 from genlib.models import MODELS, SampleConfig
 from genlib.registry import UnknownNameError
@@ -24,7 +25,8 @@ from genlib.train import load_run_config, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-IMAGE_SAMPLE_METRICS = ["fd", "kid", "precision", "recall", "density", "coverage", "class_entropy", "sharpness"]
+IMAGE_SAMPLE_METRICS = ["fd", "kid", "precision", "recall", "density", "coverage", "class_entropy", "sharpness",
+                        "hf_energy_ratio"]
 
 
 def _by_name(metrics: list[Metric]) -> dict[str, Metric]:
@@ -81,12 +83,16 @@ def test_digits_floor_is_near_its_expected_values(floor, digits):
     assert floor["coverage"].value == pytest.approx(expected_coverage(899, 898, 5), abs=0.03)
     assert floor["class_entropy"].value == pytest.approx(math.log(10), abs=0.01)
     assert floor["sharpness"].value == pytest.approx(1.0, abs=0.05)
+    assert floor["hf_energy_ratio"].value == pytest.approx(1.0, abs=0.05)
+    assert floor["hf_energy_ratio"].extra["median_size"] == 3 and floor["hf_energy_ratio"].extra["target"] == 1.0
     assert 0 < floor["fd"].value < 1.0 and abs(floor["kid"].value) < 0.02
     extra = floor["fd"].extra
     assert extra["floor"] is True and extra["n"] == 898 and extra["n_reference"] == 899 and extra["n_requested"] == 1000
     assert extra["extractor_accuracy"] >= 0.95 and extra["feature_dim"] == 64 and len(extra["extractor"]) == 16
     assert floor["precision"].extra["k"] == 3 and floor["coverage"].extra["k"] == 5
     assert floor["kid"].extra["subsets"] == 100 and floor["kid"].extra["kernel"] == "(x.y/d + 1)^3"
+    # subsets of half the 898 samples differ, so their spread is a standard error, not ~1e-16
+    assert floor["kid"].extra["subset_size"] == 449 and 1e-4 < floor["kid"].extra["std"] == floor["kid"].extra["sem"]
     for m in floor.values():
         assert m.unit == METRICS.get(m.name).unit and m.higher_is_better == METRICS.get(m.name).higher_is_better
         assert m.split == "test"
@@ -112,8 +118,9 @@ def test_mean_image_generator_has_no_recall_and_no_coverage(digits, floor):
 
 def test_blurred_copy_lowers_sharpness_and_recall(digits, floor):
     blurred = ndimage.gaussian_filter(digits.x_train, sigma=(0, 0, 0.8, 0.8))
-    out = _by_name(evaluate(["sharpness", "recall"], dataset=digits, samples=blurred))
+    out = _by_name(evaluate(["sharpness", "hf_energy_ratio", "recall"], dataset=digits, samples=blurred))
     assert out["sharpness"].value < 0.6 * floor["sharpness"].value
+    assert out["hf_energy_ratio"].value < 0.6 * floor["hf_energy_ratio"].value
     assert out["recall"].value < floor["recall"].value - 0.1
 
 
@@ -168,6 +175,7 @@ def test_toy_metrics_rank_a_good_generator_above_a_collapsed_one():
     ds = load_dataset("8gaussians")
     good = _by_name(evaluate(None, dataset=ds, samples=ds.heldout(1000, seed=5)))
     assert list(good) == ["swd", "mmd", "energy", "nll_true"]
+    assert good["swd"].extra["n_reference"] == DEFAULT_TOY_N == default_n("toy") == 2000 and default_n("image") == 1000
     one_mode = ds.heldout(1000, seed=6)
     one_mode = one_mode[np.argmax(one_mode[:, 0])] + 0.1 * np.random.default_rng(0).normal(size=(1000, 2))
     bad = _by_name(evaluate(None, dataset=ds, samples=one_mode.astype(np.float32)))
