@@ -162,17 +162,13 @@ def test_steps_take_a_python_int_or_a_one_element_index_tensor(schedule, step, p
 # ---------------------------------------------------------------- the x0 clip rule
 
 class _ToyModel:
-    """What the clip rule reads from a model: kind, sample shape, the model-space map, the sampler's settings."""
+    """What the clip rule reads from a model: kind, sample shape and the model-space map."""
 
     kind, sample_shape = "toy", (2,)
 
     @staticmethod
     def to_model_space(x):
         return x
-
-    @staticmethod
-    def resolve_sampler(cfg):
-        return SAMPLERS.get("ddim") if cfg.sampler in ("auto", "ddim") else SAMPLERS.get(cfg.sampler)
 
 
 def test_clip_box_accepts_a_symmetric_bound_or_per_dimension_low_high():
