@@ -234,6 +234,10 @@ def test_a_bad_denoiser_on_a_toy_at_two_steps_stays_inside_the_recorded_box(samp
     assert swd.extra["sample"]["clip_low"] == list(cfg.clip_low) and swd.extra["sample"]["clip_high"] == list(cfg.clip_high)
     # clip_x0 off, or a sampler that never clips: nothing is resolved
     assert resolve_x0_clip(SampleConfig(clip_x0=False), model, data.x_train).clip_low is None
+    from genlib.models.vae import VAEConfig
+
+    vae = build_model(VAEConfig(hidden=(8,), latent_dim=2, likelihood="gaussian"), (2,), "toy")
+    assert resolve_x0_clip(SampleConfig(), vae, data.x_train) == SampleConfig()
 
 
 # ---------------------------------------------------------------- determinism
