@@ -156,7 +156,7 @@ def cmd_plan(args) -> int:
         if args.store:
             from ablations.driver import plan_status
             from genlib.store import ResultsStore
-            with ResultsStore(args.store, create=False) as store:
+            with ResultsStore(args.store, readonly=True) as store:
                 summary["status"] = plan_status([plan], store)
         out.append(summary)
     if args.json:
@@ -212,7 +212,7 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from ablations.driver import failed_cells, plan_status, store_status
     from genlib.store import ResultsStore
-    with ResultsStore(args.store, create=False) as store:
+    with ResultsStore(args.store, readonly=True) as store:
         if args.grids:
             plans = _plans(args)
             rows = plan_status(plans, store)
@@ -235,6 +235,10 @@ def cmd_status(args) -> int:
     _print_table(rows, ["study", "profile", "kind", "done", "failed", "running", "pending", "total"])
     if any(r["running"] for r in rows):
         print("(running: in flight now, or left by a run that was killed; the next run reruns them)")
+    for r in rows:
+        if r.get("configs", 1) > 1:
+            print(f"{r['study']} ({r['kind']}): {r['configs']} configurations share a cell's settings, differing in "
+                  f"{r['differs'] or 'their stored configuration'}; reports show them as separate rows")
     for f in failures:
         print(f"failed {f['run_key']} {f['name']}: {f['error']}")
     return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
+import os
 import signal
 import sys
 import time
@@ -49,22 +51,30 @@ def artifacts_dir_for(store_path: str | Path) -> Path:
     return store_path.parent / f"{store_path.stem}.artifacts"
 
 
+def real_store_path(store_path: str | Path) -> Path:
+    """The store file itself, symlinks resolved: one store has one lock and one artifacts folder."""
+    return Path(os.path.realpath(store_path))
+
+
 @contextmanager
 def store_lock(store_path: Path) -> Iterator[None]:
-    """An exclusive lock on <store>.lock for the whole run (released by the kernel even on SIGKILL)."""
+    """An exclusive lock on <real store>.lock for the whole run (released by the kernel even on SIGKILL).
+    The path is resolved first, so a second driver reaching the store through a symlink is refused too."""
     try:
         import fcntl
     except ImportError:  # no flock (Windows): run unguarded
         yield
         return
-    lock_path = store_path.parent / f"{store_path.name}.lock"
+    real = real_store_path(store_path)
+    lock_path = real.parent / f"{real.name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(lock_path, "a+")
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise GridRunError(f"another grid run is writing '{store_path}' (lock '{lock_path}'); wait for it "
+            via = f" (reached through '{store_path}')" if Path(store_path).absolute() != real else ""
+            raise GridRunError(f"another grid run is writing '{real}'{via} (lock '{lock_path}'); wait for it "
                                "to finish or use another --store") from None
         yield
     finally:
@@ -143,7 +153,7 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
     check_fault_env()
     EXECUTORS.get(executor)  # an unknown name fails before anything is written
     start = time.perf_counter()
-    store_path = Path(store_path)
+    store_path = real_store_path(store_path)  # artifacts and the lock belong to the real file, not a link
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     summary = RunSummary(studies=[p.study for p in plans])
     if max_failures is not None and max_failures < 1:
@@ -326,8 +336,40 @@ def run_plan(plan: Plan, store_path: str | Path, **kwargs: Any) -> RunSummary:
 STATUS_COLUMNS = ("done", "failed", "running", "pending")
 
 
+def configurations(store: ResultsStore) -> dict[tuple[str, str], tuple[int, list[str]]]:
+    """(study, kind) -> (the most configurations sharing one cell's settings, the keys in which they differ)
+    for studies whose cells of one setting (axes and profile) hold several configurations (config_key), e.g.
+    a grid edited and rerun into the same store. Reports show these apart; status says so."""
+    runs = store.read_table("runs")
+    groups: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for study, kind, text, ck in zip(runs["study"], runs["kind"], runs["config_json"], runs["config_key"]):
+        if not isinstance(study, str) or kind not in ("train", "eval", "floor") or not isinstance(ck, str):
+            continue
+        config = json.loads(text)
+        setting = json.dumps([records.axes(config), config.get("profile")], sort_keys=True, default=str)
+        groups.setdefault((study, kind, setting), {}).setdefault(ck, config)
+    out: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    for (study, kind, _), by_key in groups.items():
+        if len(by_key) < 2:
+            continue
+        n, keys = out.get((study, kind), (0, []))
+        names = [records.setting_name(p) for p in records.differing_keys(list(by_key.values()))]
+        out[(study, kind)] = (max(n, len(by_key)), list(dict.fromkeys(keys + names)))
+    return out
+
+
+def _with_configurations(rows: list[dict[str, Any]], store: ResultsStore) -> list[dict[str, Any]]:
+    several = configurations(store)
+    for row in rows:
+        n, keys = several.get((row["study"], row["kind"]), (1, []))
+        row["configs"] = n
+        row["differs"] = ", ".join(keys)
+    return rows
+
+
 def plan_status(plans: list[Plan], store: ResultsStore) -> list[dict[str, Any]]:
-    """Per study and cell kind: how many cells are done / failed / running / pending (absent = pending)."""
+    """Per study and cell kind: how many cells are done / failed / running / pending (absent = pending);
+    `configs` > 1 when the store holds several configurations for one cell's settings (`differs`: the keys)."""
     rows = []
     keys = {c.key for p in plans for c in p.cells}
     states = _states(store, keys)
@@ -340,7 +382,7 @@ def plan_status(plans: list[Plan], store: ResultsStore) -> list[dict[str, Any]]:
                 counts[states.get(cell.key, ("pending", None))[0]] += 1
             rows.append({"study": plan.study, "profile": plan.spec.profile, "kind": kind, **counts,
                          "total": len(group)})
-    return rows
+    return _with_configurations(rows, store)
 
 
 def store_status(store: ResultsStore) -> list[dict[str, Any]]:
@@ -350,7 +392,7 @@ def store_status(store: ResultsStore) -> list[dict[str, Any]]:
     for (study, kind), group in runs.groupby([runs["study"].fillna("(none)"), "kind"], sort=True):
         counts = {s: int((group["status"] == s).sum()) for s in STATUS_COLUMNS}
         rows.append({"study": study, "profile": "", "kind": kind, **counts, "total": len(group)})
-    return rows
+    return _with_configurations(rows, store)
 
 
 def failed_cells(plans: list[Plan], store: ResultsStore) -> list[dict[str, Any]]:

@@ -63,6 +63,7 @@ QUALITY: dict[str, MetricDef] = {
     "precision": MetricDef("fraction", True), "recall": MetricDef("fraction", True),
     "density": MetricDef("ratio", True), "coverage": MetricDef("fraction", True),
     "class_entropy": MetricDef("nats", True), "sharpness": MetricDef("ratio", None),
+    "hf_energy_ratio": MetricDef("ratio", None),
     "swd": MetricDef("data units", False), "mmd": MetricDef("kernel units", False),
     "energy": MetricDef("data units", False), "nll_true": MetricDef("nats", False),
 }

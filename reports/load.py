@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ class StoreData:
         if not isinstance(artifact_path, str) or not artifact_path:
             return None
         path = Path(artifact_path)
-        candidates = [path] if path.is_absolute() else [self.path.parent / path, Path.cwd() / path]
+        # beside the real store file: a store reached through a symlink keeps its artifacts where the driver wrote them
+        real_dir = Path(os.path.realpath(self.path)).parent
+        candidates = [path] if path.is_absolute() else [real_dir / path, self.path.parent / path, Path.cwd() / path]
         for candidate in candidates:
             if candidate.exists():
                 return candidate
