@@ -22,9 +22,9 @@ from typing import Any, Iterator
 
 from genlib.cli import UserError
 from genlib.progress import tqdm
+from genlib.config import config_hash
 from genlib import records
 from genlib.store import Metric, ResultsStore, RunRecord
-from genlib.config import config_hash
 
 from ablations.cells import (CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete, clean_partial,
                              init_worker, run_cell)
@@ -388,6 +388,7 @@ def plan_status(plans: list[Plan], store: ResultsStore) -> list[dict[str, Any]]:
 def store_status(store: ResultsStore) -> list[dict[str, Any]]:
     """Per study and kind, from the store alone (cells never started are not counted)."""
     runs = store.read_table("runs")
+    runs = runs[runs["kind"] != "study"]  # a study's stored definition, not a cell
     rows = []
     for (study, kind), group in runs.groupby([runs["study"].fillna("(none)"), "kind"], sort=True):
         counts = {s: int((group["status"] == s).sum()) for s in STATUS_COLUMNS}
@@ -406,4 +407,3 @@ def failed_cells(plans: list[Plan], store: ResultsStore) -> list[dict[str, Any]]
                             "error": _last_line(run["error"] or "")})
     return out
 
-    runs = runs[runs["kind"] != "study"]  # a study's stored definition, not a cell
