@@ -13,8 +13,8 @@ from pathlib import Path
 
 from genlib.cli import UserError, check_store_writable, check_writable, existing_path, int_list, str_list
 
-# The names of bench.export.PARTS, spelled out so that building the parser does not import torch and
-# onnx (a test keeps the two equal).
+# The parts of the shipped families (each family declares its own: genlib.models), spelled out for --help so
+# that building the parser does not import torch and onnx (a test keeps the two equal).
 EXPORT_PARTS = {"decoder": "z -> x", "encoder": "x -> mu, L (or z)", "denoiser": "x_t, t -> eps",
                 "chain": "x_t, t -> x_{t-1}", "sampler": "the whole loop as one graph"}
 
@@ -49,8 +49,9 @@ Exports that fail parity on a provider are not timed there (unless --allow-inval
 
 def _common_export_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampler graph (part 'sampler')")
-    g.add_argument("--sampler", choices=["auto", "ddim", "ddpm", "chain", "vae"], default="auto",
-                   help="which loop to export (auto: ddim for ddpm runs, chain, vae)")
+    g.add_argument("--sampler", default="auto",
+                   help="which loop to export, a registered sampler of the run's family (auto: ddim for ddpm runs, "
+                        "else the family's own; list: genbench models)")
     g.add_argument("--steps", type=int, default=None, metavar="S", help="sampling steps for ddim/ddpm (default 50)")
     g.add_argument("--passes", type=int, default=0, metavar="K", help="VAE refinement passes (default 0)")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (noise input when > 0)")
@@ -98,8 +99,9 @@ def add_export_parser(subparsers) -> None:
                     "against torch (parity gate) and record exporter, opset, node count, size and export time.",
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=existing_path, required=True, metavar="DIR", help="a training run directory")
-    p.add_argument("--part", required=True, choices=sorted(EXPORT_PARTS),
-                   help="; ".join(f"{n}: {what}" for n, what in EXPORT_PARTS.items()))
+    p.add_argument("--part", required=True, metavar="PART",
+                   help="a part the run's family declares; shipped: "
+                        + "; ".join(f"{n}: {what}" for n, what in EXPORT_PARTS.items()))
     p.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="where to write the graph")
     p.add_argument("--fp16", action="store_true", help="float16 network (float32 inputs/outputs), for GPUs")
     p.add_argument("--store", type=Path, default=None, metavar="DB", help="also record the export in this results store")
@@ -164,7 +166,7 @@ def add_bench_parser(subparsers) -> None:
                    help="ONNX Runtime providers (default: every usable one; an explicit unusable one is an error)")
     p.add_argument("--backends", type=str_list, default=None, metavar="NAMES", help="subset of backends (see below)")
     p.add_argument("--parts", type=str_list, default=None, metavar="NAMES",
-                   help="parts of the run to time (default: the family's: vae decoder,encoder,sampler; "
+                   help="parts of the run to time (default: the family's own, e.g. vae decoder,encoder,sampler; "
                         "ddpm denoiser,sampler; denoiser_chain chain,sampler; ae decoder,encoder)")
     p.add_argument("--fp16", action="store_true", help="also time float16 exports")
     p.add_argument("--out-dir", type=Path, default=None, metavar="DIR",

@@ -31,7 +31,7 @@ from genlib.train import LoadedRun
 from bench import onnx_graph
 from bench.onnx_files import ExportInfo, export_info, io_spec, sidecar_path
 from bench.parity import ParityResult, check_parity, unchecked
-from bench.parts import PARTS, ExportConfig, ExportError, resolve_sampler
+from bench.parts import ExportConfig, ExportError, build_part, resolve_sampler
 
 SIDECAR_FORMAT = "genbench-onnx-export"
 SIDECAR_VERSION = 1
@@ -113,7 +113,7 @@ def export_part(run: LoadedRun, cfg: ExportConfig, out: str | Path, *, check: bo
         raise ExportError(f"output file '{out}' must end in .onnx")
     if cfg.part == "sampler":
         cfg = resolve_sampler(run, cfg)
-    part = PARTS.get(cfg.part)(run, cfg)
+    part = build_part(run, cfg)
     run.model.net.eval()
     start = time.perf_counter()
     exported = torch_export_onnx(part.module, part.example, part.input_names, part.output_names,

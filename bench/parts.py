@@ -1,9 +1,11 @@
 """Part builders: what each exportable part of a trained run computes, with example inputs and a torch reference.
 
-Parts (registry `PARTS`): decoder (z -> x), encoder (x -> mu, L), denoiser (x_t, t -> eps), chain
-(x_t, t -> x_{t-1}) and sampler: one step module from `bench.wrappers` (DDIM / DDPM / chain step, or a
-VAE refinement pass) that `bench.onnx_graph` composes into the whole loop, with the torch sampler of
-`genlib.samplers` (the same step functions) as its reference. `ExportConfig` says what to build; this
+Network parts are what each model family declares (`GenerativeModel.parts`: decoder z -> x, encoder
+x -> mu, L, denoiser x_t, t -> eps, chain x_t, t -> x_{t-1}, ...); `network_part` turns any of them into a
+graph. Part `sampler` is one step module from `bench.wrappers` (DDIM / DDPM / chain step, or a VAE
+refinement pass) that `bench.onnx_graph` composes into the whole loop, with the torch sampler of
+`genlib.samplers` (the same step functions) as its reference; the sampler's registry spec
+(`genlib.models.SAMPLERS`) validates its settings and gives its step count. `ExportConfig` says what to build; this
 module exports nothing (`bench.export`) and checks nothing (`bench.parity`).
 """
 from __future__ import annotations
@@ -17,19 +19,17 @@ import torch
 import torch.nn as nn
 
 from genlib.cli import UserError
-from genlib.models import SampleConfig
-from genlib.registry import Registry
+from genlib.config import ConfigError
+from genlib.models import MODELS, SampleConfig, family_parts
+from genlib.models import resolve_sampler as resolve_sample_config
 from genlib.samplers import clip_x0_for, ddim_plan, ddpm_plan, resolve_x0_clip, sample_chain, sample_ddim, sample_ddpm, sample_vae
 from genlib.train import LoadedRun
 
 from bench import onnx_graph
-from bench.wrappers import ChainPart, ChainStep, DDIMStep, DDPMStep, DecoderPart, DenoiserPart, EncoderPart, VAEPassStep
+from bench.wrappers import ChainStep, DDIMStep, DDPMStep, VAEPassStep
 
 DEFAULT_STEPS = 50
 UNROLL_MAX_STEPS = 256
-
-Part = Literal["decoder", "encoder", "denoiser", "chain", "sampler"]
-PARTS: Registry[Callable] = Registry("export part")
 
 
 class ExportError(UserError):
@@ -40,9 +40,10 @@ class ExportError(UserError):
 class ExportConfig:
     """What to export and how to check it. Sampler fields are used by part 'sampler' only."""
 
-    part: Part = "decoder"
-    # sampler: 'auto' = ddim for ddpm runs (the usual deployment choice), chain, or vae.
-    sampler: Literal["auto", "ddim", "ddpm", "chain", "vae"] = "auto"
+    part: str = "decoder"  # one of the run's family parts (`genbench models`), or 'sampler'
+    # a registered sampler with a step graph; auto: ddim where the family has it (the usual deployment
+    # choice), else the family's first sampler with a graph.
+    sampler: str = "auto"
     steps: int | None = None  # S for ddim/ddpm (None = 50, capped at T); the chain always runs all T
     eta: float = 0.0
     variance: Literal["small", "large"] = "small"
@@ -67,7 +68,8 @@ class ExportConfig:
         if self.opset < 18:
             raise ValueError(f"opset must be >= 18 for the torch.export-based exporter, got {self.opset}")
         # the same rules as genlib's sampling
-        SampleConfig(steps=self.steps, eta=self.eta, passes=self.passes, clip_low=self.clip_low, clip_high=self.clip_high)
+        SampleConfig(sampler=self.sampler, steps=self.steps, eta=self.eta, passes=self.passes, clip_low=self.clip_low,
+                     clip_high=self.clip_high)
         if len(self.parity_batches) < 2 or min(self.parity_batches) < 1:
             raise ValueError(f"parity_batches needs two or more batch sizes >= 1, got {self.parity_batches}")
 
@@ -91,7 +93,7 @@ class PartGraph:
     example: tuple[torch.Tensor, ...]
     input_names: list[str]
     output_names: list[str]
-    dynamic_shapes: dict
+    dynamic_shapes: dict | tuple  # per forward argument: by name, or positional
     make_feeds: Callable[[int, torch.Generator], dict[str, torch.Tensor]]  # graph inputs for a batch
     reference: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # torch outputs for those inputs
     graph_inputs: list[str]
@@ -109,18 +111,6 @@ def _batch_dim():
 
 def _family(run: LoadedRun) -> str:
     return run.config.model.family
-
-
-def _require(run: LoadedRun, part: str, families: tuple[str, ...], hint: str) -> None:
-    if _family(run) not in families:
-        raise ExportError(f"part '{part}' needs a run of family {' or '.join(families)}, but '{run.run_dir}' "
-                          f"is '{_family(run)}'; {hint}")
-
-
-def default_parts(family: str) -> list[str]:
-    """The parts worth exporting and timing for a family."""
-    return {"ae": ["decoder", "encoder"], "vae": ["decoder", "encoder", "sampler"],
-            "ddpm": ["denoiser", "sampler"], "denoiser_chain": ["chain", "sampler"]}.get(family, [])
 
 
 def _randn(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
@@ -150,102 +140,75 @@ def _x_train(run: LoadedRun) -> Callable[[], np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------- parts
-@PARTS.register("decoder", help="z (B, k) -> x (B, *shape) in data space (ae, vae)")
-def decoder_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
-    _require(run, "decoder", ("ae", "vae"), "diffusion runs export 'denoiser', 'chain' or 'sampler'")
-    net = run.model.net
-    k = run.config.model.latent_dim
-    module = DecoderPart(net).eval()
-    return PartGraph(module=module, example=(torch.randn(3, k),), input_names=["z"], output_names=["x"],
-                     dynamic_shapes={"z": {0: _batch_dim()}},
-                     make_feeds=lambda b, g: {"z": _randn((b, k), g)},
-                     reference=lambda f: {"x": module(f["z"])}, graph_inputs=["z"], graph_outputs=["x"])
-
-
-@PARTS.register("encoder", help="x (B, *shape) -> mu (B, k), L (B, k, k) for a vae; -> z (B, k) for an ae")
-def encoder_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
-    _require(run, "encoder", ("ae", "vae"), "diffusion runs have no encoder")
-    gaussian = _family(run) == "vae"
-    module = EncoderPart(run.model.net, gaussian).eval()
-    shape = run.model.sample_shape
-    outputs = ["mu", "L"] if gaussian else ["z"]
+def network_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
+    """The network part `cfg.part` that the run's family declares (a genlib `PartSpec`), as a graph to export."""
+    model = run.model
+    spec = type(model).parts.get(cfg.part)
+    if spec is None:
+        raise ExportError(f"part '{cfg.part}' does not exist for model family '{_family(run)}' (its parts: "
+                          f"{', '.join(family_parts(_family(run))) or 'none'})")
+    module = spec.build(model).eval()
     held = _held_out(run)
     cache: dict = {}
 
-    def feeds(b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    def held_out() -> np.ndarray | None:  # loaded on first use, once
         if "x" not in cache:
             cache["x"] = held()
-        x = cache["x"]
-        if x is not None and len(x) > 0:
-            idx = torch.randint(0, len(x), (b,), generator=g)
-            return {"x": torch.from_numpy(np.array(x[idx.numpy()])).reshape(b, *shape)}
-        base = torch.rand((b, *shape), generator=g) if run.model.kind == "image" else _randn((b, *shape), g)
-        return {"x": base}
-
-    def reference(f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = module(f["x"])
-        return dict(zip(outputs, out if isinstance(out, tuple) else (out,)))
-
-    return PartGraph(module=module, example=(torch.rand(3, *shape),), input_names=["x"], output_names=outputs,
-                     dynamic_shapes={"x": {0: _batch_dim()}}, make_feeds=feeds, reference=reference,
-                     graph_inputs=["x"], graph_outputs=outputs)
-
-
-def _denoiser_like(run: LoadedRun, module: nn.Module, output: str) -> PartGraph:
-    shape = run.model.sample_shape
-    T = run.model.schedule.T
+        return cache["x"]
 
     def feeds(b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"x_t": _randn((b, *shape), g), "t": torch.randint(0, T, (b,), generator=g)}
+        return spec.feeds(model, b, g, held_out)
 
-    return PartGraph(module=module.eval(), example=(torch.randn(3, *shape), torch.tensor([0, T // 2, T - 1])),
-                     input_names=["x_t", "t"], output_names=[output],
-                     dynamic_shapes={"x_t": {0: _batch_dim()}, "t": {0: _batch_dim()}}, make_feeds=feeds,
-                     reference=lambda f: {output: module(f["x_t"], f["t"])}, graph_inputs=["x_t", "t"],
-                     graph_outputs=[output], details={"T": T})
+    def reference(f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = module(*[f[name].to(model.device) for name in spec.inputs])
+        return dict(zip(spec.outputs, out if isinstance(out, tuple) else (out,)))
+
+    example = feeds(3, torch.Generator().manual_seed(0))
+    return PartGraph(module=module, example=tuple(example[name] for name in spec.inputs),
+                     input_names=list(spec.inputs), output_names=list(spec.outputs),
+                     dynamic_shapes=tuple({0: _batch_dim()} for _ in spec.inputs),  # positional: any arg names
+                     make_feeds=feeds,
+                     reference=reference, graph_inputs=list(spec.inputs), graph_outputs=list(spec.outputs),
+                     details=spec.details(model))
 
 
-@PARTS.register("denoiser", help="(x_t (B, *shape), t (B,) int64) -> eps (ddpm)")
-def denoiser_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
-    _require(run, "denoiser", ("ddpm",), "the naive chain's network is part 'chain'")
-    return _denoiser_like(run, DenoiserPart(run.model.net), "eps")
+def build_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
+    """The graph of `cfg.part` for this run: the whole sampler, or one of its family's network parts."""
+    return sampler_part(run, cfg) if cfg.part == "sampler" else network_part(run, cfg)
 
 
-@PARTS.register("chain", help="(x_t, t) -> x_{t-1}: the naive chain's denoiser (denoiser_chain)")
-def chain_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
-    _require(run, "chain", ("denoiser_chain",), "ddpm networks are part 'denoiser'")
-    return _denoiser_like(run, ChainPart(run.model.net), "x_prev")
+# The samplers with a whole-sampler graph (a step module in bench.wrappers), in the order 'auto' prefers.
+SAMPLER_GRAPHS = ("ddim", "ddpm", "chain", "vae")
 
 
 def resolve_sampler(run: LoadedRun, cfg: ExportConfig) -> ExportConfig:
     """Fill in sampler, steps, graph form and the x0 clip box for this run (the resolved config is what
     gets recorded: the box as numbers, from `genlib.samplers.resolve_x0_clip`)."""
     family = _family(run)
-    allowed = {"ddpm": ("ddim", "ddpm"), "denoiser_chain": ("chain",), "vae": ("vae",)}.get(family)
-    if allowed is None:
-        raise ExportError(f"part 'sampler' has no graph for family '{family}' (a plain autoencoder samples with "
-                          f"its decoder alone: export part 'decoder')")
+    allowed = [name for name in SAMPLER_GRAPHS if name in MODELS.get(family).samplers]
+    if not allowed:
+        raise ExportError(f"part 'sampler' has no graph for model family '{family}' (its samplers "
+                          f"{', '.join(MODELS.get(family).samplers)} have no step graph): export its network "
+                          f"parts instead ({', '.join(type(run.model).parts) or 'none'})")
     sampler = allowed[0] if cfg.sampler == "auto" else cfg.sampler
+    try:  # the sampler's own rules, as for genlib's sampling: applies to the family, reads these settings, S <= T
+        spec = resolve_sample_config(run.config.model, SampleConfig(sampler=sampler))
+        steps = cfg.steps
+        if steps is None and "steps" in spec.settings:  # the deployment default: S = 50, capped at T
+            steps = min(DEFAULT_STEPS, spec.steps(run.config.model, SampleConfig(sampler=sampler)))
+        sample_cfg = SampleConfig(sampler=sampler, steps=steps, eta=cfg.eta, variance=cfg.variance,
+                                  clip_x0=cfg.clip_x0, passes=cfg.passes, reencode=cfg.reencode)
+        resolve_sample_config(run.config.model, sample_cfg)
+    except ConfigError as exc:
+        raise ExportError(str(exc)) from None
     if sampler not in allowed:
-        raise ExportError(f"sampler '{sampler}' does not apply to family '{family}' (use one of: {', '.join(allowed)})")
-    if family == "vae":
-        n = cfg.passes
-        steps = None
-    elif family == "denoiser_chain":
-        T = run.model.schedule.T
-        if cfg.steps not in (None, T):
-            raise ExportError(f"the naive chain runs all T={T} steps; steps={cfg.steps} is not supported")
-        n = steps = T
-    else:
-        T = run.model.schedule.T
-        steps = min(DEFAULT_STEPS, T) if cfg.steps is None else cfg.steps
-        if steps > T:
-            raise ExportError(f"steps={steps} exceeds the run's T={T}")
-        n = steps
+        raise ExportError(f"sampler '{sampler}' has no step graph (graphs exist for: {', '.join(allowed)})")
+    n = spec.steps(run.config.model, sample_cfg)
     graph = cfg.graph if cfg.graph != "auto" else ("unrolled" if n <= UNROLL_MAX_STEPS else "loop")
     clip = resolve_x0_clip(SampleConfig(sampler=sampler, clip_x0=cfg.clip_x0, clip_low=cfg.clip_low,
                                         clip_high=cfg.clip_high), run.model, _x_train(run))
-    return replace(cfg, sampler=sampler, steps=steps, graph=graph, clip_low=clip.clip_low, clip_high=clip.clip_high)
+    return replace(cfg, sampler=sampler, steps=steps if "steps" in spec.settings else None, graph=graph,
+                   clip_low=clip.clip_low, clip_high=clip.clip_high)
 
 
 def _as_list(v: tuple[float, ...] | None) -> list[float] | None:
@@ -260,7 +223,6 @@ def sampler_details(cfg: ExportConfig, n: int, noisy: bool) -> dict:
             "passes": cfg.passes, "reencode": cfg.reencode}
 
 
-@PARTS.register("sampler", help="the whole DDIM/DDPM/chain loop (fixed S) or VAE prior + K passes as one graph")
 def sampler_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
     cfg = resolve_sampler(run, cfg)
     if cfg.sampler == "vae":

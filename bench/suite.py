@@ -18,12 +18,13 @@ from typing import Sequence
 import pandas as pd
 
 from genlib.progress import tqdm
+from genlib.models import SAMPLERS, family_parts
 from genlib.train import LoadedRun
 
 from bench.backends import BACKENDS, BackendUnavailable, Target, clear_sessions
 from bench.export import export_key, export_part
 from bench.onnx_files import read_export, sidecar_path
-from bench.parts import PARTS, ExportConfig, default_parts, resolve_sampler
+from bench.parts import ExportConfig, ExportError, build_part, resolve_sampler
 from bench.runtime import resolve_providers
 from bench.timing import Timing, TimingConfig, time_call
 
@@ -104,26 +105,30 @@ def export_for_bench(run: LoadedRun, cfg: ExportConfig, out_dir: Path, *, reuse:
     # a fresh export hands back what it wrote; only a reused file is read
     info = read_export(path) if reuse and _reusable(path, key) else export_part(run, cfg, path).export_info
     step = path.with_name(path.stem + ".step.onnx")
-    return Target(part=cfg.part, onnx_path=path, info=info, export_cfg=cfg, part_graph=PARTS.get(cfg.part)(run, cfg),
+    return Target(part=cfg.part, onnx_path=path, info=info, export_cfg=cfg, part_graph=build_part(run, cfg),
                   run=run, step_path=step if step.is_file() else None)
 
 
 def targets_for_run(run: LoadedRun, parts: Sequence[str] | None, base: ExportConfig, out_dir: str | Path, *,
                     precisions: Sequence[str] = ("fp32",), reuse: bool = True) -> list[Target]:
-    """Targets for the run's parts (default: `default_parts(family)`), each exported behind the parity
-    gate into out_dir. The sampler target learns its sibling parts for the per-step ONNX loop."""
+    """Targets for the run's parts (default: the parts its model family declares, then 'sampler' where one
+    of its samplers has a step loop), each exported behind the parity gate into out_dir. The sampler target
+    learns its sibling parts (its sampler spec's `net_parts`) for the per-step ONNX loop."""
     out_dir = Path(out_dir)
-    parts = list(parts or default_parts(run.config.model.family))
+    family = run.config.model.family
+    available = family_parts(family)
+    parts = list(parts or available)
     for p in parts:
-        PARTS.get(p)
+        if p not in available:
+            raise ExportError(f"part '{p}' does not exist for model family '{family}' (its parts: "
+                              f"{', '.join(available) or 'none'})")
+    needed = set(parts)
+    if "sampler" in parts:  # the ort_net_loop backend calls the network parts the sampler's steps call
+        needed |= set(SAMPLERS.get(resolve_sampler(run, replace(base, part="sampler")).sampler).net_parts)
     targets = []
     for precision in precisions:
         by_part: dict[str, Target] = {}
-        needed = set(parts)
-        if "sampler" in parts:  # the ort_net_loop backend calls the network parts
-            needed |= {"vae": {"decoder", "encoder"}, "ddpm": {"denoiser"}, "denoiser_chain": {"chain"}}.get(
-                run.config.model.family, set())
-        for p in [p for p in ["decoder", "encoder", "denoiser", "chain", "sampler"] if p in needed]:
+        for p in [p for p in available if p in needed]:
             by_part[p] = export_for_bench(run, replace(base, part=p, precision=precision), out_dir, reuse=reuse)
         for p in parts:
             t = by_part[p]

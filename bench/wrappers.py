@@ -1,8 +1,7 @@
 """Explicit export wrappers: the exact function each ONNX graph computes, as small nn.Modules.
 
-Parts wrap a trained network without patching it: `DecoderPart` (z -> x), `EncoderPart` (x -> mu, L),
-`DenoiserPart` (x_t, t -> eps), `ChainPart` (x_t, t -> x_{t-1}). Sampler steps (`DDIMStep`, `DDPMStep`,
-`ChainStep`, `VAEPassStep`) hold a `genlib.samplers.StepPlan`'s float32 tables as buffers and call the
+Network parts (decoder, denoiser, ...) are declared by each model family (`genlib.models.PartSpec`).
+Sampler steps (`DDIMStep`, `DDPMStep`, `ChainStep`, `VAEPassStep`) hold a `genlib.samplers.StepPlan`'s float32 tables as buffers and call the
 very step function the torch sampler loops over (`ddim_step`, `ddpm_step`, `chain_step`, `vae_pass`):
 this module holds no noise-process arithmetic, only indexing. Every step maps (x, i, noise) ->
 (x_next, out), `out` being x_next in data space; `bench.onnx_graph` composes S of them.
@@ -15,48 +14,6 @@ import torch
 import torch.nn as nn
 
 from genlib.samplers import ClipBox, StepPlan, chain_step, clip_box, ddim_step, ddpm_step, take, vae_pass
-
-
-class DecoderPart(nn.Module):
-    """z (B, k) -> E[x | z] (B, *shape) in data space: the network's own `decode`."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net.decode(z)
-
-
-class EncoderPart(nn.Module):
-    """x (B, *shape) -> (mu (B, k), L (B, k, k)) for a VAE (a diagonal std becomes diag(std)), or
-    x -> z (B, k) for a plain autoencoder."""
-
-    def __init__(self, net: nn.Module, gaussian: bool) -> None:
-        super().__init__()
-        self.net = net
-        self.gaussian = gaussian
-
-    def forward(self, x: torch.Tensor):
-        if not self.gaussian:
-            return self.net.encode(x)
-        mu, scale = self.net.encode(x)
-        return mu, (scale if scale.ndim == 3 else torch.diag_embed(scale))
-
-
-class DenoiserPart(nn.Module):
-    """(x_t (B, *shape), t (B,) int64) -> the network's prediction (eps for ddpm, x_{t-1} for the chain)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(x_t, t)
-
-
-class ChainPart(DenoiserPart):
-    """The naive chain's denoiser: (x_t, t) -> x_{t-1} = E[x_{t-1} | x_t]."""
 
 
 # ----------------------------------------------------------------------------------------- steps

@@ -104,6 +104,6 @@ def test_expected_errors_are_one_line_with_exit_2(monkeypatch, capsys, error, ne
 
 def test_export_part_names_match_the_registry():
     from bench.cli import EXPORT_PARTS
-    from bench.export import PARTS
+    from genlib.models import part_names
 
-    assert sorted(EXPORT_PARTS) == sorted(PARTS.names())
+    assert sorted(EXPORT_PARTS) == sorted(part_names())

@@ -84,7 +84,7 @@ def test_an_unavailable_provider_requested_explicitly_is_a_named_error(run_dirs,
 
 def test_wrong_part_and_bad_output_name(run_dirs, tmp_path, capsys):
     err = _fail(["export", "--run", str(run_dirs("ddpm")), "--part", "encoder", "--out", str(tmp_path / "e.onnx")], capsys)
-    assert "part 'encoder' needs a run of family ae or vae" in err
+    assert "part 'encoder' does not exist for model family 'ddpm' (its parts: denoiser, sampler)" in err
     err = _fail(["export", "--run", str(run_dirs("vae")), "--part", "decoder", "--out", str(tmp_path / "e.pt")], capsys)
     assert "must end in .onnx" in err
     err = _fail(["bench", "--run", str(run_dirs("vae")), "--backends", "onnx", *QUICK], capsys)
