@@ -9,8 +9,6 @@ sync. Statistics: p50/p90/p99/mean/std/min in ms and throughput in samples per s
 from __future__ import annotations
 
 import math
-import os
-import platform
 import resource
 import sys
 import time
@@ -98,20 +96,3 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def machine_info() -> dict:
-    """Machine facts stored with every timing (pytest-benchmark's machine_info, trimmed)."""
-    info = {"node": platform.node(), "processor": platform.processor() or platform.machine(),
-            "machine": platform.machine(), "system": platform.system(), "release": platform.release(),
-            "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
-        if model:
-            info["cpu_model"] = model
-    except OSError:
-        pass
-    if hasattr(os, "sched_getaffinity"):
-        info["cpus_usable"] = len(os.sched_getaffinity(0))
-    return info

@@ -1,22 +1,17 @@
 """What a result depends on besides its config: device, library versions, git commit, machine.
 
 `select_device` picks CUDA when present (or when asked) and says clearly when it is not;
-`provenance()` returns the dict stored beside every checkpoint and results-store row.
+`provenance()` returns the dict stored beside every checkpoint (commit and versions from genlib.records).
 """
 from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
-from functools import lru_cache
-from importlib import metadata
-from pathlib import Path
 
 import torch
 
-TRACKED_PACKAGES = ("torch", "numpy", "scikit-learn", "scikit-image", "pandas", "onnx", "onnxscript",
-                    "onnxruntime", "onnxruntime-gpu", "genbench")
+from genlib.records import git_commit, library_versions  # the one provenance source (torch-free)
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -33,31 +28,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.processor() or platform.machine()}"
-
-
-@lru_cache(maxsize=1)
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """HEAD of the genbench checkout (with '+dirty' when it has uncommitted changes), or 'unknown'."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def provenance(device: torch.device | None = None) -> dict:

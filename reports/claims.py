@@ -7,7 +7,7 @@ A `Comparison` contrasts two settings of one study on one metric; `reports.stats
 analytic rows (`kind="analytic"`, study "analytic", one run per check) hold:
 
     kl_closed_form and kl_monte_carlo (nats) in one run; kl_monte_carlo's extra holds "std_error" (standard
-    error of the Monte Carlo mean, nats; or a metric kl_monte_carlo_se) and "draws".
+    error of the Monte Carlo mean, nats) and "draws" (the catalogue: genlib.records.ANALYTIC).
     kl_forward = KL(p||q) and kl_reverse = KL(q||p) (nats) in one run, with "std_error" in extra when they are
     Monte Carlo estimates.
     alpha_bar_T (unit "") with extra {"T": 100, "schedule": "linear", "scaled": false}.
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 import pandas as pd
+
+from genlib import records
 
 from reports.load import StoreData, same_value, select_rows, setting_value
 from reports.render import fmt_num
@@ -172,7 +174,7 @@ def _effect_text(diff: Difference, t_iv: Interval, r_iv: Interval, margin: float
 def _analytic_runs(data: StoreData, names: tuple[str, ...]) -> list[dict[str, tuple[float, dict]]]:
     """Per analytic run holding all of `names`: name -> (value, extra)."""
     m = data.metrics
-    rows = m[(m["kind"] == "analytic") & (m["status"] == "done")]
+    rows = m[(m["kind"] == "analytic") & (m["status"] == "done") & m["metric"].isin(list(records.ANALYTIC))]
     out = []
     for _, g in rows.groupby("run_key", sort=False):
         found = {n: (float(v), e) for n, v, e in zip(g["metric"], g["value"], g["extra"])}
@@ -185,8 +187,7 @@ def _std_error(found: dict[str, tuple[float, dict]], name: str) -> float | None:
     se = found[name][1].get("std_error")
     if isinstance(se, (int, float)) and not isinstance(se, bool) and math.isfinite(se) and se >= 0:
         return float(se)
-    alt = found.get(f"{name}_se")
-    return alt[0] if alt and math.isfinite(alt[0]) else None
+    return None
 
 
 def _every_run(verdicts: list[Verdict]) -> Verdict:
