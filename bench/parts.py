@@ -68,10 +68,15 @@ class ExportConfig:
         if self.opset < 18:
             raise ValueError(f"opset must be >= 18 for the torch.export-based exporter, got {self.opset}")
         # the same rules as genlib's sampling
-        SampleConfig(sampler=self.sampler, steps=self.steps, eta=self.eta, passes=self.passes, clip_low=self.clip_low,
-                     clip_high=self.clip_high)
+        self.sample_config()
         if len(self.parity_batches) < 2 or min(self.parity_batches) < 1:
             raise ValueError(f"parity_batches needs two or more batch sizes >= 1, got {self.parity_batches}")
+
+    def sample_config(self) -> SampleConfig:
+        """The sampler settings as genlib's SampleConfig: one set of rules for sampling, eval and export."""
+        return SampleConfig(sampler=self.sampler, steps=self.steps, eta=self.eta, variance=self.variance,
+                            clip_x0=self.clip_x0, clip_low=self.clip_low, clip_high=self.clip_high, passes=self.passes,
+                            reencode=self.reencode)
 
     def tolerances(self) -> tuple[float, float]:
         """(atol, rtol) for the parity gate."""
@@ -196,8 +201,7 @@ def resolve_sampler(run: LoadedRun, cfg: ExportConfig) -> ExportConfig:
         steps = cfg.steps
         if steps is None and "steps" in spec.settings:  # the deployment default: S = 50, capped at T
             steps = min(DEFAULT_STEPS, spec.steps(run.config.model, SampleConfig(sampler=sampler)))
-        sample_cfg = SampleConfig(sampler=sampler, steps=steps, eta=cfg.eta, variance=cfg.variance,
-                                  clip_x0=cfg.clip_x0, passes=cfg.passes, reencode=cfg.reencode)
+        sample_cfg = replace(cfg, sampler=sampler, steps=steps).sample_config()
         resolve_sample_config(run.config.model, sample_cfg)
     except ConfigError as exc:
         raise ExportError(str(exc)) from None

@@ -27,7 +27,7 @@ from genlib.checkpoint import (CheckpointError, atomic_write_text, check_run_tar
 from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml
 from genlib.data import DataConfig, Dataset, load_dataset
 from genlib.kl_schedules import KLScheduleConfig
-from genlib.models import GenerativeModel, ModelConfig, SampleConfig, build_model
+from genlib.models import MODELS, GenerativeModel, ModelConfig, SampleConfig, build_model
 from genlib.progress import tqdm
 from genlib.provenance import provenance, select_device
 from genlib.store import Metric
@@ -99,8 +99,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.model.family != "vae" and self.loss != LossConfig():
-            raise ValueError(f"loss.* (beta, kl_schedule) applies only to model.family 'vae', not "
+        if not MODELS.get(self.model.family).reads_loss_config and self.loss != LossConfig():
+            readers = "', '".join(n for n in MODELS.names() if MODELS.get(n).reads_loss_config)
+            raise ValueError(f"loss.* (beta, kl_schedule) applies only to model.family '{readers}', not "
                              f"'{self.model.family}'; remove it so equal runs share one run key")
         self.model.check_data(self.data)
 

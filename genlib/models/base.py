@@ -160,6 +160,7 @@ class GenerativeModel:
     config_cls: ClassVar[type[ModelConfig]]
     samplers: ClassVar[tuple[str, ...]]  # registered SAMPLERS names; the first is the default
     parts: ClassVar[dict[str, PartSpec]] = {}  # exportable network parts (part 'sampler' comes from samplers)
+    reads_loss_config: ClassVar[bool] = False  # whether training_loss reads RunConfig.loss (beta, kl_schedule)
 
     def __init__(self, cfg: ModelConfig, sample_shape: tuple[int, ...], kind: str) -> None:
         self.cfg = cfg
