@@ -290,12 +290,18 @@ def study_tables(data: StoreData, study: str) -> list[Table]:
             mark_best(rows, info)
         reference = []
         fl = floors[floors["data_name"] == group] if group is not None else floors
-        # the floor depends on the sample size: one reference row per n (profiles may differ)
-        ns = [(c.get("eval") or {}).get("n") for c in fl["config"]]
+        # the floor depends on the sample size: one reference row per n (profiles may differ) and configuration
+        ns = [records.eval_config(c).get("n") for c in fl["config"]]
+        fl_keys = [_config_key(ck, rk) for ck, rk in zip(fl["config_key"], fl["run_key"])]
+        fl_rows = {rk: ((x,), k) for rk, x, k in zip(fl["run_key"], ns, fl_keys)}
+        fl_variants, fl_labels, fl_notes = configurations(fl_rows, dict(zip(fl["run_key"], fl["config"])), ["n"])
         sizes = list(dict.fromkeys(ns))
-        for size in sizes:
-            sub = select_rows(fl, (x == size for x in ns))
-            row = {setting_cols[0].key: "floor: data vs data" + (f" (n={size})" if len(sizes) > 1 else "")}
+        notes = notes + [f"Floor: {n}" for n in fl_notes]
+        for size, ck in ((x, k) for x in sizes for k in fl_variants.get((x,), [])):
+            sub = select_rows(fl, (x == size and k == ck for x, k in zip(ns, fl_keys)))
+            label = fl_labels.get(((size,), ck))
+            row = {setting_cols[0].key: "floor: data vs data" + (f" (n={size})" if len(sizes) > 1 else "")
+                   + (f" ({label})" if label else "")}
             n = 0
             for info in infos:
                 vals = sub[sub["metric"] == info.name]

@@ -64,3 +64,21 @@ def test_differing_keys_speaks_the_override_grammar():
     a = {"train": run_config(0, 300), "eval": {"steps": 10}, "axes": {}, "profile": "quick"}
     b = {"train": run_config(1, 400), "eval": {"steps": 20}, "axes": {}, "profile": "quick"}
     assert differing_keys([a, b]) == ["eval.steps", "train.steps"]  # the seed is not a difference
+
+
+def test_floors_of_two_data_configurations_are_two_reference_rows(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultsStore(path) as store:
+        write_grid(store, 300)
+        for data_seed, swd in ((0, 0.010), (1, 0.020)):
+            for seed in (0, 1, 2):
+                store.commit_run(*records.build(
+                    "floor", run_key=f"f{data_seed}-{seed}", study="refinement", seed=seed, device="cpu",
+                    config={"train": None, "eval": {"n": 500, "metrics": None},
+                            "data": {"name": "moons", "seed": data_seed}, "axes": {}, "profile": "quick"},
+                    metrics=[records.metric("floor", "swd", swd, extra={"n": 500})]))
+    [table] = study_tables(open_store(path), "refinement")
+    floors = [(r["setting"], r["swd"].mean, r["seeds"]) for r in table.reference_rows]
+    assert floors == [("floor: data vs data (data.seed=0)", pytest.approx(0.010), 3),
+                      ("floor: data vs data (data.seed=1)", pytest.approx(0.020), 3)]
+    assert any(n.startswith("Floor: Not pooled") and "data.seed" in n for n in table.notes)
