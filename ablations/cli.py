@@ -77,6 +77,9 @@ def _overrides(texts: list[str]) -> dict[str, Any]:
             key, value = parse_override(text)
         except ConfigError as exc:
             raise GridError(f"--set: {exc}") from None
+        if key == "seed":
+            raise GridError("--set seed: a study runs every seed of its profile; choose them with --profile "
+                            "(or a copy of the grid with its own 'seeds' list)")
         out[check_key(key, "--set")] = value
     return out
 
