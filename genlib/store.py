@@ -241,12 +241,16 @@ class ResultsStore:
 
     def _open_readonly(self) -> sqlite3.Connection:
         uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
-            version = _inspect(conn, self.path)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError:
             # A WAL store in a folder we cannot write (no -shm can be made): read the file as it stands.
+            conn.close()
             conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+        except sqlite3.DatabaseError:
+            pass  # not a database: _inspect says so
+        try:
             version = _inspect(conn, self.path)
         except StoreError:
             conn.close()
