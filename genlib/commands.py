@@ -122,8 +122,10 @@ def run_sample(args: argparse.Namespace) -> int:
     import time
 
     from genlib.config import ConfigError
+    from genlib.data import load_dataset
     from genlib.images import save_samples
     from genlib.models import SampleConfig
+    from genlib.samplers import resolve_x0_clip
     from genlib.train import generate, load_run
 
     if args.n < 1:
@@ -137,6 +139,7 @@ def run_sample(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     check_writable(args.out, "--out", directory=False)
     run = load_run(args.run, device=check_device(args.device))
+    sample_cfg = resolve_x0_clip(sample_cfg, run.model, lambda: load_dataset(run.config.data).x_train)
     start = time.perf_counter()
     try:
         x = generate(run.model, args.n, sample_cfg, seed=args.seed)
