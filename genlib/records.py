@@ -22,7 +22,10 @@ config_json layout per kind (top-level keys; * optional):
     study     {"study": name, "profile": str, "claims": [ablations.spec.ClaimSpec.to_dict()]}: a grid study's
                definition, one row per study (run key from the study name), rewritten by every grid run
 RunConfig dicts hold the training seed at "seed" and ExportConfig dicts at "export.seed"; `seed` on the
-row repeats it. Machine facts live in the `machine_json` column, never in a config.
+row repeats it. Machine facts live in the `machine_json` column, never in a config. Bench metrics' extra
+holds the resolved sampler settings that ran (sampler, steps, eta, graph, passes) and the parity verdict.
+Readers use `run_config`, `eval_config`, `axes`, `data_config`, `bench_settings` and `differing_keys`;
+`upgrade_v1_config` rewrites the layouts of schema-v1 stores (genlib.store migrates with it).
 """
 from __future__ import annotations
 
