@@ -1,10 +1,18 @@
-"""Model families (`MODELS`: ae, vae, denoiser_chain, ddpm, oracle), their samplers (`SAMPLERS`) and export parts.
+"""Model families (`MODELS`), their samplers (`SAMPLERS`) and export parts: one module per family here.
 
-How to add a family: `genlib.models.base`'s docstring.
+Every module of this package is imported below, so a family registers itself by existing: adding one is
+a new file (see `genlib.models.base`'s docstring) and its test, with no list to edit.
 """
-from genlib.models import ae, ddpm, oracle, vae  # noqa: F401  (registration side effects)
+import importlib
+import pkgutil
+
 from genlib.models.base import (MODELS, SAMPLE_FIELDS, SAMPLERS, EvaluationConfig, GenerativeModel, ModelConfig, PartSpec,
-                                SampleConfig, SamplerSpec, build_model, family_parts, part_names, resolve_sampler)
+                                SampleConfig, SamplerSpec, build_model, families_providing, family_parts, part_names,
+                                resolve_sampler)
+
+for _module in pkgutil.iter_modules(__path__):  # registration side effects (ae, ddpm, oracle, vae, ...)
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["MODELS", "SAMPLERS", "SAMPLE_FIELDS", "EvaluationConfig", "GenerativeModel", "ModelConfig", "PartSpec",
-           "SampleConfig", "SamplerSpec", "build_model", "family_parts", "part_names", "resolve_sampler"]
+           "SampleConfig", "SamplerSpec", "build_model", "families_providing", "family_parts", "part_names",
+           "resolve_sampler"]

@@ -108,6 +108,7 @@ decoder_part = PartSpec(help="z (B, k) -> x (B, *shape) in data space (ae, vae)"
 class AutoEncoder(GenerativeModel):
     config_cls = AEConfig
     samplers = ("ae",)
+    provides = ("reconstruction",)
     parts = {"decoder": decoder_part,
              "encoder": PartSpec(help="x (B, *shape) -> z (B, k) (ae)", build=lambda model: _MethodPart(model.net, "encode"),
                                  inputs=("x",), outputs=("z",), feeds=encoder_feeds)}

@@ -161,6 +161,9 @@ class GenerativeModel:
     samplers: ClassVar[tuple[str, ...]]  # registered SAMPLERS names; the first is the default
     parts: ClassVar[dict[str, PartSpec]] = {}  # exportable network parts (part 'sampler' comes from samplers)
     reads_loss_config: ClassVar[bool] = False  # whether training_loss reads RunConfig.loss (beta, kl_schedule)
+    # What the network offers to model metrics (genlib.metrics): "reconstruction" (net(x) -> x_hat, model
+    # space), "posterior" (net.encode(x) -> (mu, scale), net.decode_raw(z), cfg.likelihood and cfg.obs_sigma).
+    provides: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: ModelConfig, sample_shape: tuple[int, ...], kind: str) -> None:
         self.cfg = cfg
@@ -233,6 +236,11 @@ def resolve_sampler(model_cfg: ModelConfig, cfg: SampleConfig) -> SamplerSpec:
         raise ConfigError(f"sampler '{name}' does not use {', '.join(ignored)} "
                           f"(it uses: {', '.join(spec.settings) or 'no settings'})")
     return spec
+
+
+def families_providing(capability: str) -> tuple[str, ...]:
+    """The registered families whose network offers `capability` to metrics (see GenerativeModel.provides)."""
+    return tuple(name for name in MODELS.names() if capability in MODELS.get(name).provides)
 
 
 def family_parts(family: str) -> list[str]:

@@ -112,6 +112,7 @@ class VAE(GenerativeModel):
     config_cls = VAEConfig
     samplers = ("vae",)
     reads_loss_config = True
+    provides = ("reconstruction", "posterior")
     parts = {"decoder": decoder_part,
              "encoder": PartSpec(help="x (B, *shape) -> mu (B, k), L (B, k, k) (vae)",
                                  build=lambda model: _GaussianEncoderPart(model.net), inputs=("x",),
