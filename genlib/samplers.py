@@ -5,7 +5,8 @@ sessions: a sampler never holds state, counts steps or owns weights (k-diffusion
 is a plan of per-step coefficients (`ddim_plan`, `ddpm_plan`) plus a pure step (`ddim_step`, `ddpm_step`,
 `chain_step`, `vae_pass`); the torch samplers below loop over the steps and the exported ONNX graphs
 (`bench.wrappers`) call the very same functions. All noise comes from an explicit `generator` or `noise`
-tensor. The x0 clip box is decided once, by `x0_clip_bounds`. The noise process lives in `genlib.diffusion`.
+tensor. The x0 clip box is decided once, by `x0_clip_bounds`. The noise process lives in `genlib.diffusion`;
+each sampler's registry spec (settings read, family, export step) in `genlib.models.SAMPLERS`.
 """
 from __future__ import annotations
 
@@ -18,12 +19,10 @@ import torch
 
 from genlib.diffusion import NoiseSchedule, eps_from_x0, x0_from_eps
 from genlib.losses import reparameterize
-from genlib.registry import Registry
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Index = int | torch.Tensor  # a python int (torch loop) or a (1,) int64 tensor (exported graph)
 ClipBox = tuple[torch.Tensor, torch.Tensor]  # (low, high), each broadcastable to one sample
-SAMPLERS: Registry[Callable] = Registry("sampler")
 
 # Toys: the x0 clip box is the training data's bounding box widened by this fraction of its range per dimension.
 X0_CLIP_MARGIN = 0.1
@@ -262,7 +261,6 @@ def _run_plan(step: Callable, plan: StepPlan, denoise: Denoise, x_T: torch.Tenso
     return x
 
 
-@SAMPLERS.register("ddpm", help="DDPM ancestral sampling over S respaced steps (Ho et al. 2020, Alg. 2)")
 @torch.no_grad()
 def sample_ddpm(denoise: Denoise, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int | None = None, *,
                 variance: Literal["small", "large"] = "small", clip_x0: float | tuple[Any, Any] | None = None,
@@ -278,7 +276,6 @@ def sample_ddpm(denoise: Denoise, x_T: torch.Tensor, schedule: NoiseSchedule, st
     return _run_plan(ddpm_step, plan, denoise, x_T, clip_x0, generator, noise)
 
 
-@SAMPLERS.register("ddim", help="DDIM over S respaced steps with stochasticity eta (Song et al. 2021, eq. 12)")
 @torch.no_grad()
 def sample_ddim(denoise: Denoise, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int | None = None, *,
                 eta: float = 0.0, clip_x0: float | tuple[Any, Any] | None = None,
@@ -292,7 +289,6 @@ def sample_ddim(denoise: Denoise, x_T: torch.Tensor, schedule: NoiseSchedule, st
     return _run_plan(ddim_step, plan, denoise, x_T, clip_x0, generator, noise)
 
 
-@SAMPLERS.register("chain", help="the naive repeated-denoiser chain: x_{t-1} = f(x_t, t), no noise injected")
 @torch.no_grad()
 def sample_chain(predict_prev: Denoise, x_T: torch.Tensor, T: int) -> torch.Tensor:
     """Run learned conditional means x_{t-1} = E[x_{t-1} | x_t] from t = T-1 down to 0, deterministically.
@@ -305,7 +301,6 @@ def sample_chain(predict_prev: Denoise, x_T: torch.Tensor, T: int) -> torch.Tens
     return x
 
 
-@SAMPLERS.register("vae", help="VAE prior samples with k refinement passes (decode, re-encode, decode)")
 @torch.no_grad()
 def sample_vae(decode: Callable[[torch.Tensor], torch.Tensor],
                encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
@@ -342,7 +337,6 @@ def fit_gaussian(codes: torch.Tensor, jitter: float = 1e-5) -> tuple[torch.Tenso
     return mean, torch.linalg.cholesky(cov + jitter * torch.eye(codes.shape[1], dtype=codes.dtype))
 
 
-@SAMPLERS.register("ae", help="plain AE: decode z ~ N(0, I), or z from a Gaussian fitted to training codes")
 @torch.no_grad()
 def sample_ae(decode: Callable[[torch.Tensor], torch.Tensor], eps: torch.Tensor,
               fitted: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

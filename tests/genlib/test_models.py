@@ -8,8 +8,7 @@ import torch
 import yaml
 
 from genlib.config import ConfigError, config_hash, from_dict, to_dict
-from genlib.models import MODELS, GenerativeModel, ModelConfig, SampleConfig, build_model
-from genlib.samplers import SAMPLERS
+from genlib.models import MODELS, SAMPLERS, GenerativeModel, ModelConfig, SampleConfig, build_model
 from genlib.train import LossConfig, RunConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")

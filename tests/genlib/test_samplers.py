@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
-from genlib.samplers import (SAMPLERS, X0_CLIP_MARGIN, clip_box, ddim_plan, ddim_step, ddpm_plan, ddpm_step,
+from genlib.samplers import (X0_CLIP_MARGIN, clip_box, ddim_plan, ddim_step, ddpm_plan, ddpm_step,
                              fit_gaussian, resolve_x0_clip, sample_ae, sample_chain, sample_ddim, sample_ddpm,
                              sample_vae, take, vae_pass, x0_clip_bounds)
 
@@ -410,6 +410,8 @@ def test_sample_ae_with_fitted_gaussian_reproduces_its_moments(generator):
 
 
 def test_sampler_registry_names():
+    from genlib.models import SAMPLERS  # the sampler specs (settings, run, step) over these functions
+
     assert set(SAMPLERS.names()) == {"ae", "vae", "chain", "ddpm", "ddim"}
     assert "Song" in SAMPLERS.describe("ddim") and "Ho" in SAMPLERS.describe("ddpm")
     with pytest.raises(KeyError, match="did you mean 'ddim'"):
