@@ -313,7 +313,9 @@ def prepare_ort_net_loop(target: Target, batch: int, threads: int, provider: str
             gen = torch.Generator().manual_seed(gen_seed) if gen_seed is not None else None
             return sample_vae(decode, encode, feeds["z"], passes=cfg.passes, reencode=cfg.reencode, generator=gen)
     else:
-        sess = session_for("chain" if cfg.sampler == "chain" else "denoiser")
+        from genlib.models import SAMPLERS
+
+        sess = session_for(SAMPLERS.get(cfg.sampler).net_parts[0])  # the network part the sampler's steps call
         out_name = sess.get_outputs()[0].name
 
         def denoise(x_t, t):
