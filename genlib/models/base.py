@@ -3,7 +3,8 @@
 A `GenerativeModel` pairs a network (`.net`, an nn.Module that knows nothing of losses or schedules) with
 its family's glue: the loss that trains it, the samplers that generate from it and the network parts it
 exposes for export and timing. Train, sample, eval, export, bench and grids dispatch through these
-registries only, so a new family is one file (and its test). Registering one:
+registries only, so a new family is one file in this package (imported by `genlib.models` on its own) and
+its test (a case in tests/genlib/test_models.py; tests/test_new_family.py shows the whole path). One file:
 
     @dataclass(frozen=True, kw_only=True)
     class GaussConfig(ModelConfig):
@@ -17,8 +18,13 @@ registries only, so a new family is one file (and its test). Registering one:
         config_cls = GaussConfig
         samplers = ("gauss",)                             # the first is the default ('auto')
         parts = {"decoder": PartSpec(...)}                # what `genbench export` / `bench` can build
+        provides = ()                                     # metric capabilities: "reconstruction", "posterior"
+        reads_loss_config = False                         # True if training_loss reads loss.beta / kl_schedule
         def build_net(self): ...
         def training_loss(self, x, step, total_steps, loss_cfg, generator): ...
+
+A family may also override `to_model_space` / `to_data_space`, `finish_training`, and, on its config,
+`check_data(data_cfg)` (with `bind_data` on the model) when it only fits some datasets (see `oracle`).
 
 A sampler reads only the `SampleConfig` fields named in its `settings`; any other field set away from
 its default is refused. Its `check(model_cfg, sample_cfg)` holds rules that need the model config (S <= T)
