@@ -5,7 +5,9 @@ path, provenance); they never touch the results store, which only the driver wri
 built in a temporary directory and renamed into place, so a directory under its final name is always
 complete. The evaluation is a seam (`Evaluation`): the default computes `genlib.metrics` on samples
 from the checkpoint; tests pass a cheap one. Metrics are deterministic for a config and seed (on one
-machine and thread count); timings stay in the artifact's meta.json, not in the tables.
+machine and thread count). An evaluation whose config carries `timing` also exports, checks and times its
+sampler (`bench.grid_timing`) and scores samples drawn through the exported graph where parity holds: its
+latency and quality metrics come back together, for one row under one run key.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from genlib.store import Metric
 
@@ -33,10 +35,14 @@ class Evaluation:
 
     device: str = "auto"
 
-    def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path) -> list[Metric]:
+    def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path,
+                     draw: Callable[..., Any] | None = None) -> list[Metric]:
         """Metrics of the checkpoint in `run_dir` under `eval_cfg` (SampleConfig fields + n + metrics).
 
-        `out_dir` is a fresh temporary directory for files worth keeping (it becomes the cell's artifact)."""
+        `out_dir` is a fresh temporary directory for files worth keeping (it becomes the cell's artifact).
+        `draw`: given for timed cells whose export passed parity, draw(n, seed) -> (n, *sample_shape) samples
+        through the exported graph; the evaluation scores those instead of sampling the checkpoint in torch
+        (an evaluation that ignores it only serves untimed grids)."""
         raise NotImplementedError
 
     def evaluate_floor(self, data_cfg: dict[str, Any], names: list[str] | None, n: int, seed: int) -> list[Metric]:
@@ -47,7 +53,8 @@ class Evaluation:
 def _sample_config(eval_cfg: dict[str, Any]):
     """The SampleConfig of a cell's resolved (flat) eval section, read through genlib's EvaluationConfig."""
     from genlib.models import EvaluationConfig
-    return EvaluationConfig.from_flat(eval_cfg, "eval").sample
+    flat = {k: v for k, v in eval_cfg.items() if k != "timing"}  # timing settings are bench's, not sampling's
+    return EvaluationConfig.from_flat(flat, "eval").sample
 
 
 def _metrics_module():
@@ -60,7 +67,8 @@ def _metrics_module():
 class MetricsEvaluation(Evaluation):
     """The default: draw n samples with the cell's SampleConfig, keep a preview, score with genlib.metrics."""
 
-    def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path) -> list[Metric]:
+    def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path,
+                     draw: Callable[..., Any] | None = None) -> list[Metric]:
         import numpy as np
 
         from genlib.checkpoint import atomic_write
@@ -73,7 +81,10 @@ class MetricsEvaluation(Evaluation):
         dataset = load_dataset(loaded.config.data)
         sample_cfg = resolve_x0_clip(_sample_config(eval_cfg), loaded.model, dataset.x_train)  # the box, as numbers
         n = int(eval_cfg["n"])
-        samples = generate(loaded.model, n, sample_cfg, seed=seed).numpy().astype(np.float32)  # (n, *shape)
+        if draw is not None:  # through the exported graph, with the torch sampler's noise
+            samples = np.asarray(draw(n, seed), dtype=np.float32)
+        else:
+            samples = generate(loaded.model, n, sample_cfg, seed=seed).numpy().astype(np.float32)  # (n, *shape)
         preview = samples[:PREVIEW_SAMPLES]
         def write(path: Path) -> None:
             with open(path, "wb") as fh:  # a file object: np.save would append '.npy' to a temporary name
@@ -200,12 +211,39 @@ def _run_eval(cell: EvalCell, ctx: CellContext) -> CellResult:
         raise CheckpointError(f"the checkpoint of training {cell.parent} is missing ('{run_dir}/model.pt')")
     tmp = _tmp_dir(ctx.artifacts_dir, cell.key)
     try:
-        metrics = ctx.evaluation.evaluate_run(run_dir, cell.eval_config, cell.seed, tmp)
+        if cell.timed:
+            metrics, device, provider = _timed_eval(cell, ctx, run_dir, tmp)
+        else:
+            metrics = ctx.evaluation.evaluate_run(run_dir, cell.eval_config, cell.seed, tmp)
+            device, provider = _device(ctx.evaluation), None
         final = publish(tmp, ctx.artifacts_dir / cell.key) if any(tmp.iterdir()) else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return CellResult(metrics=list(metrics), device=_device(ctx.evaluation),
+    return CellResult(metrics=list(metrics), device=device, provider=provider,
                       artifact_path=_relative(final, ctx.artifacts_dir) if final else None, provenance=_provenance())
+
+
+EXPORTS_DIR = "exports"  # <store>.artifacts/exports/<export_key>.onnx: the export cache of timed cells
+
+
+def _timed_eval(cell: EvalCell, ctx: CellContext, run_dir: Path, out_dir: Path) -> tuple[list[Metric], str, str | None]:
+    """Export, check and time the cell's sampler, then score samples drawn through the export (torch where
+    parity failed); quality metrics say which path drew them (extra `samples_drawn_by`)."""
+    import dataclasses
+
+    from bench.grid_timing import time_eval_cell
+    from genlib.data import load_dataset
+    from genlib.samplers import resolve_x0_clip
+    from genlib.train import load_run
+
+    loaded = load_run(run_dir, device=ctx.evaluation.device)
+    sample_cfg = resolve_x0_clip(_sample_config(cell.eval_config), loaded.model,
+                                 lambda: load_dataset(loaded.config.data).x_train)  # the box the evaluation uses
+    timed = time_eval_cell(loaded, sample_cfg, cell.eval_config["timing"],
+                           exports_dir=ctx.artifacts_dir / EXPORTS_DIR, seed=cell.seed)
+    quality = ctx.evaluation.evaluate_run(run_dir, cell.eval_config, cell.seed, out_dir, draw=timed.draw)
+    tagged = [dataclasses.replace(m, extra={**m.extra, "samples_drawn_by": timed.drawn_by}) for m in quality]
+    return tagged + timed.metrics, timed.device, timed.provider
 
 
 def _run_floor(cell: FloorCell, ctx: CellContext) -> CellResult:

@@ -174,7 +174,8 @@ def cmd_plan(args) -> int:
         print(f"  seeds: {', '.join(map(str, spec.seeds))}")
         shared = "one per evaluation (--no-share)" if args.no_share else "shared by inference-time axes"
         print(f"  trainings:   {summary['trainings']:5d}   ({shared})")
-        print(f"  evaluations: {summary['evaluations']:5d}")
+        print(f"  evaluations: {summary['evaluations']:5d}" + (f"   ({summary['timed']} timed: export, parity, latency)"
+                                                             if summary.get("timed") else ""))
         print(f"  floors:      {summary['floors']:5d}   (data-versus-data reference rows)")
         print(f"  cells:       {summary['cells']:5d}")
         if "status" in summary:

@@ -202,12 +202,14 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                     to_run[parent.key] = parent
         waiting: dict[str, list[EvalCell]] = {}
         # Ready cells by priority: evaluations of committed checkpoints first (a study's results complete
-        # early, and little is lost to an interruption), then floors, then trainings; FIFO within each.
-        ready: list[tuple[int, int, Cell]] = []
+        # early, and little is lost to an interruption), then floors, then trainings (the longest first, so
+        # no worker idles at the tail), then timed evaluations last; FIFO otherwise.
+        ready: list[tuple[int, float, int, Cell]] = []
         order = itertools.count()
 
         def make_ready(cell: Cell) -> None:
-            heapq.heappush(ready, ({"eval": 0, "floor": 1, "train": 2}[cell.kind], next(order), cell))
+            rank = 3 if _timed(cell) else {"eval": 0, "floor": 1, "train": 2}[cell.kind]
+            heapq.heappush(ready, (rank, -training_cost(cell), next(order), cell))
 
         orphans: list[EvalCell] = []
         for cell in to_run.values():
@@ -246,8 +248,11 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
 
             def fill() -> None:
                 # Hand out only as many cells as there are workers, so 'running' in the store means running.
+                # A timed evaluation measures latency: it starts on idle cores and nothing starts beside it.
                 while ready and len(in_flight) < pool.workers:
-                    cell = heapq.heappop(ready)[2]
+                    if any(_timed(c) for c in in_flight.values()) or (_timed(ready[0][-1]) and in_flight):
+                        break
+                    cell = heapq.heappop(ready)[-1]
                     store.commit_run(*_record(cell, "running", git=git))
                     in_flight[cell.key] = cell
                     pool.submit(cell.key, run_cell, (cell, ctx))
@@ -304,6 +309,27 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                 _reset_running(store, list(cells))
             summary.wall_s = time.perf_counter() - start
     return summary
+
+
+def _timed(cell: Cell) -> bool:
+    return isinstance(cell, EvalCell) and cell.timed
+
+
+def training_cost(cell: Cell) -> float:
+    """A training's relative cost for scheduling: train.steps x batch size x a model-size proxy (the sum of
+    products of consecutive `hidden` widths, else channels squared); 0 for other cells."""
+    if cell.kind != "train":
+        return 0.0
+    train = cell.config.get("train") or {}
+    model = cell.config.get("model") or {}
+    hidden = [int(h) for h in model.get("hidden") or () if isinstance(h, (int, float))]
+    if len(hidden) > 1:
+        size = float(sum(a * b for a, b in zip(hidden, hidden[1:])))
+    elif hidden:
+        size = float(hidden[0])
+    else:
+        size = float(model.get("channels") or 1) ** 2
+    return float(train.get("steps") or 0) * float(train.get("batch_size") or 1) * max(size, 1.0)
 
 
 def _reset_running(store: ResultsStore, keys: list[str]) -> None:

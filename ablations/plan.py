@@ -61,6 +61,11 @@ class EvalCell:
     eval_config: dict[str, Any]
     axes: dict[str, Any]
 
+    @property
+    def timed(self) -> bool:
+        """True when the cell exports, times and samples through its sampler (see bench.grid_timing)."""
+        return bool(self.eval_config.get("timing"))
+
     def record_config(self) -> dict[str, Any]:
         return {"train": self.train_config, "eval": self.eval_config, "axes": self.axes, "profile": self.profile}
 
@@ -113,9 +118,15 @@ class Plan:
             out[cell.parent].append(cell)
         return out
 
+    @property
+    def timed_cells(self) -> list[EvalCell]:
+        """Evaluations that also export and time their sampler (eval config with `timing`)."""
+        return [c for c in self.eval_cells if c.timed]
+
     def summary(self) -> dict[str, Any]:
         return {"study": self.study, "profile": self.spec.profile, "share": self.share,
                 "trainings": len(self.train_cells), "evaluations": len(self.eval_cells),
+                "timed": len(self.timed_cells),
                 "floors": len(self.floor_cells), "cells": len(self.cells), "seeds": list(self.spec.seeds),
                 "training_axes": list(self.train_axes), "inference_axes": list(self.eval_axes),
                 "warnings": list(self.warnings)}
@@ -215,6 +226,21 @@ def _matches(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, where: 
     return True
 
 
+def _timed(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, seen: set[str]) -> bool:
+    """True when the cell has one of the rule's values for every key (a `timing.where`); a key the cell lacks
+    does not match. `seen` collects the keys some cell has, so a key no cell has is reported."""
+    hit = True
+    for key, want in rule.items():
+        have = axes[key] if key in axes else _lookup(resolved, key)
+        if have is _MISSING:
+            hit = False
+            continue
+        seen.add(key)
+        if not any(same_value(have, w) for w in (want if isinstance(want, list) else [want])):
+            hit = False
+    return hit
+
+
 def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
     """{'data': {'name': 'moons'}} -> {'data.name': 'moons'}: dotted leaf keys, as axes are named."""
     out: dict[str, Any] = {}
@@ -255,6 +281,8 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
     resolved_evals: dict[str, dict] = {}
     # Exclude rules by identity (a top-level rule is shared by every block) -> whether it matched a cell.
     rule_matched: dict[int, bool] = {id(r): False for b in spec.blocks for r in b.exclude}
+    timing_keys_seen: set[str] = set()
+    axis_names: set[str] = set()
 
     for block in spec.blocks:
         bwhere = f"{where}, block '{block.name}'" if block.name else where
@@ -294,6 +322,10 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                     if hits:
                         continue
                     check_eval_applies(run, ev)
+                    axis_names.update(axes)
+                    if spec.timing is not None and _timed(spec.timing.where, axes, {**run_dict, "eval": ev},
+                                                          timing_keys_seen):
+                        ev = {**ev, "timing": dict(spec.timing.settings)}  # part of the cell's config and key
                 except GridError:
                     raise
                 except ConfigError as exc:
@@ -332,6 +364,13 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                                                 data=run_dict["data"], n=ev["n"], metrics=metrics, axes=f_axes)
     if not evals:
         raise GridError(f"{where}: the grid has no cells (every combination was excluded)")
+    if spec.timing is not None and not any(e.timed for e in evals.values()):
+        unknown = [k for k in spec.timing.where if k not in timing_keys_seen]
+        if unknown:
+            raise GridError(f"{where}: study '{spec.study}': timing.where key '{unknown[0]}' is neither an axis nor a "
+                            f"config key of any cell{suggest(unknown[0], sorted(axis_names))}")
+        raise GridError(f"{where}: study '{spec.study}': timing.where {spec.timing.where!r} matches no evaluation "
+                        "cell (check its values against the grid's axes)")
     holders: dict[int, list[str]] = {}
     for block in spec.blocks:
         for rule in block.exclude:

@@ -22,10 +22,13 @@ File layout (every key but `base` is optional; `claims` are stored with the resu
     exclude: [{eval.passes: 0, eval.reencode: sample}]   # drop cells matching every key of a rule
     seeds: [0, 1, 2]
     floor: {metrics: [fd]}           # data-versus-data reference rows (false: none)
+    timing: {where: {eval.steps: [5, 50]}, backends: [ort_graph, torch_loop], providers: [cpu], batches: [1, 256],
+             threads: [1]}           # time the sampler of the eval cells matching `where` (bench.grid_timing)
     profiles: {quick: {set: {train.steps: 500}, axes: {loss.beta: [0, 64]}, seeds: [0, 1]}, full: {}}
 
 Keys whose first part is a RunConfig field are training-time (they make a checkpoint); `eval.*` keys
-are inference-time (they fan out from a checkpoint). A mapping value replaces the whole subtree.
+are inference-time (they fan out from a checkpoint). A mapping value replaces the whole subtree. A profile's
+`timing` replaces the top-level one (`timing: false` times nothing).
 """
 from __future__ import annotations
 
@@ -42,8 +45,8 @@ from genlib.registry import suggest
 from genlib.train import RunConfig
 
 TOP_LEVEL_KEYS = ("study", "claims", "description", "base", "eval", "axes", "zip", "variants", "blocks", "exclude",
-                  "seeds", "floor", "profiles")
-PROFILE_KEYS = ("description", "set", "axes", "zip", "variants", "blocks", "exclude", "seeds", "floor")
+                  "seeds", "floor", "timing", "profiles")
+PROFILE_KEYS = ("description", "set", "axes", "zip", "variants", "blocks", "exclude", "seeds", "floor", "timing")
 BLOCK_KEYS = ("set", "axes", "zip", "variants", "exclude")
 CLAIM_KEYS = ("id", "text", "primary", "secondary")
 TEST_KEYS = ("metric", "direction", "axis", "treatment", "reference", "where", "margin", "split", "note")
@@ -139,6 +142,16 @@ class ClaimSpec:
 
 
 @dataclass(frozen=True)
+class TimingSpec:
+    """Which evaluation cells are timed and how: `where` selects cells as exclude rules do (axis names, variant
+    labels, dotted config keys; a list means any of), `settings` is `bench.grid_timing.TimingSettings.to_dict()`,
+    attached by the planner to each matching cell's eval config as `timing`."""
+
+    where: dict[str, Any]
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class GridSpec:
     """A grid file with one profile applied. `blocks` always has at least one block."""
 
@@ -153,6 +166,7 @@ class GridSpec:
     profiles: tuple[str, ...]  # every profile the file defines
     description: str = ""
     claims: tuple[ClaimSpec, ...] = ()
+    timing: TimingSpec | None = None
 
     def record_config(self) -> dict[str, Any]:
         """The study's stored definition (a `kind="study"` row): what reports need to decide its claims."""
@@ -267,6 +281,25 @@ def _floor(value: Any, where: str) -> dict[str, Any] | None:
     if metrics is not None and (not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics)):
         raise GridError(f"{where}.metrics must be a list of metric names, got {metrics!r}")
     return {"metrics": metrics}
+
+
+def _timing(value: Any, where: str) -> TimingSpec | None:
+    """The `timing` section: `where` plus the settings `bench.grid_timing.TimingSettings` checks (an unknown
+    backend gets a did-you-mean from bench's BACKENDS registry). None / false: no cell is timed."""
+    if value is None or value is False:
+        return None
+    data = dict(_mapping(value, where))
+    cells = _mapping(data.pop("where", None), f"{where}.where")
+    if not cells:
+        raise GridError(f"{where}.where: say which evaluation cells to time, e.g. {{eval.steps: [5, 50]}} "
+                        "(a mapping of axis or dotted config key -> value or list of values)")
+    from bench.grid_timing import TimingSettings  # only grids that time anything import bench
+
+    try:
+        settings = TimingSettings.from_dict(data, where)
+    except ConfigError as exc:
+        raise GridError(str(exc)) from None
+    return TimingSpec(where=dict(cells), settings=settings.to_dict())
 
 
 def _cells(spec: GridSpec) -> list[dict[str, Any]]:
@@ -524,6 +557,8 @@ def parse_grid(data: dict, *, profile: str | None = None, path: Path | None = No
     exclude = _exclude(prof["exclude"] if "exclude" in prof else data.get("exclude"), f"{where}: 'exclude'")
     seeds = _seeds(prof["seeds"] if "seeds" in prof else data.get("seeds"), f"{where}: 'seeds'")
     floor = _floor(prof["floor"] if "floor" in prof else data.get("floor"), f"{where}: 'floor'")
+    timing = (_timing(prof["timing"], f"{pwhere}.timing") if "timing" in prof
+              else _timing(data.get("timing"), f"{where}: 'timing'"))
 
     base, eval_cfg = _split_set(_overrides(prof.get("set"), f"{pwhere}.set"), dict(base), dict(eval_cfg))
 
@@ -544,7 +579,7 @@ def parse_grid(data: dict, *, profile: str | None = None, path: Path | None = No
     if not name or not isinstance(name, str):
         raise GridError(f"{where}: needs a 'study' name (or a file to take the name from)")
     spec = GridSpec(study=name, path=path, profile=profile, base=base, eval=eval_cfg, blocks=blocks, seeds=seeds,
-                    floor=floor, profiles=tuple(profiles),
+                    floor=floor, profiles=tuple(profiles), timing=timing,
                     description=str(prof.get("description") or data.get("description") or ""))
     return dataclasses.replace(spec, claims=_claims(data.get("claims"), where, spec))
 

@@ -16,12 +16,13 @@ from typing import Any, Iterable
 from reports.claims import (AnalyticCheck, Claim, ClaimResult, Comparison, claims_frame, claims_in_store,
                             evaluate_claims, studies_without_claims)
 from reports.load import ReportError, StoreData, check_studies, open_store
-from reports.plots import Plot, plot_latency_vs_batch, plot_pareto, study_plots
+from reports.pareto import pareto_report
+from reports.plots import Plot, plot_latency_vs_batch, study_plots
 from reports.render import (Bullets, Column, Document, Gallery, Heading, Image, Para, Table, TableBlock, fmt_num,
                             document_html, document_markdown, table_latex, verdict_markup, write_bytes, write_text)
 from reports.samples import MAX_GRIDS, SampleGrid, study_sample_grids
 from reports.stats import RULE
-from reports.tables import pareto_tables, slug, speed_table, study_tables
+from reports.tables import slug, speed_table, study_tables
 
 FORMATS = ("md", "html", "csv", "tex")
 CLAIMS_FORMATS = ("md", "html", "csv")
@@ -255,7 +256,7 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
     """Write the full report of the store at `store` into `out_dir`.
 
     formats: any of md, html, csv, tex. studies: restrict to these grid studies (each must exist); the speed
-    table is then left out, the Pareto table kept when 'steps' is among them.
+    table is then left out, the Pareto tables kept for those of them with timed evaluations.
     claims: include the claims section. Returns {format: path} plus 'plots' (the PNG directory).
     Raises ReportError / StoreError with a one-line message for an empty or unreadable store.
     """
@@ -270,7 +271,7 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
                           f"(kinds there: {kinds})")
     sections = [study_section(data, s, max_grids) for s in chosen]
     speed = speed_table(data) if studies is None else None  # timings belong to no study
-    paretos = pareto_tables(data) if studies is None or "steps" in chosen else []
+    paretos, pareto_plots = pareto_report(data, None if studies is None else chosen)
 
     doc = Document("genbench report")
     contents = [f"[{sec.study}](#{sec.anchor})" for sec in sections]
@@ -296,7 +297,7 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
     if paretos:
         body += [Heading("Quality vs latency", 2, "pareto")]
         body += [TableBlock(t) for t in paretos]
-        body += [_plot_image(p) for p in plot_pareto(paretos)]
+        body += [_plot_image(p) for p in pareto_plots]
         tables += paretos
     if results:
         doc.add(*claims_blocks(data, results, _anchors(body)))

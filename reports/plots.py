@@ -1,5 +1,5 @@
 """Plots from the store (matplotlib, headless): rate-distortion, active units, training curves, refinement,
-quality vs steps, latency vs batch, the Pareto front, and an overview for studies without a plot of their own.
+quality vs steps, latency vs batch, and an overview for studies without a plot of their own.
 
 Plots register by name with the study they draw (`PLOTS`); each returns PNG bytes with a caption, or
 nothing when the store lacks what it needs. Figures are built with `matplotlib.figure.Figure` and the
@@ -20,9 +20,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from reports.load import MISSING, StoreData, is_scalar, select_rows, setting_value
-from reports.render import Num, Stat, Table
+from reports.render import Stat
 from reports.stats import t_interval
-from reports.tables import (STEPS_STUDY, bench_frame, grid_metrics, metric_infos, sampler_detail, sampler_setting, slug,
+from reports.tables import (bench_frame, grid_metrics, metric_infos, sampler_detail, sampler_setting, slug,
                             stat_of, training_first, varying_axes)
 
 DPI = 100
@@ -384,41 +384,6 @@ def plot_latency_vs_batch(data: StoreData, study: str | None) -> list[Plot]:
     return [Plot("latency-vs-batch", caption, _png(fig), None)]
 
 
-def plot_pareto(tables: list[Table]) -> list[Plot]:
-    """Quality against cost for each Pareto table, the non-dominated configurations joined by a line."""
-    out = []
-    for table in tables:
-        quality = next(c for c in table.columns if c.key == "quality")
-        timed = any(c.key == "per_sample" for c in table.columns)
-        pts = []
-        for r in table.rows:
-            q = r["quality"]
-            cost = r["per_sample"].value if timed else r.get("S")
-            if isinstance(cost, Num):
-                cost = cost.value
-            if isinstance(q, Stat) and isinstance(cost, (int, float)) and math.isfinite(q.mean) and cost:
-                pts.append((float(cost), q, r.get("front") == "yes", r))
-        if len(pts) < 2:
-            continue
-        fig = Figure(figsize=(5.6, 4.0), layout="constrained")
-        ax = fig.add_subplot()
-        ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts], yerr=_err([p[1] for p in pts]), fmt="o",
-                    ms=4, alpha=0.45, capsize=2, label="configuration")
-        front = sorted((p for p in pts if p[2]), key=lambda p: p[0])
-        ax.plot([p[0] for p in front], [p[1].mean for p in front], "-o", color="C3", ms=5, label="Pareto front")
-        for cost, q, _, r in front:
-            ax.annotate(f"{r['sampler']} S={r['S']}", (cost, q.mean), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("latency per sample [ms]" if timed else "network evaluations S")
-        ax.set_ylabel(f"{quality.label} {quality.arrow}")
-        ax.set_title(table.title)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        out.append(Plot(table.name, f"{table.title}: Pareto front", _png(fig), STEPS_STUDY))
-    return out
-
-
 # -- any study ----------------------------------------------------------------------------------------------
 @register_plot("overview")
 def plot_overview(data: StoreData, study: str | None) -> list[Plot]:
@@ -473,4 +438,4 @@ def study_plots(data: StoreData, study: str) -> list[Plot]:
     return out
 
 
-__all__ = ["PLOTS", "Plot", "PlotSpec", "curve", "plot_pareto", "read_history", "register_plot", "study_plots"]
+__all__ = ["PLOTS", "Plot", "PlotSpec", "curve", "read_history", "register_plot", "study_plots"]

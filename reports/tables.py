@@ -1,11 +1,11 @@
-"""Tables from the store: per-study quality (mean +- 95% CI over seeds), speed, and quality-vs-latency Pareto.
+"""Tables from the store: per-study quality (mean +- 95% CI over seeds), and speed.
 
 A study table has one row per configuration (the grid axes that vary; seeds of one `config_key` pooled,
 different configurations never: rows that share their axes but not their configuration are shown apart with
 the keys that differ), one column per metric with its direction arrow taken from the stored
 `higher_is_better`, the best value marked, and the data-versus-data floor as a reference row. The speed table lists benchmark rows by part, backend,
-provider, batch and threads with their parity status; the Pareto table joins sampler quality from the
-`steps` study with sampler latency. Directions and units always come from the rows, never a list here.
+provider, batch and threads with their parity status (quality against latency of timed evaluations is
+`reports.pareto`). Directions and units always come from the rows, never a list here.
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ import pandas as pd
 
 from genlib import records
 
-from reports.load import MISSING, StoreData, data_name, is_scalar, same_value, select_rows, setting_value
+from reports.load import MISSING, StoreData, data_name, is_scalar, select_rows, setting_value
 from reports.render import Column, Num, Stat, Table
 from reports.stats import t_interval
 
 HIDDEN_AXES = ("block",)  # a block's name repeats the settings its `set` fixes
-STEPS_STUDY = "steps"  # the study whose evaluations the Pareto table joins with sampler timings
+STEPS_STUDY = "steps"  # the sampler study (its plots read the sampler settings below)
 
 
 def slug(text: str) -> str:
@@ -199,10 +199,14 @@ def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
 
 
 # -- study tables -----------------------------------------------------------------------------------------
-def grid_metrics(data: StoreData, study: str, kind: str = "eval") -> pd.DataFrame:
-    """Metrics of a study's rows of one kind that finished ('done'), with a `data_name` column."""
+def grid_metrics(data: StoreData, study: str, kind: str = "eval", *, timing: bool = False) -> pd.DataFrame:
+    """Metrics of a study's rows of one kind that finished ('done'), with a `data_name` column. Latency and
+    parity metrics of timed evaluations are left out unless `timing` (they are `reports.pareto`'s)."""
     m = data.metrics
-    rows = m[(m["study"] == study) & (m["kind"] == kind) & (m["status"] == "done")].copy()
+    rows = m[(m["study"] == study) & (m["kind"] == kind) & (m["status"] == "done")]
+    if not timing:
+        rows = rows[~rows["metric"].isin(list(records.TIMING))]
+    rows = rows.copy()
     rows["data_name"] = [data_name(c) or "" for c in rows["config"]]
     return rows
 
@@ -478,126 +482,5 @@ def sampler_setting(cfg: dict[str, Any]) -> SamplerSetting | None:
                           int(steps) if steps is not None else None, ev.get("eta"), ev.get("variance"))
 
 
-def _bench_match(bench: pd.DataFrame, s: SamplerSetting, parent_data: dict[str, tuple[str, Any]]) -> pd.DataFrame:
-    """Sampler bench rows of the same sampler and S (and eta for DDIM, variance for DDPM when recorded),
-    preferring rows timed on a model of the same data and T, then the same data, then any."""
-    if bench.empty or s.steps is None:
-        return bench.iloc[0:0]
-    b = bench[(bench["sampler"] == s.sampler) & (bench["steps"] == s.steps)]
-    if s.sampler == "ddim" and s.eta is not None:
-        b = select_rows(b, (e is None or same_value(float(e), float(s.eta)) for e in b["eta"]))
-    if s.sampler == "ddpm" and s.variance is not None:
-        b = select_rows(b, (v is None or v == s.variance for v in b["variance"]))
-    if b.empty:
-        return b
-    level = [(2 if parent_data.get(p, ("", None))[0] == s.data and same_value(parent_data.get(p, ("", None))[1], s.T)
-              else 1 if parent_data.get(p, ("", None))[0] == s.data else 0) for p in b["parent_key"]]
-    b = b.assign(_level=level)
-    return b[b["_level"] == b["_level"].max()]
-
-
-def pareto_tables(data: StoreData, study: str = STEPS_STUDY) -> list[Table]:
-    """Quality of each sampler configuration of `study` against its latency (sampler bench rows) or, where no
-    timing is stored, its network evaluations; the non-dominated configurations are marked."""
-    ev = grid_metrics(data, study, "eval")
-    if ev.empty:
-        return []
-    bench = bench_frame(data)
-    if not bench.empty:
-        bench = bench[(bench["part"] == "sampler") & (bench["status"] == "done")
-                      & bench["parity"].isin(["valid", "n/a", "unchecked"]) & bench["p50"].notna()]
-    parent_data: dict[str, tuple[str, Any]] = {}
-    for p in ([] if bench.empty else bench["parent_key"]):
-        run = data.run(p)
-        if run is not None:
-            parent_data[p] = (data_name(run["config"]) or "", setting_value(run["config"], "model.noise.T"))
-    ref_batch = None
-    if not bench.empty:
-        counts = Counter(int(b) for b in bench["batch"].dropna())
-        if counts:
-            ref_batch = max(counts, key=lambda b: (counts[b], b))
-    tables = []
-    for group, frame in ev.groupby("data_name", sort=False):
-        infos = [i for i in metric_infos(frame, _preferred_metrics(frame)) if i.higher_is_better is not None]
-        if not infos:
-            continue
-        info = infos[0]
-        q = frame[(frame["metric"] == info.name) & (frame["split"] == info.split)]
-        # one point per configuration (seeds pooled, configurations never): (setting, config_key)
-        settings: dict[tuple[SamplerSetting, str], list[int]] = {}
-        config_of: dict[str, dict] = {}
-        for i, cfg, ck, rk in zip(q.index, q["config"], q["config_key"], q["run_key"]):
-            s = sampler_setting(cfg)
-            if s is not None:
-                settings.setdefault((s, _config_key(ck, rk)), []).append(i)
-                config_of[rk] = cfg
-        if not settings:
-            continue
-        row_of = {rk: ((s,), ck) for (s, ck), idx in settings.items() for rk in q.loc[idx, "run_key"]}
-        _, labels, split_notes = configurations(row_of, config_of, ["sampler"])
-        rows = []
-        timed = False
-        for (s, ck), idx in settings.items():
-            stat = stat_of(q.loc[idx])
-            label = s.label + (f" ({labels[((s,), ck)]})" if ((s,), ck) in labels else "")
-            base = {"T": s.T if s.T is not None else "-", "scaled": s.scaled if s.scaled is not None else "-",
-                    "sampler": label, "S": s.steps if s.steps is not None else "-", "quality": stat}
-            matches = _bench_match(bench, s, parent_data)
-            if ref_batch is not None and not matches.empty:
-                at_ref = matches[matches["batch"] == ref_batch]
-                matches = at_ref if not at_ref.empty else matches
-            if matches.empty:
-                rows.append({**base, "backend": "-", "batch": "-", "latency": Num(None), "per_sample": Num(None),
-                             "timed_on": "-", "_cost": float(s.steps) if s.steps else float("nan")})
-                continue
-            timed = True
-            for backend, mb in matches.groupby("backend", sort=True):
-                best = mb.sort_values("p50").iloc[0]
-                rows.append({**base, "backend": f"{backend}" + (f"/{best['provider']}" if best["provider"] and
-                                                                 not str(best["provider"]).startswith("torch") else ""),
-                             "batch": int(best["batch"]), "latency": Num(float(best["p50"])),
-                             "per_sample": Num(float(best["p50"]) / max(1, int(best["batch"]))),
-                             "timed_on": best["model"], "_cost": float(best["p50"]) / max(1, int(best["batch"]))})
-        if timed:
-            for r in rows:
-                if r["backend"] == "-":
-                    r["_cost"] = float("nan")  # steps are not milliseconds: untimed rows go last
-            cost_note = (f"Cost: median (p50) latency per sample of the sampler benchmark at batch {ref_batch} "
-                         "(the most common batch), matched on sampler, S and eta/variance, preferring a model of the "
-                         "same data and T; configurations without a timing are listed last and left out of the front.")
-        else:
-            cost_note = ("No sampler timing matches these configurations: cost is the number of network "
-                         "evaluations (S), which latency follows for a fixed network.")
-        _mark_front(rows, info.higher_is_better, use_latency=timed)
-        rows.sort(key=lambda r: (not math.isfinite(r["_cost"]), r["_cost"]))
-        cols = [Column("T", "T"), Column("scaled", "scaled"), Column("sampler", "sampler"), Column("S", "S", "num"),
-                Column("quality", info.key, "stat", info.unit, info.higher_is_better)]
-        if timed:
-            cols += [Column("backend", "backend"), Column("batch", "batch", "num"),
-                     Column("latency", "p50", "num", "ms", False),
-                     Column("per_sample", "ms/sample", "num", "ms", False), Column("timed_on", "timed on")]
-        cols.append(Column("front", "Pareto", "text"))
-        for r in rows:
-            r.pop("_cost")
-        tables.append(Table(slug(f"pareto-{group}"), f"Sampler quality vs {'latency' if timed else 'steps'}"
-                                                     f" ({group}, {info.key})", cols, rows,
-                            notes=[cost_note, "Pareto: yes when no other configuration is both cheaper and better.",
-                                   *split_notes]))
-    return tables
-
-
-def _mark_front(rows: list[dict[str, Any]], higher_is_better: bool, use_latency: bool) -> None:
-    sign = -1.0 if higher_is_better else 1.0  # minimise sign * quality
-    points = [(i, r["_cost"], sign * r["quality"].mean) for i, r in enumerate(rows)
-              if math.isfinite(r["_cost"]) and math.isfinite(r["quality"].mean)
-              and (not use_latency or r["backend"] != "-")]
-    for r in rows:
-        r["front"] = ""
-    for i, cost, loss in points:
-        dominated = any((c <= cost and q <= loss) and (c < cost or q < loss) for j, c, q in points if j != i)
-        if not dominated:
-            rows[i]["front"] = "yes"
-
-
 __all__ = ["BENCH_FIELDS", "MetricInfo", "bench_frame", "configurations", "differing_keys", "grid_metrics", "mark_best", "metric_infos", "model_label",
-           "pareto_tables", "per_seed", "slug", "speed_table", "stat_of", "study_tables", "varying_axes"]
+           "per_seed", "slug", "speed_table", "stat_of", "study_tables", "varying_axes"]

@@ -1,7 +1,8 @@
 """A small, fully deterministic results store laid out exactly as the grid runner and the benchmarks write it.
 
 Studies beta, warmup, refinement, steps and baselines (train, eval and floor rows; configs with `train`,
-`eval`, `axes`, `profile`), sampler and decoder benchmark rows (`kind="bench"`, as bench/results.py
+`eval`, `axes`, `profile`; timed steps cells carry latency metrics as bench.grid_timing stores them), sampler
+and decoder benchmark rows (`kind="bench"`, as bench/results.py
 writes them), one analytic run, artifact directories with history.csv and samples.npy, and a failed cell.
 The numbers are synthetic and chosen so that each verdict of the claims rule occurs at least once.
 `check_png` validates PNG bytes without an image library (for the embedded images of the HTML report).
@@ -92,7 +93,8 @@ def _label(study: str, axes: dict, seed: int) -> str:
 
 def _cell(w: _Writer, study: str, seed: int, train: dict, axes: dict, t_axes: dict, ev: dict, values: dict,
           train_metrics: dict | None = None, salt: int = 0, train_key: str | None = None,
-          history: list[dict] | None = None, samples: np.ndarray | None = None, exact=()) -> tuple[str, str]:
+          history: list[dict] | None = None, samples: np.ndarray | None = None, exact=(),
+          more: list[Metric] = ()) -> tuple[str, str]:
     if train_key is None:
         tkey = w.key(f"{study}-train")
         rel, path = w.artifact(tkey)
@@ -112,7 +114,7 @@ def _cell(w: _Writer, study: str, seed: int, train: dict, axes: dict, t_axes: di
         art, path = w.artifact(ekey)
         np.save(path / "samples.npy", samples.astype(np.float32), allow_pickle=False)
     w.run("eval", study, _label(study, axes, seed), {"train": train, "eval": ev, "axes": axes, "profile": PROFILE},
-          seed, _metrics(values, seed, salt=salt, exact=exact), parent=train_key, artifact=art, key=ekey)
+          seed, _metrics(values, seed, salt=salt, exact=exact) + list(more), parent=train_key, artifact=art, key=ekey)
     return train_key, ekey
 
 
@@ -289,6 +291,30 @@ def _swd(T: int, scaled: bool, label: str, steps: int | None) -> float:
     return base * (3.0 if not scaled else 1.0) * (1.0 if T == 1000 else 1.3)
 
 
+TIMING = {"backends": ["ort_graph", "torch_loop"], "providers": ["cpu"], "batches": [1, 64], "threads": [1],
+          "target_s": 0.2, "min_rounds": 5, "warmup_rounds": 2}
+TIMED_PER_STEP = {"torch_loop": ("torch:cpu", 0.30), "ort_graph": ("CPUExecutionProvider", 0.12)}
+
+
+def _timed_metrics(seed: int, steps: int) -> list[Metric]:
+    """Latency of a timed steps cell, as bench.grid_timing stores it: one split per backend/provider/batch/threads."""
+    out = []
+    for backend, (provider, per_step) in TIMED_PER_STEP.items():
+        for batch in TIMING["batches"]:
+            p50 = round(steps * per_step * (1 + batch / 32) * (1 + JITTER[seed]), 4)
+            extra = {"backend": backend, "provider": provider, "device": "cpu", "batch": batch, "threads": 1,
+                     "rounds": 20, "export_key": f"x{steps}", "export": "cached",
+                     "parity": "n/a" if backend == "torch_loop" else "valid"}
+            split = f"{backend}/{provider}/b{batch}/t1"
+            out += [Metric("latency_ms_p50", p50, unit="ms", higher_is_better=False, split=split, extra=extra),
+                    Metric("latency_ms_p90", p50 * 1.2, unit="ms", higher_is_better=False, split=split, extra=extra),
+                    Metric("throughput_per_s", batch / (p50 / 1000), unit="samples/s", higher_is_better=True,
+                           split=split, extra=extra)]
+    out.append(Metric("parity_max_abs_err", 2e-6, unit="abs", higher_is_better=False, split="export",
+                      extra={"valid": True, "export_key": f"x{steps}"}))
+    return out
+
+
 def _steps(w: _Writer) -> str:
     """Returns the run key of the T=1000 seed-0 training (the benchmarks' parent)."""
     parent = ""
@@ -307,10 +333,12 @@ def _steps(w: _Writer) -> str:
                     rng = np.random.default_rng(seed + 10 * (steps or 0))
                     pts = np.concatenate([rng.normal([-1, 0], 0.2 + swd, (32, 2)), rng.normal([1, 0.5], 0.2 + swd,
                                                                                               (32, 2))])
-                    tkey, _ = _cell(w, "steps", seed, train, axes, t_axes_train,
-                                    _eval_cfg(["swd", "mmd"], steps=steps, **sampler),
+                    timed = T == 1000 and steps in (5, 50) and label in ("ddim_eta0", "ddpm_small")
+                    ev = _eval_cfg(["swd", "mmd"], steps=steps, **sampler, **({"timing": TIMING} if timed else {}))
+                    tkey, _ = _cell(w, "steps", seed, train, axes, t_axes_train, ev,
                                     {"swd": swd, "mmd": swd / 10}, salt=(steps or 3) + len(label), train_key=tkey,
-                                    samples=pts if seed == 0 and T == 1000 and label == "ddim_eta0" else None)
+                                    samples=pts if seed == 0 and T == 1000 and label == "ddim_eta0" else None,
+                                    more=_timed_metrics(seed, steps) if timed else ())
             if T == 1000 and seed == 0:
                 parent = tkey
     return parent

@@ -1,4 +1,4 @@
-"""Study, speed and Pareto tables built from the fixture store, checked against the rows they summarise."""
+"""Study and speed tables built from the fixture store, checked against the rows they summarise."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ from scipy import stats
 from genlib.store import Metric, ResultsStore, RunRecord
 from reports.load import open_store, setting_value
 from reports.render import Num, Stat
-from reports.tables import bench_frame, pareto_tables, speed_table, study_tables
+from reports.tables import bench_frame, speed_table, study_tables
 
 
 def _only(tables, name):
@@ -68,27 +68,6 @@ def test_speed_table_parity_and_fastest(store_data):
     assert fastest == ["ort"]  # the fp16 export is faster but failed parity: not a valid winner
     assert {r["provider"] for r in rows} == {"CPUExecutionProvider", "torch:cpu"}
     assert any("failed" in n for n in table.notes)
-
-
-def test_pareto_front_is_non_dominated_and_joined_on_sampler_and_steps(store_data):
-    (table,) = pareto_tables(store_data)
-    timed = [r for r in table.rows if isinstance(r["per_sample"], Num) and r["per_sample"].value is not None]
-    untimed = [r for r in table.rows if r not in timed]
-    assert timed and untimed and table.rows[-len(untimed):] == untimed  # no timing: listed last
-    assert all(r["S"] == 100 and r["front"] == "" for r in untimed)  # S=100 was never benchmarked
-    for r in timed:  # latency joined on (sampler, S): p50 = S * per-step cost at batch 64 in the fixture
-        per_step = {"torch_loop": 0.30, "ort_graph/CPUExecutionProvider": 0.12}[r["backend"]]
-        assert r["latency"].value == pytest.approx(r["S"] * per_step * 3, rel=1e-3) and r["batch"] == 64
-
-    def point(r):
-        return r["per_sample"].value, r["quality"].mean
-
-    front = [r for r in timed if r["front"] == "yes"]
-    assert front
-    for r in timed:
-        c, q = point(r)
-        dominated = any(point(o)[0] <= c and point(o)[1] <= q and point(o) != (c, q) for o in timed)
-        assert (r["front"] == "yes") == (not dominated)
 
 
 def _bench_only_store(path, **config_extra) -> None:

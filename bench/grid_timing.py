@@ -1,0 +1,342 @@
+"""Timing as a grid axis: export an evaluation cell's own sampler, gate it on parity, time it, draw through it.
+
+`time_eval_cell` turns a cell's SampleConfig into the ExportConfig of the same sampler (S, eta, variance, clip
+box), exports it behind the parity gate into a cache shared by the store (`<store>.artifacts/exports/`, one
+file per export key, reused whenever its sidecar's key matches; written in a temporary folder and renamed),
+times each (backend, provider, batch, threads) with `bench.suite`, and returns eval-record timing metrics plus
+`draw`, which samples through the exported graph with the torch sampler's noise layout. No store rows here.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from genlib import records
+from genlib.checkpoint import write_json
+from genlib.config import ConfigError
+from genlib.models import SampleConfig
+from genlib.registry import UnknownNameError
+from genlib.store import Metric
+from genlib.train import LoadedRun
+
+from bench.backends import BACKENDS, Target
+from bench.export import export_key, export_part
+from bench.onnx_files import ExportInfo, export_info, read_export, sidecar_path
+from bench.parity import ParityResult
+from bench.parts import ExportConfig, build_part, resolve_sampler
+from bench.runtime import PROVIDER_NAMES, SessionConfig, make_session
+from bench.suite import BenchConfig, BenchRow, run_benchmarks
+from bench.timing import TimingConfig
+
+TIMING_KEYS = ("backends", "providers", "batches", "threads", "target_s", "min_rounds", "warmup_rounds")
+GENERATE_BATCH = 4096  # genlib.train.generate's batch: draws in chunks of this size, as the torch path does
+
+
+class TimingSettingsError(ConfigError):
+    """A grid's `timing` section names an unknown or inapplicable backend, provider or value."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimingSettings:
+    """What a timed evaluation cell measures: each backend x provider x batch x threads, with a small budget.
+
+    backends: sampler backends of `bench.backends` (torch_loop, ort_graph, ort_step_loop, ort_net_loop, ...);
+    providers: ONNX Runtime short names ('cpu', 'cuda'); target_s, min_rounds, warmup_rounds: the
+    `bench.timing.TimingConfig` of every setting (grids keep it small: a fraction of a second each)."""
+
+    backends: tuple[str, ...] = ("torch_loop", "ort_graph")
+    providers: tuple[str, ...] = ("cpu",)
+    batches: tuple[int, ...] = (1, 256)
+    threads: tuple[int, ...] = (1,)
+    target_s: float = 0.2
+    min_rounds: int = 5
+    warmup_rounds: int = 2
+
+    def __post_init__(self) -> None:
+        for name in self.backends:
+            try:
+                spec = BACKENDS.get(name)
+            except UnknownNameError as exc:
+                raise TimingSettingsError(f"backends: {exc}") from None
+            probe = Target(part="sampler", onnx_path=Path("-"), info=None, part_graph=object(), run=object(),  # type: ignore[arg-type]
+                           step_path=Path("-"))
+            if not spec.applies(probe) and name != "diffusers_ddim":
+                samplers = [n for n in BACKENDS.names() if BACKENDS.get(n).applies(probe) or n == "diffusers_ddim"]
+                raise TimingSettingsError(f"backends: '{name}' times network parts, not a cell's sampler (sampler "
+                                          f"backends: {', '.join(samplers)})")
+        for name in self.providers:
+            if name not in PROVIDER_NAMES:
+                raise TimingSettingsError(f"providers: unknown execution provider '{name}' (expected one of: "
+                                          f"{', '.join(PROVIDER_NAMES)})")
+        for key in ("backends", "providers", "batches", "threads"):
+            values = getattr(self, key)
+            if not values:
+                raise TimingSettingsError(f"{key}: needs at least one value")
+            if len(set(values)) != len(values):
+                raise TimingSettingsError(f"{key}: repeated values in {list(values)}")
+        for key in ("batches", "threads"):
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in getattr(self, key)):
+                raise TimingSettingsError(f"{key}: needs integers >= 1, got {list(getattr(self, key))}")
+        try:
+            self.timing_config()
+        except ValueError as exc:
+            raise TimingSettingsError(str(exc)) from None
+
+    def timing_config(self) -> TimingConfig:
+        return TimingConfig(warmup_rounds=self.warmup_rounds, min_rounds=self.min_rounds, target_s=self.target_s,
+                            max_rounds=max(self.min_rounds, 10_000))
+
+    def bench_config(self) -> BenchConfig:
+        return BenchConfig(batches=self.batches, threads=self.threads, providers=self.providers,
+                           backends=self.backends, timing=self.timing_config())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "timing") -> "TimingSettings":
+        """From a grid's `timing` mapping (less `where`); a scalar stands for a one-element list."""
+        from genlib.registry import suggest
+
+        unknown = [k for k in data if k not in TIMING_KEYS]
+        if unknown:
+            raise TimingSettingsError(f"{where}: unknown key '{unknown[0]}'{suggest(str(unknown[0]), list(TIMING_KEYS))} "
+                                      f"(valid keys: where, {', '.join(TIMING_KEYS)})")
+        kwargs: dict[str, Any] = {}
+        for key in ("backends", "providers", "batches", "threads"):
+            if key in data:
+                value = data[key]
+                kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        for key in ("target_s", "min_rounds", "warmup_rounds"):
+            if key in data:
+                kwargs[key] = data[key]
+        try:
+            return cls(**kwargs)
+        except TimingSettingsError as exc:
+            raise TimingSettingsError(f"{where}.{exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise TimingSettingsError(f"{where}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backends": list(self.backends), "providers": list(self.providers), "batches": list(self.batches),
+                "threads": list(self.threads), "target_s": self.target_s, "min_rounds": self.min_rounds,
+                "warmup_rounds": self.warmup_rounds}
+
+
+@dataclass
+class TimedEval:
+    """What timing one evaluation cell gave: eval-record metrics, the parity verdict and a sampler through ONNX.
+
+    draw(n, seed=None, generator=None) -> (n, *sample_shape) float32 samples in data space from the exported graph,
+    drawn with the same noise (order and shapes) as the torch sampler; None when parity failed."""
+
+    metrics: list[Metric]
+    parity: dict
+    export_key: str
+    export_path: Path
+    exports: int  # graphs this call exported (0: every one came from the cache)
+    device: str  # where the checkpoint's torch sampler ran
+    provider: str | None  # the ONNX Runtime provider that drew the samples (None: drawn by torch)
+    draw: Callable[..., np.ndarray] | None
+    drawn_by: str  # 'ort_graph/<provider>' or 'torch_loop/torch:<device>'
+    rows: list[BenchRow] = field(default_factory=list)
+
+    @property
+    def parity_valid(self) -> bool:
+        return bool(self.parity.get("valid"))
+
+
+# -- the cell's sampler as an export ------------------------------------------------------------------------
+def export_config_for(run: LoadedRun, sample_cfg: SampleConfig) -> ExportConfig:
+    """The ExportConfig of the very sampler `sample_cfg` runs on this checkpoint: its sampler name ('auto'
+    resolved as genlib does), S (None = T, as genlib samples; never the export's own default), eta,
+    variance, clip rule and box, refinement passes. Resolved (graph form, box) as `export_part` records it."""
+    spec = run.model.resolve_sampler(sample_cfg)
+    steps = spec.steps(run.config.model, sample_cfg) if "steps" in spec.settings else None
+    cfg = ExportConfig(part="sampler", sampler=spec.name, steps=steps, eta=sample_cfg.eta,
+                       variance=sample_cfg.variance, clip_x0=sample_cfg.clip_x0, clip_low=sample_cfg.clip_low,
+                       clip_high=sample_cfg.clip_high, passes=sample_cfg.passes, reencode=sample_cfg.reencode)
+    return resolve_sampler(run, cfg)
+
+
+def _reusable(path: Path, key: str) -> ExportInfo | None:
+    if not (path.is_file() and sidecar_path(path).is_file()):
+        return None
+    try:
+        info = read_export(path)
+    except Exception:  # a truncated or foreign file is exported again
+        return None
+    side = info.sidecar or {}
+    if side.get("export_key") != key:
+        return None
+    if side.get("step_graph") and not (path.parent / side["step_graph"]).is_file():
+        return None
+    return info
+
+
+def cached_export(run: LoadedRun, cfg: ExportConfig, exports_dir: str | Path) -> tuple[Path, ExportInfo, bool]:
+    """(path, info, exported now) of `cfg` for `run` in the cache folder: `<export_key>.onnx` with its sidecar
+    (and `<export_key>.step.onnx` for a sampler). A file whose sidecar has the same key is reused; otherwise the
+    part is exported behind the parity gate into a private temporary folder and renamed into place, the
+    sidecar last (it is what makes the export reusable), so concurrent workers never see half a file."""
+    exports_dir = Path(exports_dir)
+    if cfg.part == "sampler":
+        cfg = resolve_sampler(run, cfg)
+    key = export_key(run, cfg)
+    path = exports_dir / f"{key}.onnx"
+    info = _reusable(path, key)
+    if info is not None:
+        return path, info, False
+    tmp = exports_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        result = export_part(run, cfg, tmp / path.name)
+        sidecar = {**result.info, "path": str(path.resolve())}
+        write_json(sidecar_path(result.path), sidecar)
+        if result.step_path is not None:
+            os.replace(result.step_path, exports_dir / result.step_path.name)
+        os.replace(result.path, path)
+        os.replace(sidecar_path(result.path), sidecar_path(path))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path, export_info(result.model, path, sidecar), True
+
+
+def _parity_result(side: Mapping[str, Any]) -> ParityResult:
+    return ParityResult(**{**side, "per_batch": tuple(side.get("per_batch", ()))})
+
+
+def _target(run: LoadedRun, cfg: ExportConfig, path: Path, info: ExportInfo) -> Target:
+    step = path.with_name(path.stem + ".step.onnx")
+    target = Target(part=cfg.part, onnx_path=path, info=info, export_cfg=cfg, part_graph=build_part(run, cfg),
+                    run=run, step_path=step if step.is_file() else None)
+    side = (info.sidecar or {}).get("parity")
+    if side and side.get("provider") == PROVIDER_NAMES["cpu"]:
+        target.parity_cache["cpu"] = _parity_result(side)  # the export's own check on CPU: not run again
+    return target
+
+
+# -- drawing through the graph --------------------------------------------------------------------------------
+def _feeds(run: LoadedRun, cfg: ExportConfig, inputs: set[str], b: int, gen: torch.Generator) -> dict[str, np.ndarray]:
+    """Graph inputs for b samples, drawn from `gen` in the torch sampler's order: the start (x_T, or the VAE's
+    prior z) first, then one draw per noisy step (diffusion: i = S-1 .. 1, the graph's noise[i]; noise[0] is
+    multiplied by 0) or per refinement pass (VAE: pass p uses noise[p])."""
+    model = run.model
+    if "z" in inputs:
+        k = run.config.model.latent_dim
+        feeds = {"z": torch.randn((b, k), generator=gen)}
+        if "noise" in inputs:
+            feeds["noise"] = torch.stack([torch.randn((b, k), generator=gen) for _ in range(cfg.passes)])
+    else:
+        shape = (b, *model.sample_shape)
+        feeds = {"x_T": torch.randn(shape, generator=gen)}
+        if "noise" in inputs:
+            steps = int(cfg.steps)
+            noise = torch.zeros((steps, *shape))
+            for i in reversed(range(1, steps)):
+                noise[i] = torch.randn(shape, generator=gen)
+            feeds["noise"] = noise
+    return {k: v.numpy() for k, v in feeds.items()}
+
+
+def make_draw(run: LoadedRun, cfg: ExportConfig, path: Path, provider: str, threads: int, seed: int = 0
+              ) -> tuple[Callable[..., np.ndarray], str]:
+    """(draw, the provider its session reports). draw(n, seed=`seed`, generator=None) runs the whole-sampler graph
+    in chunks of GENERATE_BATCH (genlib.train.generate's), one generator across chunks, as the torch path does."""
+    session = make_session(path, SessionConfig(provider=provider, intra_op_threads=threads))
+    inputs = {i.name for i in session.get_inputs()}
+
+    default_seed = seed
+
+    def draw(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> np.ndarray:
+        seed = default_seed if seed is None else seed
+        gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+        chunks = [session.run(["x"], _feeds(run, cfg, inputs, min(GENERATE_BATCH, n - i), gen))[0]
+                  for i in range(0, n, GENERATE_BATCH)]
+        if not chunks:
+            return np.empty((0, *run.model.sample_shape), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32)
+
+    return draw, session.get_providers()[0]
+
+
+# -- metrics ------------------------------------------------------------------------------------------------
+TIMED_STATS = (("latency_ms_p50", "p50_ms"), ("latency_ms_p90", "p90_ms"), ("latency_ms_p99", "p99_ms"),
+               ("latency_ms_mean", "mean_ms"), ("latency_ms_std", "std_ms"), ("latency_ms_min", "min_ms"),
+               ("throughput_per_s", "throughput_per_s"))
+
+
+def timing_split(backend: str, provider: str, batch: int, threads: int) -> str:
+    """The split of a timed setting's metrics: 'ort_graph/CPUExecutionProvider/b1/t1' (provider: what ran)."""
+    return f"{backend}/{provider}/b{batch}/t{threads}"
+
+
+def timing_metrics(rows: list[BenchRow], key: str, exported: bool) -> list[Metric]:
+    """Eval-record metrics of every timed row that may be reported (parity passed, or a torch backend)."""
+    out: list[Metric] = []
+    for row in rows:
+        if row.timing is None or not row.valid:
+            continue
+        extra = {"backend": row.backend, "provider": row.provider, "device": row.device, "batch": row.batch,
+                 "threads": row.threads, "rounds": row.timing.rounds, "export_key": key,
+                 "export": "new" if exported else "cached", "parity": "n/a" if row.parity is None else "valid"}
+        split = timing_split(row.backend, row.provider, row.batch, row.threads)
+        for name, attr in TIMED_STATS:
+            out.append(records.metric("eval", name, getattr(row.timing, attr), split=split, extra=extra))
+    return out
+
+
+# -- the cell --------------------------------------------------------------------------------------------------
+def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: TimingSettings | Mapping[str, Any], *,
+                   exports_dir: str | Path, seed: int = 0) -> TimedEval:
+    """Export, check, time and wrap the sampler of one evaluation cell.
+
+    sample_cfg: the cell's SampleConfig with its clip box resolved (genlib.samplers.resolve_x0_clip), so the
+    export is the sampler the cell evaluates. timing: TimingSettings or its dict (a grid cell's eval.timing).
+    exports_dir: the export cache folder. seed: the default seed of `draw`. Backends that run ONNX are timed
+    only where the export passed parity; the torch sampler always is."""
+    settings = timing if isinstance(timing, TimingSettings) else TimingSettings.from_dict(timing)
+    exports_dir = Path(exports_dir)
+    cfg = export_config_for(loaded_run, sample_cfg)
+    path, info, fresh = cached_export(loaded_run, cfg, exports_dir)
+    exports = int(fresh)
+    target = _target(loaded_run, cfg, path, info)
+    if "ort_net_loop" in settings.backends:  # the torch loop calling exported network parts
+        from genlib.models import SAMPLERS
+
+        for part in SAMPLERS.get(cfg.sampler).net_parts:
+            p_cfg = replace(ExportConfig(part=part), seed=cfg.seed)
+            p_path, p_info, p_fresh = cached_export(loaded_run, p_cfg, exports_dir)
+            exports += int(p_fresh)
+            target.siblings[part] = _target(loaded_run, p_cfg, p_path, p_info)
+    rows = run_benchmarks([target], settings.bench_config(), progress=False)
+    key = (info.sidecar or {}).get("export_key") or export_key(loaded_run, cfg)
+    parity = dict((info.sidecar or {}).get("parity") or {"valid": False, "reason": "no parity verdict"})
+    metrics = timing_metrics(rows, key, fresh)
+    skipped = [f"{timing_split(r.backend, r.provider or '-', r.batch, r.threads)}: {r.reason}"
+               for r in rows if r.timing is None or not r.valid]
+    metrics.append(records.metric("eval", "parity_max_abs_err", float(parity.get("max_abs_err", float("nan"))),
+                                  split="export", extra={"valid": parity.get("valid"), "tolerance":
+                                                         parity.get("tolerance"), "reason": parity.get("reason", ""),
+                                                         "provider": parity.get("provider"), "export_key": key,
+                                                         "export": "new" if fresh else "cached", "skipped": skipped}))
+    device = str(loaded_run.model.device)
+    draw, provider = None, None
+    if parity.get("valid"):
+        draw, provider = make_draw(loaded_run, cfg, path, settings.providers[0], torch.get_num_threads(), seed)
+    drawn_by = f"ort_graph/{provider}" if provider else f"torch_loop/torch:{loaded_run.model.device.type}"
+    return TimedEval(metrics=metrics, parity=parity, export_key=key, export_path=path, exports=exports,
+                     device=device if provider is None else _ort_device(provider, device), provider=provider,
+                     draw=draw, drawn_by=drawn_by, rows=rows)
+
+
+def _ort_device(provider: str, fallback: str) -> str:
+    return records.ort_device(provider) or fallback
+
+
+__all__ = ["TIMING_KEYS", "TimedEval", "TimingSettings", "TimingSettingsError", "cached_export", "export_config_for",
+           "make_draw", "time_eval_cell", "timing_metrics", "timing_split"]
