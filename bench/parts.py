@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from genlib.cli import UserError
 from genlib.config import ConfigError
-from genlib.models import MODELS, SampleConfig, family_parts
+from genlib.models import MODELS, SAMPLE_FIELDS, SampleConfig, family_parts
 from genlib.models import resolve_sampler as resolve_sample_config
 from genlib.samplers import clip_x0_for, ddim_plan, ddpm_plan, resolve_x0_clip, sample_chain, sample_ddim, sample_ddpm, sample_vae
 from genlib.train import LoadedRun
@@ -38,7 +38,8 @@ class ExportError(UserError):
 
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
-    """What to export and how to check it. Sampler fields are used by part 'sampler' only."""
+    """What to export and how to check it. The sampler fields are SampleConfig's, one for one (see
+    `sample_config` / `for_sample`), and are used by part 'sampler' only."""
 
     part: str = "decoder"  # one of the run's family parts (`genbench models`), or 'sampler'
     # a registered sampler with a step graph; auto: ddim where the family has it (the usual deployment
@@ -53,6 +54,7 @@ class ExportConfig:
     clip_high: tuple[float, ...] | None = None
     passes: int = 0  # vae: refinement passes K
     reencode: Literal["mean", "sample"] = "mean"
+    prior: Literal["standard", "fitted"] = "standard"  # ae (no sampler graph: an ae exports its decoder)
     # loop: an ONNX Loop (node count constant in S); unrolled: S copies of the step sharing weights, which
     # lets ONNX Runtime constant-fold everything that depends on t alone. auto: unrolled up to 256 steps.
     graph: Literal["auto", "unrolled", "loop"] = "auto"
@@ -74,9 +76,12 @@ class ExportConfig:
 
     def sample_config(self) -> SampleConfig:
         """The sampler settings as genlib's SampleConfig: one set of rules for sampling, eval and export."""
-        return SampleConfig(sampler=self.sampler, steps=self.steps, eta=self.eta, variance=self.variance,
-                            clip_x0=self.clip_x0, clip_low=self.clip_low, clip_high=self.clip_high, passes=self.passes,
-                            reencode=self.reencode)
+        return SampleConfig(**{f: getattr(self, f) for f in SAMPLE_FIELDS})
+
+    @classmethod
+    def for_sample(cls, sample_cfg: SampleConfig, **export) -> "ExportConfig":
+        """The export of the sampler settings `sample_cfg` (every SampleConfig field), plus export settings."""
+        return cls(**{f: getattr(sample_cfg, f) for f in SAMPLE_FIELDS}, **export)
 
     def tolerances(self) -> tuple[float, float]:
         """(atol, rtol) for the parity gate."""

@@ -237,3 +237,13 @@ def test_float16_sampler_keeps_schedule_arithmetic_in_float32(exported):
     tables = [i for i in step.graph.initializer if i.name in ("sqrt_alpha_bar", "coef_x0", "coef_second")]
     assert tables and all(i.data_type == onnx.TensorProto.FLOAT for i in tables)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in step.graph.initializer)
+
+
+def test_export_config_carries_every_sample_setting_both_ways():
+    from genlib.models import SampleConfig
+
+    sample = SampleConfig(sampler="ddim", steps=7, eta=0.5, clip_low=(-1.0, -2.0), clip_high=(1.0, 2.0))
+    cfg = ExportConfig.for_sample(sample, part="sampler", graph="loop")
+    assert cfg.sample_config() == sample and (cfg.part, cfg.graph) == ("sampler", "loop")
+    with pytest.raises(ValueError, match="unknown sampler 'dddim'; did you mean 'ddim'"):
+        ExportConfig(sampler="dddim")
