@@ -19,7 +19,9 @@ import torch
 
 from genlib.registry import Registry
 
-from bench.export import ExportConfig, ExportInfo, ParityResult, PartGraph, check_parity, random_feeds
+from bench.onnx_files import ExportInfo, random_feeds
+from bench.parity import ParityResult, check_parity
+from bench.parts import ExportConfig, PartGraph
 from bench.runtime import SessionConfig, bind_runner, make_session
 from bench.timing import peak_rss_mb
 
@@ -281,7 +283,7 @@ def prepare_ort_step_loop(target: Target, batch: int, threads: int, provider: st
 @register("ort_net_loop", "the genlib sampler calling an ONNX Runtime network session once per step",
           applies=lambda t: _has_torch(t) and t.is_sampler, uses_provider=True)
 def prepare_ort_net_loop(target: Target, batch: int, threads: int, provider: str = "cpu", **_) -> Prepared:
-    from genlib.samplers import sample_chain, sample_ddim, sample_ddpm, sample_vae
+    from genlib.samplers import clip_x0_for, sample_chain, sample_ddim, sample_ddpm, sample_vae
 
     cfg = target.export_cfg
     model = target.run.model
@@ -307,11 +309,9 @@ def prepare_ort_net_loop(target: Target, batch: int, threads: int, provider: str
             mu, L = enc.run(None, {"x": x.numpy()})
             return torch.from_numpy(mu), torch.from_numpy(L)
 
-        gen_seed = int(feeds["_seed"]) if "_seed" in feeds else None
-
         def call():
-            gen = torch.Generator().manual_seed(gen_seed) if gen_seed is not None else None
-            return sample_vae(decode, encode, feeds["z"], passes=cfg.passes, reencode=cfg.reencode, generator=gen)
+            return sample_vae(decode, encode, feeds["z"], passes=cfg.passes, reencode=cfg.reencode,
+                              noise=feeds.get("noise"))
     else:
         from genlib.models import SAMPLERS
 
@@ -321,7 +321,7 @@ def prepare_ort_net_loop(target: Target, batch: int, threads: int, provider: str
         def denoise(x_t, t):
             return torch.from_numpy(sess.run([out_name], {"x_t": x_t.numpy(), "t": t.numpy()})[0])
 
-        clip = 1.0 if (cfg.clip_x0 and model.kind == "image") else None
+        clip = clip_x0_for(model, cfg)
         x_T, noise = feeds["x_T"], feeds.get("noise")
         if cfg.sampler == "chain":
             def call():
@@ -360,14 +360,17 @@ def prepare_diffusers_ddim(target: Target, batch: int, threads: int, **_) -> Pre
         raise BackendUnavailable(reason)
     from diffusers import DDIMScheduler
 
+    from genlib.samplers import clip_x0_for
+
     cfg = target.export_cfg
     model = target.run.model
     device = _torch_device(target)
     net = model.net
-    clip = cfg.clip_x0 and model.kind == "image"
+    box = clip_x0_for(model, cfg)  # diffusers clips to a symmetric range only
+    clip = box is not None and len(box[1]) == 1 and box[0][0] == -box[1][0]
     scheduler = DDIMScheduler(num_train_timesteps=model.schedule.T,
                               trained_betas=model.schedule.betas.numpy().astype(np.float64),
-                              clip_sample=clip, clip_sample_range=1.0, set_alpha_to_one=True,
+                              clip_sample=clip, clip_sample_range=box[1][0] if clip else 1.0, set_alpha_to_one=True,
                               prediction_type="epsilon", timestep_spacing="linspace")
     feeds = target.feeds(batch)
     x_T = feeds["x_T"].to(device)
