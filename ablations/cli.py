@@ -80,6 +80,9 @@ def _overrides(texts: list[str]) -> dict[str, Any]:
         if key == "seed":
             raise GridError("--set seed: a study runs every seed of its profile; choose them with --profile "
                             "(or a copy of the grid with its own 'seeds' list)")
+        if key == "data.name" and isinstance(value, str):  # a path is recorded absolute, in axes too
+            from genlib.data import absolute_name
+            value = absolute_name(value)
         out[check_key(key, "--set")] = value
     return out
 

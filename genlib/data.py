@@ -44,9 +44,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("data.name must be a dataset name or idx:PATH / npz:PATH, got ''")
-        prefix, sep, rest = self.name.partition(":")
-        if sep and rest and prefix in FILE_FORMATS:
-            object.__setattr__(self, "name", f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}")
+        object.__setattr__(self, "name", absolute_name(self.name))
         if self.n_train <= 0:
             raise ValueError(f"data.n_train must be > 0, got {self.n_train}")
         if self.n_test <= 0:
@@ -55,6 +53,15 @@ class DataConfig:
             raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.seed < 0:
             raise ValueError(f"data.seed must be >= 0 (a numpy SeedSequence entropy), got {self.seed}")
+
+
+def absolute_name(name: str) -> str:
+    """'idx:PATH' / 'npz:PATH' with PATH made absolute (against the working directory, '~' expanded);
+    a registered dataset name unchanged."""
+    prefix, sep, rest = name.partition(":")
+    if sep and rest and prefix in FILE_FORMATS:
+        return f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}"
+    return name
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing array fields elementwise is meaningless
