@@ -188,3 +188,19 @@ def test_run_files_honour_the_umask(tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir() if p.is_file()}
     assert modes and set(modes.values()) == {0o640}, modes
+
+
+# -- data paths ------------------------------------------------------------------------------------
+def test_a_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
+    import numpy as np
+    import yaml
+
+    from genlib.train import load_run
+
+    monkeypatch.chdir(tmp_path)
+    np.savez("points.npz", x=np.random.default_rng(0).normal(size=(400, 2)).astype(np.float32))
+    assert main(["train", "ddpm_8gaussians", "--out", "run", *TINY, "--set", "data.name=npz:points.npz"]) == 0
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["name"]
+    assert stored == f"npz:{tmp_path / 'points.npz'}"
+    monkeypatch.chdir(tmp_path.parent)  # the run reloads, and keeps its run key, from anywhere
+    assert load_run(tmp_path / "run").config.data.name == stored
