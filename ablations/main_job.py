@@ -26,8 +26,11 @@ def _step(title: str) -> float:
 
 
 def _call(argv: list[str], allow: tuple[int, ...] = (0,)) -> int:
-    from genlib.cli import main
+    from genlib.cli import EXIT_USAGE, main
     code = main(argv)
+    if code not in allow and code != EXIT_USAGE:  # a crash (70) or an interruption keeps its own status
+        print(f"genbench: `genbench {' '.join(argv)}` ended with exit status {code}", file=sys.stderr)
+        raise SystemExit(code)
     if code not in allow:
         raise UserError(f"`genbench {' '.join(argv)}` failed with exit status {code}; fix it and run the same "
                         f"command again (finished work is kept)")

@@ -192,3 +192,17 @@ def test_bundled_study_on_your_own_idx_data(tmp_path, monkeypatch, capsys):
     assert "refinement" in report and absolute.split(":", 1)[1] in report
     rows = [line for line in report.splitlines() if line.startswith("| 6a |")]  # the study's primary claim
     assert rows and any(v in rows[0] for v in ("supported", "contradicted", "no effect", "inconclusive")), rows
+
+
+@pytest.mark.parametrize("status", [70, 130])
+def test_a_crash_inside_claims_or_demo_keeps_its_exit_status(monkeypatch, status):
+    import ablations.main_job as main_job
+    import genlib.cli
+
+    monkeypatch.setattr(genlib.cli, "main", lambda argv: status)
+    with pytest.raises(SystemExit) as exc:
+        main_job._call(["grid", "run", "beta"])
+    assert exc.value.code == status
+    monkeypatch.setattr(genlib.cli, "main", lambda argv: 2)  # a usage error stays a one-line error
+    with pytest.raises(genlib.cli.UserError, match="failed with exit status 2"):
+        main_job._call(["grid", "run", "beta"])
