@@ -93,8 +93,8 @@ def _leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"cannot access '{exc.filename}': {exc.strerror or exc}"
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split("\n")) if "\n" in text else text
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
