@@ -174,6 +174,30 @@ def _write_idx(folder, n: int = 300, size: int = 8, seed: int = 0) -> None:
     (folder / "train-labels-idx1-ubyte").write_bytes(np.array([0x801, n], ">u4").tobytes() + y.astype(np.uint8).tobytes())
 
 
+def test_bundled_study_runs_on_generated_idx_files(tmp_path, monkeypatch, capsys):
+    """The quick refinement study on IDX files, with the scoring stubbed out (the slow test below scores)."""
+    import ablations.driver
+    from grid_helpers import TrivialEvaluation
+
+    monkeypatch.setattr(ablations.driver, "MetricsEvaluation", TrivialEvaluation)
+    _write_idx(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "X.db"
+    overrides = ["--set", "data.name=idx:mine", "--set", "train.steps=20", "--set", "eval.n=100"]
+    assert main(["grid", "plan", "refinement", *overrides, "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)[0]
+    assert main(["grid", "run", "refinement", *overrides, "--store", str(db), "--executor", "serial",
+                 "--no-progress"]) == 0
+    assert f"{planned['cells']} cells done and 0 failed" in capsys.readouterr().out
+    configs = _configs(db)
+    absolute = f"idx:{tmp_path / 'mine'}"
+    assert [len(configs[k]) for k in ("train", "eval", "floor")] == [planned["trainings"], planned["evaluations"],
+                                                                      planned["floors"]]
+    assert {c["train"]["data"]["name"] for c in configs["train"] + configs["eval"]} == {absolute}
+    assert {c["data"]["name"] for c in configs["floor"]} == {absolute}
+    assert {c["train"]["train"]["steps"] for c in configs["train"]} == {20}
+
+
 @pytest.mark.slow
 def test_bundled_study_on_your_own_idx_data(tmp_path, monkeypatch, capsys):
     """`genbench grid run refinement --set data.name=idx:PATH`: the bundled study on a folder of IDX files."""
