@@ -3,8 +3,10 @@
 A grid run stores its study's definition as a `kind="study"` row (`genlib.records`), whose claims each hold a
 pre-registered primary test and secondary tests (`ablations.spec.ClaimSpec`): so a user's own grid is decided
 like a bundled one. Only the analytic checks (claims 8, 9 and the closed-form part of 10) live in this file.
-A `Comparison` contrasts two settings of one study on one metric; `reports.stats.verdict` is the rule. The
-analytic rows (`kind="analytic"`, study "analytic", one run per check) hold:
+A `Comparison` contrasts two settings of one study on one metric, each side one configuration (never pooled:
+a side holding several, or sides differing beyond the axis, is inconclusive naming the keys that differ);
+`reports.stats.verdict` is the rule. The analytic rows (`kind="analytic"`, study "analytic", one run per
+check) hold:
 
     kl_closed_form and kl_monte_carlo (nats) in one run; kl_monte_carlo's extra holds "std_error" (standard
     error of the Monte Carlo mean, nats) and "draws" (the catalogue: genlib.records.ANALYTIC).
@@ -115,17 +117,19 @@ class Comparison:
     def side(self, rows: pd.DataFrame, value: Any) -> pd.DataFrame:
         return select_rows(rows, (same_value(setting_value(cfg, self.axis), value) for cfg in rows["config"]))
 
-    def measure(self, data: StoreData) -> tuple[Difference | None, Interval | None, Interval | None, str]:
-        """The paired difference and each side's interval, or (None, None, None, why not measured)."""
+    def measure(self, data: StoreData) -> Measurement:
+        """The paired difference and each side's interval, or why the test is not measured (nothing stored) or
+        not decided (a side holds several configurations, or the sides differ in more than the axis)."""
         m = data.metrics
-        rows = m[(m["study"] == self.study) & (m["kind"] == "eval") & (m["status"] == "done")]
-        if rows.empty:
-            return None, None, None, f"no finished evaluations of study `{self.study}` in the store"
-        rows = rows[rows["metric"] == self.metric]
+        study_rows = m[(m["study"] == self.study) & (m["kind"] == "eval") & (m["status"] == "done")]
+        if study_rows.empty:
+            return Measurement(why=f"no finished evaluations of study `{self.study}` in the store")
+        study_rows = study_rows[study_rows["metric"] == self.metric]
         if self.split is not None:
-            rows = rows[rows["split"] == self.split]
-        if rows.empty:
-            return None, None, None, f"study `{self.study}` has no metric `{self.metric}`"
+            study_rows = study_rows[study_rows["split"] == self.split]
+        if study_rows.empty:
+            return Measurement(why=f"study `{self.study}` has no metric `{self.metric}`")
+        rows = study_rows
         for key, want in self.where:
             options = want if isinstance(want, list) else [want]
             rows = select_rows(rows, (any(same_value(setting_value(cfg, key), w) for w in options)
@@ -134,23 +138,99 @@ class Comparison:
         missing = [f"{self.axis}={_show(v)}" for v, r in ((self.treatment, t_rows), (self.reference, r_rows))
                    if r.empty]
         if missing:
-            return None, None, None, f"no stored cells with {' or '.join(missing)} matching the filter"
+            return Measurement(why=f"no stored cells with {' or '.join(missing)} matching the filter")
+        why = self._one_configuration(study_rows, t_rows, r_rows)
+        if why:
+            return Measurement(why=why, undecided=True)
         t_seed, r_seed = per_seed(t_rows), per_seed(r_rows)
-        return (difference(t_seed, r_seed), t_interval(list(t_seed.values())), t_interval(list(r_seed.values())),
-                "")
+        return Measurement(difference=difference(t_seed, r_seed), treatment=t_interval(list(t_seed.values())),
+                           reference=t_interval(list(r_seed.values())))
+
+    def _one_configuration(self, study_rows: pd.DataFrame, t_rows: pd.DataFrame, r_rows: pd.DataFrame) -> str:
+        """'' when each side is one configuration (its seeds) and the two differ only in the axis, else why not.
+
+        A configuration is a `config_key` (the record's config less the seed). The axis's own keys are its
+        path (`eval.start`, `model.noise.scaled`) and its `axes` entry; a variant label (`sampler`, `method`)
+        also owns each key whose value the label fixes across all of the study's evaluations (`eval.sampler`
+        of `ddim_eta0` is always `ddim`). A key present on one side only is a field of another class (another
+        model family's) and follows from the key that chose the class, which is checked itself. No other
+        difference may remain, so nothing is ever pooled or compared across other settings."""
+        sides = []
+        for name, value, frame in (("treatment", self.treatment, t_rows), ("reference", self.reference, r_rows)):
+            keys = [_config_key(ck, rk) for ck, rk in zip(frame["config_key"], frame["run_key"])]
+            configs = dict(zip(keys, frame["config"]))
+            if len(configs) > 1:
+                names = [records.setting_name(p) for p in records.differing_keys(list(configs.values()))]
+                return (f"not decided: the {name} side ({self.axis}={_show(value)}) holds {len(configs)} "
+                        f"configurations that differ in {', '.join(names) or 'their stored configuration'}; "
+                        "they are never pooled (narrow the test's `where`, or keep one run of the study per store)")
+            sides.append(next(iter(configs.values())))
+        t_cfg, r_cfg = sides
+        own = {f"axes.{self.axis}", f"train.{self.axis}", self.axis}
+        label_axis = _path_of(t_cfg, self.axis) is None and _path_of(r_cfg, self.axis) is None
+        others = []
+        for path in records.differing_keys([t_cfg, r_cfg]):
+            if (path in own or not (_present(t_cfg, path) and _present(r_cfg, path))
+                    or (label_axis and self._fixed_by_label(study_rows, path, t_cfg, r_cfg))):
+                continue
+            others.append(records.setting_name(path))
+        if others:
+            return (f"not decided: the treatment and reference configurations differ in {', '.join(others)} "
+                    f"besides {self.axis}; they are never pooled or compared across other settings")
+        return ""
+
+    def _fixed_by_label(self, study_rows: pd.DataFrame, path: str, t_cfg: dict, r_cfg: dict) -> bool:
+        for value, cfg in ((self.treatment, t_cfg), (self.reference, r_cfg)):
+            mine = records.value_at(cfg, path)
+            for other in self.side(study_rows, value)["config"]:
+                if records.value_at(other, path) != mine:
+                    return False
+        return True
 
     def evaluate(self, data: StoreData, *, role: str = "primary", p_adjusted: float | None = None) -> CheckResult:
-        diff, t_iv, r_iv, why = self.measure(data)
+        got = self.measure(data)
+        diff, t_iv, r_iv = got.difference, got.treatment, got.reference
         base = dict(description=self.describe(), study=self.study, metric=self.metric, role=role,
                     margin=self.margin)
-        if diff is None:
-            return CheckResult(**base, verdict="not measured", measured=why)
+        if diff is None or t_iv is None or r_iv is None:
+            return CheckResult(**base, verdict="inconclusive" if got.undecided else "not measured", measured=got.why)
         v = verdict(diff, self.direction, self.margin, p_adjusted=p_adjusted)
         d_mde, need = mde(diff.sd, diff.n), seeds_needed(diff.sd, self.margin)
         return CheckResult(**base, verdict=v, measured=_effect_text(diff, t_iv, r_iv, self.margin, d_mde, need,
                                                                      p_adjusted),
                            difference=diff, treatment=t_iv, reference=r_iv, mde=d_mde, seeds_needed=need,
                            p_value=diff.p_value, p_adjusted=p_adjusted)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a Comparison measured: the paired difference and each side's interval, or `why` not. `undecided`:
+    rows exist but do not resolve to one configuration per side (reported inconclusive, never pooled)."""
+
+    difference: Difference | None = None
+    treatment: Interval | None = None
+    reference: Interval | None = None
+    why: str = ""
+    undecided: bool = False
+
+
+def _config_key(value: Any, run_key: str) -> str:
+    return value if isinstance(value, str) and value else f"run:{run_key}"
+
+
+def _present(config: Mapping[str, Any], path: str) -> bool:
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _path_of(config: Mapping[str, Any], axis: str) -> str | None:
+    """The record path of a setting that is a config key ('eval.steps', 'train.model.noise.T'), None for a label."""
+    path = axis if axis.startswith("eval.") else f"train.{axis}"
+    return path if _present(config, path) else None
 
 
 def _effect_text(diff: Difference, t_iv: Interval, r_iv: Interval, margin: float, d_mde: float,
@@ -401,7 +481,7 @@ class ClaimResult:
 def evaluate_claim(data: StoreData, claim: Claim) -> ClaimResult:
     """The primary test decides; secondary tests reject 0 on Holm-adjusted p-values and never change it."""
     primary = claim.primary.evaluate(data)
-    measured = [t.measure(data)[0] for t in claim.secondary]
+    measured = [t.measure(data).difference for t in claim.secondary]
     adjusted = holm([d.p_value if d is not None else float("nan") for d in measured])
     secondary = tuple(t.evaluate(data, role="secondary", p_adjusted=p if math.isfinite(p) else None)
                       for t, p in zip(claim.secondary, adjusted))
@@ -436,5 +516,5 @@ def claim_metadata(claims: list[Claim] | tuple[Claim, ...]) -> list[Mapping[str,
 
 
 __all__ = ["ALPHA", "ANALYTIC_CLAIMS", "ANALYTIC_STUDY", "AnalyticCheck", "Claim", "ClaimResult", "Comparison",
-           "CheckResult", "LEVEL", "claim_metadata", "claims_frame", "claims_in_store", "evaluate_claim",
+           "CheckResult", "LEVEL", "Measurement", "claim_metadata", "claims_frame", "claims_in_store", "evaluate_claim",
            "evaluate_claims", "studies_without_claims", "study_claims"]

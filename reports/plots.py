@@ -4,6 +4,9 @@ quality vs steps, latency vs batch, and an overview for studies without a plot o
 Plots register by name with the study they draw (`PLOTS`); each returns PNG bytes with a caption, or
 nothing when the store lacks what it needs. Figures are built with `matplotlib.figure.Figure` and the
 Agg canvas directly, so the global pyplot backend is never touched. Error bars are the 95% t-intervals.
+Points aggregate the seeds of one configuration (`config_key`) only: a setting that holds several
+configurations (a study rerun with another train.steps) is drawn as several points, labelled with the keys
+that differ, as `reports.tables` shows them as several rows.
 """
 from __future__ import annotations
 
@@ -19,11 +22,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from reports.load import MISSING, StoreData, is_scalar, select_rows, setting_value
+from reports.load import MISSING, StoreData, is_scalar, setting_value
 from reports.render import Stat
-from reports.stats import t_interval
-from reports.tables import (bench_frame, grid_metrics, metric_infos, sampler_detail, sampler_setting, slug,
-                            stat_of, training_first, varying_axes)
+from reports.tables import (bench_frame, configurations, grid_metrics, metric_infos, sampler_detail,
+                            sampler_setting, slug, stat_of, training_first, varying_axes)
 
 DPI = 100
 HISTORY_FILE = "history.csv"  # training curves beside each checkpoint (genlib.train writes it)
@@ -84,20 +86,52 @@ def _suffix(groups: list, group: str) -> str:
     return "" if len(groups) == 1 else f"-{slug(group)}"
 
 
-def curve(frame: pd.DataFrame, metric: str, x_of: Callable[[dict], Any],
-          line_of: Callable[[dict], Any] = lambda cfg: "") -> dict[Any, list[tuple[float, Stat]]]:
-    """line label -> [(x, Stat over seeds)] sorted by x, for rows of one metric; x_of None/MISSING skips a row."""
+def _config_key(value: Any, run_key: Any) -> str:
+    return value if isinstance(value, str) and value else f"run:{run_key}"
+
+
+def points(frame: pd.DataFrame, metric: str, x_of: Callable[[dict], Any],
+           line_of: Callable[[dict], Any] = lambda cfg: "") -> pd.DataFrame:
+    """One row per (line, x, configuration) of one metric: columns line, x, config_key, configuration (the keys
+    that differ, 'train.steps=400', when a (line, x) holds several configurations, else ''), mean, low, high,
+    n (seeds). Seeds of one config_key are aggregated, configurations never; x_of None/MISSING skips a row."""
     rows = frame[frame["metric"] == metric]
+    row_of: dict[Any, tuple[tuple, str]] = {}
+    config_of: dict[Any, dict] = {}
     keyed: dict[tuple, list[int]] = {}
-    for i, cfg in zip(rows.index, rows["config"]):
+    for i, cfg, rk, ck in zip(rows.index, rows["config"], rows["run_key"], rows["config_key"]):
         x = x_of(cfg)
         if x is MISSING or x is None or isinstance(x, bool) or not isinstance(x, (int, float)):
             continue
-        keyed.setdefault((line_of(cfg), float(x)), []).append(i)
+        setting, key = (line_of(cfg), float(x)), _config_key(ck, rk)
+        row_of[rk], config_of[rk] = (setting, key), cfg
+        keyed.setdefault((setting, key), []).append(i)
+    _, labels, _ = configurations(row_of, config_of, ["line", "x"])
+    out = []
+    for (setting, key), idx in keyed.items():
+        st = stat_of(rows.loc[idx])
+        out.append({"line": setting[0], "x": setting[1], "config_key": key,
+                    "configuration": labels.get((setting, key), ""), "mean": st.mean, "low": st.low,
+                    "high": st.high, "n": st.n})
+    return pd.DataFrame.from_records(out, columns=["line", "x", "config_key", "configuration", "mean", "low",
+                                                   "high", "n"])
+
+
+def _line_name(line: Any, configuration: str) -> Any:
+    if not configuration:
+        return line
+    return f"{line}, {configuration}" if line != "" else configuration
+
+
+def curve(frame: pd.DataFrame, metric: str, x_of: Callable[[dict], Any],
+          line_of: Callable[[dict], Any] = lambda cfg: "") -> dict[Any, list[tuple[float, Stat]]]:
+    """line label -> [(x, Stat over seeds)] sorted by x, for rows of one metric (`points`: a setting holding
+    several configurations gives one line per configuration, its label naming the keys that differ)."""
     out: dict[Any, list[tuple[float, Stat]]] = {}
-    for (line, x), idx in keyed.items():
-        out.setdefault(line, []).append((x, stat_of(rows.loc[idx])))
-    return {k: sorted(v, key=lambda p: p[0]) for k, v in out.items()}
+    for p in points(frame, metric, x_of, line_of).itertuples(index=False):
+        out.setdefault(_line_name(p.line, p.configuration), []).append(
+            (p.x, Stat(p.mean, p.low, p.high, int(p.n))))
+    return {k: sorted(v, key=lambda q: q[0]) for k, v in out.items()}
 
 
 def _axis(key: str) -> Callable[[dict], Any]:
@@ -129,19 +163,24 @@ def plot_rate_distortion(data: StoreData, study: str | None) -> list[Plot]:
     out = []
     groups = _groups(ev)
     for group, frame in groups:
-        kl = curve(frame, "kl", _axis("loss.beta")).get("", [])
-        mse = curve(frame, "mse", _axis("loss.beta")).get("", [])
-        common = sorted(set(x for x, _ in kl) & set(x for x, _ in mse))
-        if len(common) < 2:
+        kl_lines, mse_lines = curve(frame, "kl", _axis("loss.beta")), curve(frame, "mse", _axis("loss.beta"))
+        lines = []  # one curve per configuration (a rerun with other settings is its own curve)
+        for line in kl_lines:
+            kx, mx = dict(kl_lines[line]), dict(mse_lines.get(line, []))
+            common = sorted(set(kx) & set(mx))
+            if len(common) >= 2:
+                lines.append((line, common, [kx[b] for b in common], [mx[b] for b in common]))
+        if not lines:
             continue
-        kx = {x: s for x, s in kl}
-        mx = {x: s for x, s in mse}
         fig = Figure(figsize=(5.2, 3.8), layout="constrained")
         ax = fig.add_subplot()
-        xs, ys = [kx[b] for b in common], [mx[b] for b in common]
-        ax.errorbar([s.mean for s in xs], [s.mean for s in ys], xerr=_err(xs), yerr=_err(ys), marker="o", capsize=3)
-        for b, sx, sy in zip(common, xs, ys):
-            ax.annotate(f"β={b:g}", (sx.mean, sy.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        for line, common, xs, ys in lines:
+            ax.errorbar([s.mean for s in xs], [s.mean for s in ys], xerr=_err(xs), yerr=_err(ys), marker="o",
+                        capsize=3, label=line or None)
+            for b, sx, sy in zip(common, xs, ys):
+                ax.annotate(f"β={b:g}", (sx.mean, sy.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if any(line for line, *_ in lines):
+            ax.legend(fontsize=7)
         unit = frame[frame["metric"] == "kl"]["unit"].iloc[0] or "nats"
         ax.set_xscale("symlog", linthresh=1.0)  # rates span orders of magnitude; linear below 1 nat
         ax.set_xlabel(f"rate: KL(q(z|x) || p(z)) [{unit}], symlog")
@@ -160,19 +199,21 @@ def plot_active_units(data: StoreData, study: str | None) -> list[Plot]:
     out = []
     groups = _groups(ev)
     for group, frame in groups:
-        points = curve(frame, "active_units", _axis("loss.beta")).get("", [])
-        if len(points) < 2:
+        lines = {k: v for k, v in curve(frame, "active_units", _axis("loss.beta")).items() if len(v) >= 2}
+        if not lines:
             continue
         fig = Figure(figsize=(5.2, 3.6), layout="constrained")
         ax = fig.add_subplot()
-        xs = [x for x, _ in points]
-        stats = [s for _, s in points]
-        ax.errorbar(xs, [s.mean for s in stats], yerr=_err(stats), marker="o", capsize=3)
+        for line, pts in lines.items():
+            stats = [s for _, s in pts]
+            ax.errorbar([x for x, _ in pts], [s.mean for s in stats], yerr=_err(stats), marker="o", capsize=3,
+                        label=line or None)
         ax.set_xscale("symlog", linthresh=0.1)
         latent = [e.get("latent_dim") for e in frame[frame["metric"] == "active_units"]["extra"]]
         latent = [d for d in latent if isinstance(d, (int, float))]
         if latent:
             ax.axhline(max(latent), color="grey", ls="--", lw=1, label=f"latent_dim = {int(max(latent))}")
+        if latent or any(lines):
             ax.legend(fontsize=8)
         ax.set_xlabel("β (KL weight)")
         ax.set_ylabel("active units")
@@ -202,15 +243,21 @@ def read_history(data: StoreData, artifact_path: Any) -> pd.DataFrame | None:
 def plot_training_curves(data: StoreData, study: str | None) -> list[Plot]:
     """Loss, KL and the beta(t) actually used against the step, one line per KL-weight schedule (seed mean)."""
     runs = data.runs[(data.runs["study"] == study) & (data.runs["kind"] == "train") & (data.runs["status"] == "done")]
-    lines: dict[str, list[pd.DataFrame]] = {}
-    for cfg, art in zip(runs["config"], runs["artifact_path"]):
+    found = []
+    for rk, ck, cfg, art in zip(runs["run_key"], runs["config_key"], runs["config"], runs["artifact_path"]):
         hist = read_history(data, art)
         if hist is None:
             continue
         label = setting_value(cfg, "loss.kl_schedule.kind")
         others = [k for k in (cfg.get("axes") or {}) if k != "loss.kl_schedule.kind" and is_scalar(cfg["axes"][k])]
-        name = str(label) + "".join(f", {k}={cfg['axes'][k]}" for k in others)
-        lines.setdefault(name, []).append(hist)
+        found.append((rk, str(label) + "".join(f", {k}={cfg['axes'][k]}" for k in others), _config_key(ck, rk),
+                      cfg, hist))
+    # seeds of one configuration are averaged; configurations sharing a label are separate lines
+    _, labels, _ = configurations({rk: ((name,), key) for rk, name, key, _, _ in found},
+                                  {rk: cfg for rk, _, _, cfg, _ in found}, ["schedule"])
+    lines: dict[str, list[pd.DataFrame]] = {}
+    for _, name, key, _, hist in found:
+        lines.setdefault(_line_name(name, labels.get(((name,), key), "")), []).append(hist)
     curves = [c for c in CURVES if any(c in h for hs in lines.values() for h in hs)]
     if not lines or not curves:
         return []
@@ -397,7 +444,10 @@ def plot_overview(data: StoreData, study: str | None) -> list[Plot]:
             continue
         label_of = _line_label(keys)
         infos = [i for i in metric_infos(frame) if i.higher_is_better is not None or i.target is not None][:6]
-        labels = list(dict.fromkeys(label_of(c) for c in frame.drop_duplicates("run_key")["config"]))
+        bars = {i.name: points(frame, i.name, lambda cfg: 0.0, label_of) for i in infos}
+        # one bar per setting and configuration: a setting holding several configurations is several bars
+        labels = list(dict.fromkeys(_line_name(p.line, p.configuration) for pts in bars.values()
+                                    for p in pts.itertuples(index=False)))
         if not infos or not 2 <= len(labels) <= 16:
             continue
         ncols = min(3, len(infos))
@@ -405,12 +455,9 @@ def plot_overview(data: StoreData, study: str | None) -> list[Plot]:
         fig = Figure(figsize=(4.4 * ncols, (0.28 * len(labels) + 1.2) * nrows), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, info in zip(axes, infos):
-            rows = frame[frame["metric"] == info.name]
-            stats = []
-            for lab in labels:
-                sub = select_rows(rows, (label_of(c) == lab for c in rows["config"]))
-                iv = t_interval(list(sub.groupby("seed")["value"].mean())) if not sub.empty else None
-                stats.append(Stat(iv.mean, iv.low, iv.high, iv.n) if iv else Stat(math.nan, math.nan, math.nan, 0))
+            found = {_line_name(p.line, p.configuration): Stat(p.mean, p.low, p.high, int(p.n))
+                     for p in bars[info.name].itertuples(index=False)}
+            stats = [found.get(lab, Stat(math.nan, math.nan, math.nan, 0)) for lab in labels]
             y = np.arange(len(labels))
             ax.barh(y, [s.mean for s in stats], xerr=_err(stats), color="C0", alpha=0.75, capsize=2)
             ax.set_yticks(y, labels, fontsize=7)
@@ -438,4 +485,4 @@ def study_plots(data: StoreData, study: str) -> list[Plot]:
     return out
 
 
-__all__ = ["PLOTS", "Plot", "PlotSpec", "curve", "read_history", "register_plot", "study_plots"]
+__all__ = ["PLOTS", "Plot", "PlotSpec", "curve", "points", "read_history", "register_plot", "study_plots"]
