@@ -1,10 +1,9 @@
 """Timing as a grid axis: export an evaluation cell's own sampler, gate it on parity, time it, draw through it.
 
-`time_eval_cell` turns a cell's SampleConfig into the ExportConfig of the same sampler (S, eta, variance, clip
-box), exports it behind the parity gate into a cache shared by the store (`<store>.artifacts/exports/`, one
-file per export key, reused whenever its sidecar's key matches; written in a temporary folder and renamed),
-times each (backend, provider, batch, threads) with `bench.suite`, and returns eval-record timing metrics plus
-`draw`, which samples through the exported graph with the torch sampler's noise layout. No store rows here.
+`time_eval_cell` exports the cell's sampler (its checkpoint, sampler, S, eta, clip box) into a cache keyed by
+export key (`<store>.artifacts/exports/`, written under a temporary name and renamed), times each (backend,
+provider, batch, threads) with `bench.suite` and returns eval-record metrics plus `draw`, which samples through
+the graph with the torch sampler's noise layout. It writes no store rows (the grid driver does).
 """
 from __future__ import annotations
 
@@ -43,6 +42,14 @@ class TimingSettingsError(ConfigError):
     """A grid's `timing` section names an unknown or inapplicable backend, provider or value."""
 
 
+def sampler_backends() -> list[str]:
+    """The registered backends that time a whole sampler (a sampler target with its torch run and step graph;
+    diffusers_ddim applies to DDIM cells only and is skipped on others)."""
+    probe = Target(part="sampler", onnx_path=Path("-"), info=None, part_graph=object(), run=object(),  # type: ignore[arg-type]
+                   step_path=Path("-"), export_cfg=ExportConfig(part="sampler", sampler="ddim"))
+    return [n for n in BACKENDS.names() if BACKENDS.get(n).applies(probe)]
+
+
 @dataclass(frozen=True, kw_only=True)
 class TimingSettings:
     """What a timed evaluation cell measures: each backend x provider x batch x threads, with a small budget.
@@ -62,15 +69,12 @@ class TimingSettings:
     def __post_init__(self) -> None:
         for name in self.backends:
             try:
-                spec = BACKENDS.get(name)
+                BACKENDS.get(name)
             except UnknownNameError as exc:
                 raise TimingSettingsError(f"backends: {exc}") from None
-            probe = Target(part="sampler", onnx_path=Path("-"), info=None, part_graph=object(), run=object(),  # type: ignore[arg-type]
-                           step_path=Path("-"))
-            if not spec.applies(probe) and name != "diffusers_ddim":
-                samplers = [n for n in BACKENDS.names() if BACKENDS.get(n).applies(probe) or n == "diffusers_ddim"]
+            if name not in sampler_backends():
                 raise TimingSettingsError(f"backends: '{name}' times network parts, not a cell's sampler (sampler "
-                                          f"backends: {', '.join(samplers)})")
+                                          f"backends: {', '.join(sampler_backends())})")
         for name in self.providers:
             if name not in PROVIDER_NAMES:
                 raise TimingSettingsError(f"providers: unknown execution provider '{name}' (expected one of: "
@@ -338,5 +342,5 @@ def _ort_device(provider: str, fallback: str) -> str:
     return records.ort_device(provider) or fallback
 
 
-__all__ = ["TIMING_KEYS", "TimedEval", "TimingSettings", "TimingSettingsError", "cached_export", "export_config_for",
+__all__ = ["sampler_backends", "TIMING_KEYS", "TimedEval", "TimingSettings", "TimingSettingsError", "cached_export", "export_config_for",
            "make_draw", "time_eval_cell", "timing_metrics", "timing_split"]

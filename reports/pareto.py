@@ -1,11 +1,9 @@
 """Quality against latency of the same artifact: the Pareto table and plot of timed grid evaluations.
 
-A point is one (configuration, backend, provider, batch, threads), the configuration being the evaluation
-cell's `config_key` (its checkpoint config and sampler settings, seeds pooled): quality (the study's primary
-metric for that data) and median latency (`latency_ms_p50`, stored by `bench.grid_timing` on the same row),
-each as mean and 95% t-interval over seeds, with the run keys that produced both. Quality and latency are read
-from the same rows, and a point built from rows of two configurations is refused (`ParetoError`). A point is on
-the front when no other point at the same batch and threads is both faster and better.
+A point is one (evaluation `config_key`: checkpoint config + sampler settings, backend, provider, batch, threads):
+the study's primary metric and `latency_ms_p50`, both read from the same evaluation rows (mean and 95% t-interval
+over seeds, run keys listed); a point from rows of two configurations is refused (`ParetoError`). On the front:
+no other point at the same batch and threads is both faster and better.
 """
 from __future__ import annotations
 
