@@ -45,7 +45,8 @@ def _runs(db: Path) -> pd.DataFrame:
     if not db.exists():
         return pd.DataFrame(columns=["run_key", "status", "kind", "artifact_path"])
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return pd.read_sql_query("SELECT run_key, status, kind, artifact_path FROM runs", conn)
+        # Cells only: the grid also records each study's definition (kind "study"), which is not a cell.
+        return pd.read_sql_query("SELECT run_key, status, kind, artifact_path FROM runs WHERE kind != 'study'", conn)
 
 
 def _start(db: Path, trace: Path, *args: str, fault: str | None = None) -> subprocess.Popen:
