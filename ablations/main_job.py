@@ -19,6 +19,8 @@ FORMATTER = argparse.RawDescriptionHelpFormatter
 # What the demo times besides the grid: (example config, part) network parts for the speed table. Samplers are
 # timed by the steps study itself (its `timing` section), on the checkpoints whose quality they stand beside.
 DEMO_TIMING = (("vae_digits", "decoder"), ("ddpm_digits", "denoiser"))
+INDICATIVE = ("the quick profile's claim verdicts are indicative (3 seeds, short training, trimmed grids); "
+              "`genbench claims --profile standard` decides them (seeds chosen for power at each primary test's margin)")
 
 
 def _step(title: str) -> float:
@@ -55,8 +57,10 @@ def _run_studies(store: Path, profile: str, workers: int | None, executor: str, 
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=["quick", "full"], default="quick",
-                   help="quick: CI-sized (minutes, 3 seeds, short training); full: paper-sized (3 seeds, long training; roughly an hour on 2 CPU cores)")
+    p.add_argument("--profile", choices=["quick", "standard", "full"], default="quick",
+                   help="quick: CI-sized (minutes, 3 seeds, short training; indicative verdicts); standard: only the "
+                        "cells the claims read, with seeds chosen from pilot runs for 80%% power at each primary "
+                        "test's margin (under 30 minutes on 2 CPU cores); full: paper-sized (3 seeds, long training)")
     p.add_argument("--workers", type=positive_int, help="parallel cells (default: one per core)")
     p.add_argument("--executor", choices=["local", "ray", "serial"], default="local", help="where cells run")
     p.add_argument("--studies", type=str_list, default=",".join(STUDIES), help=f"comma-separated subset of {', '.join(STUDIES)}")
@@ -96,6 +100,8 @@ def run_claims(args: argparse.Namespace) -> int:
                         args.overrides)
     written = build_claims(args.store, args.out)
     print(f"claims report: {written.get('html') or written.get('md')}")
+    if args.profile == "quick":
+        print(INDICATIVE)
     return code
 
 
@@ -144,6 +150,8 @@ def run_demo(args: argparse.Namespace) -> int:
         if kind in written:
             print(f"  {kind + ':':<15} {written[kind]}")
     print(f"  HTML report:    {written['html']}")
+    if args.profile == "quick":
+        print(INDICATIVE)
     if code:
         print("some grid cells failed; see `genbench grid status --store " + str(store) + " --failed`", file=sys.stderr)
     return code
