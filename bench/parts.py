@@ -48,6 +48,8 @@ class ExportConfig:
     steps: int | None = None  # S for ddim/ddpm (None = 50, capped at T); the chain always runs all T
     eta: float = 0.0
     variance: Literal["small", "large"] = "small"
+    # ddim/ddpm: only `prior` exports; the graph takes x_T as an input, so a q(x_T | x0) start is fed, not built in.
+    start: Literal["prior", "data"] = "prior"
     # ddim/ddpm: clip predicted x0 to the box of genlib's clip rule; the box is written in when resolved.
     clip_x0: bool = True
     clip_low: tuple[float, ...] | None = None
@@ -71,6 +73,9 @@ class ExportConfig:
             raise ValueError(f"opset must be >= 18 for the torch.export-based exporter, got {self.opset}")
         # the same rules as genlib's sampling
         self.sample_config()
+        if self.start != "prior":
+            raise ValueError(f"start={self.start!r} is not exported: the sampler graph takes x_T as an input (feed it "
+                             "genlib.samplers.start_from_data's draw); export with start 'prior'")
         if len(self.parity_batches) < 2 or min(self.parity_batches) < 1:
             raise ValueError(f"parity_batches needs two or more batch sizes >= 1, got {self.parity_batches}")
 

@@ -11,6 +11,7 @@ each sampler's registry spec (settings read, family, export step) in `genlib.mod
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -234,6 +235,26 @@ def clip_box(clip_x0: float | tuple[Any, Any] | None, like: torch.Tensor) -> Cli
     if not bool((lo <= hi).all()):
         raise ValueError(f"x0 clip box needs low <= high in every dimension, got low={lo.tolist()}, high={hi.tolist()}")
     return lo, hi
+
+
+# ------------------------------------------------------------------------------------ chain start
+def start_from_data(x_test: torch.Tensor, n: int, schedule: NoiseSchedule, generator: torch.Generator | None
+                    ) -> torch.Tensor:
+    """x_T ~ q(x_T | x0) = N(sqrt(alpha_bar_T) x0, (1 - alpha_bar_T) I) (eq. 4 at t = T) with x0 held-out data.
+
+    The reverse chain then starts from the distribution the network was trained on at its last timestep
+    instead of N(0, I). Where alpha_bar_T is far from 0 (unscaled linear, T = 100: 0.36) the gap between the
+    two starts on one checkpoint is the prior mismatch alone, with the network and the sampler unchanged.
+    x_test: (N, *shape) held-out data in model space; n rows are drawn uniformly with replacement by
+    `generator`, then eps (both on the CPU, as every draw here). Returns (n, *shape) in x_test's dtype and device.
+    """
+    if x_test.shape[0] < 1:
+        raise ValueError("start_from_data needs at least one held-out sample")
+    index = torch.randint(0, x_test.shape[0], (n,), generator=generator)
+    x0 = x_test[index.to(x_test.device)]
+    eps = _noise(tuple(x0.shape), x0, generator)
+    alpha_bar_T = float(schedule.alpha_bar[-1])
+    return math.sqrt(alpha_bar_T) * x0 + math.sqrt(1.0 - alpha_bar_T) * eps  # eq. 4, t = T
 
 
 # ----------------------------------------------------------------------------------- torch loops

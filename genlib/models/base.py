@@ -78,6 +78,9 @@ class SampleConfig:
     steps: int | None = None
     eta: float = 0.0
     variance: Literal["small", "large"] = "small"
+    # ddpm/ddim: where the reverse chain starts. `prior`: x_T ~ N(0, I); `data`: x_T ~ q(x_T | x0) with x0 from
+    # the test split (genlib.samplers.start_from_data), which isolates the prior mismatch on one checkpoint.
+    start: Literal["prior", "data"] = "prior"
     # diffusion: clip the predicted x0 at each step to the box that genlib.samplers.x0_clip_bounds decides
     # (images: their data range; toys: the training data's bounding box plus a margin).
     clip_x0: bool = True

@@ -4,22 +4,26 @@
 steps built from the posterior q(x_{t-1} | x_t, x0) and fresh noise each step (or DDIM). The naive
 `denoiser_chain` regresses x_{t-1} from x_t with MSE and samples with no noise injected, so its
 samples are conditional means of conditional means: the blur the lecture shows. Both use
-`genlib.diffusion` for every schedule quantity; images are mapped to [-1, 1].
+`genlib.diffusion` for every schedule quantity; images are mapped to [-1, 1]. DDPM and DDIM start from
+x_T ~ N(0, I), or (`start: data`) from q(x_T | x0) with x0 from the test split of the data the model was
+bound to (`bind_data`, called by train and load_run), loaded once on first use.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 
-from genlib.data import from_symmetric, to_symmetric
+from genlib.data import DataConfig, from_symmetric, load_dataset, to_symmetric
 from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
 from genlib.losses import chain_mse_loss, ddpm_simple_loss
 from genlib.config import ConfigError
 from genlib.models.base import MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, SampleConfig, SamplerSpec
 from genlib.models.nets import TimeMLP, UNet
-from genlib.samplers import chain_step, clip_x0_for, ddim_step, ddpm_step, sample_chain, sample_ddim, sample_ddpm
+from genlib.samplers import (chain_step, clip_x0_for, ddim_step, ddpm_step, sample_chain, sample_ddim, sample_ddpm,
+                             start_from_data)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +67,22 @@ class _DiffusionFamily(GenerativeModel):
     def __init__(self, cfg: DiffusionConfig, sample_shape: tuple[int, ...], kind: str) -> None:
         super().__init__(cfg, sample_shape, kind)
         self.schedule = NoiseSchedule.from_config(cfg.noise)
+        self.data_cfg: DataConfig | None = None
+        self._x_test: torch.Tensor | None = None
+
+    def bind_data(self, data: DataConfig) -> None:
+        """Remember the run's data: `start: data` draws x0 from its test split."""
+        self.data_cfg, self._x_test = data, None
+
+    def held_out_x0(self) -> torch.Tensor:
+        """The test split of the bound data in model space, (N, *sample_shape) on the model's device."""
+        if self.data_cfg is None:
+            raise ConfigError("start: data needs the model's data: load the run with load_run (or train it), "
+                              "which binds it (bind_data)")
+        if self._x_test is None:
+            x = torch.tensor(np.asarray(load_dataset(self.data_cfg).x_test), dtype=torch.float32)
+            self._x_test = self.to_model_space(x)
+        return self._x_test.to(self.device)
 
     def build_net(self) -> torch.nn.Module:
         if self.cfg.arch == "unet":
@@ -95,15 +115,22 @@ def _respaced_steps(model_cfg: DiffusionConfig, cfg: SampleConfig) -> int:
     return cfg.steps or model_cfg.noise.T
 
 
+def _x_T(model: "DDPM", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+    """Where the reverse chain starts: N(0, I), or q(x_T | x0) from held-out data (`start: data`)."""
+    if cfg.start == "data":
+        return start_from_data(model.held_out_x0(), n, model.schedule, generator)
+    return model.randn((n, *model.sample_shape), generator)
+
+
 def _run_ddpm(model: "DDPM", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-    x_T = model.randn((n, *model.sample_shape), generator)
+    x_T = _x_T(model, n, cfg, generator)
     x0 = sample_ddpm(model.net, x_T, model.schedule, cfg.steps, variance=cfg.variance, clip_x0=_clip(model, cfg),
                      generator=generator)
     return model.to_data_space(x0)
 
 
 def _run_ddim(model: "DDPM", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-    x_T = model.randn((n, *model.sample_shape), generator)
+    x_T = _x_T(model, n, cfg, generator)
     x0 = sample_ddim(model.net, x_T, model.schedule, cfg.steps, eta=cfg.eta, clip_x0=_clip(model, cfg),
                      generator=generator)
     return model.to_data_space(x0)
@@ -121,10 +148,12 @@ def _run_chain(model: "DenoiserChain", n: int, cfg: SampleConfig, generator: tor
 
 
 SAMPLERS.register("ddpm", help="DDPM ancestral sampling over S respaced steps (Ho et al. 2020, Alg. 2)")(SamplerSpec(
-    name="ddpm", run=_run_ddpm, settings=("steps", "variance", "clip_x0", "clip_low", "clip_high"), check=_check_respaced,
+    name="ddpm", run=_run_ddpm, settings=("steps", "variance", "start", "clip_x0", "clip_low", "clip_high"),
+    check=_check_respaced,
     steps=_respaced_steps, net_parts=("denoiser",), step=ddpm_step))
 SAMPLERS.register("ddim", help="DDIM over S respaced steps with stochasticity eta (Song et al. 2021, eq. 12)")(
-    SamplerSpec(name="ddim", run=_run_ddim, settings=("steps", "eta", "clip_x0", "clip_low", "clip_high"), check=_check_respaced,
+    SamplerSpec(name="ddim", run=_run_ddim, settings=("steps", "eta", "start", "clip_x0", "clip_low", "clip_high"),
+                check=_check_respaced,
                 steps=_respaced_steps, net_parts=("denoiser",), step=ddim_step))
 SAMPLERS.register("chain", help="the naive repeated-denoiser chain: x_{t-1} = f(x_t, t), no noise injected")(
     SamplerSpec(name="chain", run=_run_chain, check=_check_chain, steps=lambda model_cfg, cfg: model_cfg.noise.T,

@@ -112,6 +112,7 @@ class Oracle(DDPM):
         return MixtureEps(NoiseSchedule.from_config(self.cfg.noise).alpha_bar, math.prod(self.sample_shape))
 
     def bind_data(self, data: DataConfig) -> None:
+        super().bind_data(data)
         self.cfg.check_data(data)
         mixture = GAUSSIAN_MIXTURES.get(data.name)()
         if self.kind != "toy" or mixture.means.shape[1] != self.net.dim:
