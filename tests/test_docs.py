@@ -1,7 +1,7 @@
 """Docs that cannot drift: the profile sizes the READMEs quote are the ones `genbench grid plan` prints.
 
 Every markdown table row of README.md and ablations/README.md that names a bundled study (`beta`) and
-has a column headed by one of its profiles (quick, full) must give that profile's size as
+has a column headed by one of its profiles (quick, standard, full) must give that profile's size as
 "T / E" or "T trainings, E evaluations"; the planner's figures are read live, so a changed grid fails
 here until its README line is updated.
 """
@@ -18,7 +18,7 @@ from genlib.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "ablations/README.md")
-PROFILES = ("quick", "full")
+PROFILES = ("quick", "standard", "full")
 SIZE = re.compile(r"^(\d+)\s*(?:trainings?)?\s*[/,]\s*(\d+)\s*(?:evaluations?)?$")
 
 
