@@ -8,8 +8,7 @@ See ablations/README.md for the grid file format, the record contract and the re
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from genlib import lazy
 
 # Loaded on first use (PEP 562), so that `genbench --help` imports no torch or pandas.
 _EXPORTS = {
@@ -40,15 +39,4 @@ __all__ = ["load_grid", "parse_grid", "GridSpec", "GridError", "plan_grid", "Pla
            "plan_status", "artifacts_dir_for", "Evaluation", "MetricsEvaluation", "CellContext",
            "EXECUTORS", "make_executor"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy.lazy_exports(globals(), _EXPORTS, __all__)

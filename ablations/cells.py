@@ -23,7 +23,7 @@ from genlib.store import Metric
 from ablations.plan import Cell, EvalCell, FloorCell, TrainCell
 
 TMP_PREFIX = ".tmp-"
-TRASH_PREFIX = ".trash-"
+TRASH_MARKER = ".trash-"  # genlib.checkpoint.publish_dir names a replaced directory <name>.trash-<pid>-<hex>
 PREVIEW_SAMPLES = 64  # samples kept beside each evaluation for sample grids
 
 # Training logs recorded as metrics of a training row (split "train"): (unit, higher_is_better).
@@ -31,9 +31,11 @@ PREVIEW_SAMPLES = 64  # samples kept beside each evaluation for sample grids
 
 class Evaluation:
     """How evaluation cells and floors are measured. Subclasses must be importable (pickled by reference).
-    `device`: where checkpoints are loaded (`genlib.train.load_run`'s preference); records name the result."""
+    `device`: where checkpoints are loaded (`genlib.train.load_run`'s preference). `ran_on`: set by
+    `evaluate_run` to the device the loaded network is on (its parameters or buffers); records name that."""
 
     device: str = "auto"
+    ran_on: str | None = None
 
     def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path,
                      draw: Callable[..., Any] | None = None) -> list[Metric]:
@@ -78,6 +80,7 @@ class MetricsEvaluation(Evaluation):
 
         metrics = _metrics_module()
         loaded = load_run(run_dir, device=self.device)
+        self.ran_on = str(loaded.model.device)
         dataset = load_dataset(loaded.config.data)
         sample_cfg = resolve_x0_clip(_sample_config(eval_cfg), loaded.model, dataset.x_train)  # the box, as numbers
         n = int(eval_cfg["n"])
@@ -137,39 +140,13 @@ def _tmp_dir(artifacts_dir: Path, key: str) -> Path:
     return path
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def publish(tmp: Path, final: Path) -> Path:
-    """Rename a finished temporary directory onto `final`, replacing a stale one (never half-written)."""
-    if final.exists():
-        trash = final.parent / f"{TRASH_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    return final
-
-
 def clean_partial(artifacts_dir: Path) -> int:
     """Remove temporary and trash directories left by an interrupted run; returns how many."""
     if not artifacts_dir.is_dir():
         return 0
     removed = 0
     for path in artifacts_dir.iterdir():
-        if path.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+        if path.name.startswith(TMP_PREFIX) or TRASH_MARKER in path.name:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -190,13 +167,14 @@ def _provenance() -> dict[str, Any]:
 
 
 def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
+    from genlib.checkpoint import publish_dir
     from genlib.train import load_run_config, train, training_metrics
 
     cfg = load_run_config(cell.config)
     tmp = _tmp_dir(ctx.artifacts_dir, cell.key)
     try:
         result = train(cfg, tmp, progress=False)
-        final = publish(tmp, ctx.artifacts_dir / cell.key)
+        final = publish_dir(tmp, ctx.artifacts_dir / cell.key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CellResult(metrics=training_metrics(result.history), artifact_path=_relative(final, ctx.artifacts_dir),
@@ -204,7 +182,7 @@ def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
 
 
 def _run_eval(cell: EvalCell, ctx: CellContext) -> CellResult:
-    from genlib.checkpoint import CheckpointError
+    from genlib.checkpoint import CheckpointError, publish_dir
 
     run_dir = ctx.artifacts_dir / cell.parent
     if not artifact_complete(run_dir, "train"):
@@ -214,9 +192,10 @@ def _run_eval(cell: EvalCell, ctx: CellContext) -> CellResult:
         if cell.timed:
             metrics, device, provider = _timed_eval(cell, ctx, run_dir, tmp)
         else:
+            ctx.evaluation.ran_on = None
             metrics = ctx.evaluation.evaluate_run(run_dir, cell.eval_config, cell.seed, tmp)
             device, provider = _device(ctx.evaluation), None
-        final = publish(tmp, ctx.artifacts_dir / cell.key) if any(tmp.iterdir()) else None
+        final = publish_dir(tmp, ctx.artifacts_dir / cell.key) if any(tmp.iterdir()) else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CellResult(metrics=list(metrics), device=device, provider=provider,
@@ -252,7 +231,10 @@ def _run_floor(cell: FloorCell, ctx: CellContext) -> CellResult:
 
 
 def _device(evaluation: Evaluation) -> str:
-    """The device the evaluation loaded the checkpoint on (not the training config's device)."""
+    """The device the evaluation's loaded network ran on (never the training config's device); an evaluation
+    that loads no checkpoint (a test's stand-in) is recorded where it would load one."""
+    if evaluation.ran_on is not None:
+        return evaluation.ran_on
     from genlib.provenance import select_device
     return str(select_device(evaluation.device))
 

@@ -10,19 +10,18 @@ The planner validates every resolved config up front and never runs anything.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from genlib.config import ConfigError, config_hash, from_dict, set_dotted, to_dict
-from genlib.models import MODELS, EvaluationConfig, SampleConfig, resolve_sampler
+from genlib.config import ConfigError, config_hash, from_dict, to_dict
+from genlib.models import EvaluationConfig, SampleConfig, resolve_sampler
+from genlib.records import MISSING, same_value, value_at
 from genlib.registry import suggest
 from genlib.train import RunConfig, load_run_config
 
-from ablations.spec import (DEFAULT_EVAL_N, EVAL_FIELDS, SAMPLE_FIELDS, Block, GridError, GridSpec, is_eval_key,
-                            same_value)
+from ablations.spec import (DEFAULT_EVAL_N, EVAL_FIELDS, SAMPLE_FIELDS, Block, GridError, GridSpec, block_combos,
+                            cell_settings, is_eval_key)
 
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -191,33 +190,13 @@ def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> None:
 
 
 # -- expansion ------------------------------------------------------------------------------------------
-def _factors(block: Block) -> list[list[tuple[dict[str, Any], dict[str, Any]]]]:
-    """One factor per axis / zip group / variant axis: a list of (axis values, overrides) options."""
-    factors = [[({key: v}, {key: v}) for v in values] for key, values in block.axes.items()]
-    for group in block.zip:
-        length = len(next(iter(group.values())))
-        factors.append([({k: vs[i] for k, vs in group.items()},) * 2 for i in range(length)])
-    for axis, options in block.variants.items():
-        factors.append([({axis: label}, overrides) for label, overrides in options.items()])
-    return factors
-
-
-def _lookup(doc: dict, key: str) -> Any:
-    node: Any = doc
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
 def _matches(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, where: str) -> bool:
     """True when every key of an exclude rule has one of the rule's values in this cell.
 
     A key is an axis name or any dotted key of the resolved configs (`eval.steps`, `model.noise.T`)."""
     for key, want in rule.items():
-        have = axes[key] if key in axes else _lookup(resolved, key)
-        if have is _MISSING:
+        have = axes[key] if key in axes else value_at(resolved, key, MISSING)
+        if have is MISSING:
             raise GridError(f"{where}: exclude rule key '{key}' is neither an axis nor a config key"
                             f"{suggest(key, list(axes))}")
         options = want if isinstance(want, list) else [want]
@@ -231,8 +210,8 @@ def _timed(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, seen: set
     does not match. `seen` collects the keys some cell has, so a key no cell has is reported."""
     hit = True
     for key, want in rule.items():
-        have = axes[key] if key in axes else _lookup(resolved, key)
-        if have is _MISSING:
+        have = axes[key] if key in axes else value_at(resolved, key, MISSING)
+        if have is MISSING:
             hit = False
             continue
         seen.add(key)
@@ -289,18 +268,12 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
         # With several blocks, the block's name and fixed settings tell its cells apart: record them as axes.
         block_axes: dict[str, Any] = {"block": block.name, **_flatten(block.set)} if many_blocks else {}
         block_axes.pop("eval.metrics", None)  # what is measured, not a setting of the cell
-        for combo in itertools.product(*_factors(block)):
-            axes = dict(block_axes)
-            doc = {**spec.base, "eval": spec.eval}
+        for combo in block_combos(block):
             try:
-                for key, value in block.set.items():
-                    doc = set_dotted(doc, key, value)
-                for axis_values, overrides in combo:
-                    axes.update(axis_values)
-                    for key, value in overrides.items():
-                        doc = set_dotted(doc, key, value)
+                values, doc = cell_settings(spec, block, combo)
             except ConfigError as exc:
                 raise GridError(f"{bwhere}: {exc}") from None
+            axes = {**block_axes, **values}
             eval_doc = doc.pop("eval") or {}
             doc.setdefault("name", spec.study)
             for seed in spec.seeds:

@@ -37,10 +37,11 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from genlib.config import ConfigError, read_yaml, set_dotted
 from genlib.models import SAMPLE_FIELDS, EvaluationConfig  # noqa: F401  (SAMPLE_FIELDS: read by ablations.plan)
+from genlib.records import same_value
 from genlib.registry import suggest
 from genlib.train import RunConfig
 
@@ -189,12 +190,6 @@ def _check_keys(data: dict, allowed: tuple[str, ...], where: str) -> None:
                             f"(valid keys: {', '.join(allowed)})")
 
 
-def same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):  # YAML true must not equal 1
-        return a is b
-    return a == b
-
-
 def _values(value: Any, where: str, *, unique: bool = True) -> list:
     if not isinstance(value, list) or not value:
         raise GridError(f"{where} must be a non-empty list of values, got {value!r}")
@@ -302,6 +297,35 @@ def _timing(value: Any, where: str) -> TimingSpec | None:
     return TimingSpec(where=dict(cells), settings=settings.to_dict())
 
 
+Combo = tuple[tuple[dict[str, Any], dict[str, Any]], ...]  # one (axis values, overrides) option per factor
+
+
+def block_combos(block: Block) -> Iterator[Combo]:
+    """Every combination of a block's factors (one per axis, zip group and variant axis), each factor's
+    option an (axis values, config overrides) pair; a plain axis's value is its own override."""
+    factors = [[({key: v}, {key: v}) for v in values] for key, values in block.axes.items()]
+    for group in block.zip:
+        length = len(next(iter(group.values())))
+        factors.append([({k: vs[i] for k, vs in group.items()},) * 2 for i in range(length)])
+    for axis, options in block.variants.items():
+        factors.append([({axis: label}, overrides) for label, overrides in options.items()])
+    return itertools.product(*factors)
+
+
+def cell_settings(spec: GridSpec, block: Block, combo: Combo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(axis values, config document) of one combination: the grid's base and eval section, then the block's
+    `set`, then the combination's overrides. ConfigError when a dotted key cannot be set."""
+    doc = {**spec.base, "eval": spec.eval}
+    values: dict[str, Any] = {}
+    for key, value in block.set.items():
+        doc = set_dotted(doc, key, value)
+    for axis_values, overrides in combo:
+        values.update(axis_values)
+        for key, value in overrides.items():
+            doc = set_dotted(doc, key, value)
+    return values, doc
+
+
 def _cells(spec: GridSpec) -> list[dict[str, Any]]:
     """The settings of every planned cell (seeds aside): axis values and variant labels, then every dotted key
     the grid sets (base, eval, block `set`, overrides). Exclude rules are applied; defaults the grid never
@@ -309,25 +333,12 @@ def _cells(spec: GridSpec) -> list[dict[str, Any]]:
     cells = []
     many = len(spec.blocks) > 1
     for block in spec.blocks:
-        factors = [[({k: v}, {k: v}) for v in vs] for k, vs in block.axes.items()]
-        for group in block.zip:
-            length = len(next(iter(group.values())))
-            factors.append([({k: vs[i] for k, vs in group.items()},) * 2 for i in range(length)])
-        for axis, options in block.variants.items():
-            factors.append([({axis: label}, overrides) for label, overrides in options.items()])
-        for combo in itertools.product(*factors):
-            doc = {**spec.base, "eval": spec.eval}
-            axes: dict[str, Any] = {"block": block.name} if many else {}
+        for combo in block_combos(block):
             try:
-                for key, value in block.set.items():
-                    doc = set_dotted(doc, key, value)
-                for axis_values, overrides in combo:
-                    axes.update(axis_values)
-                    for key, value in overrides.items():
-                        doc = set_dotted(doc, key, value)
+                values, doc = cell_settings(spec, block, combo)
             except ConfigError:
                 continue  # plan_grid reports it
-            cell = {**_flat(doc), **axes}
+            cell = {**_flat(doc), **({"block": block.name} if many else {}), **values}
             if not any(all(_has(cell, k, w) for k, w in rule.items()) for rule in block.exclude):
                 cells.append(cell)
     return cells
@@ -343,18 +354,12 @@ def _flat(doc: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _same_setting(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):  # YAML true is not 1
-        return a is b
-    return a == b
-
-
 def _has(cell: dict[str, Any], key: str, want: Any) -> bool:
     """The cell's setting `key` is `want` (or one of `want` when it is a list)."""
     if key not in cell:
         return False
     options = want if isinstance(want, list) else [want]
-    return any(_same_setting(cell[key], w) for w in options)
+    return any(same_value(cell[key], w) for w in options)
 
 
 def _metric_names() -> list[str] | None:
@@ -437,7 +442,7 @@ def _varied(cells: list[dict[str, Any]]) -> set[str]:
             if isinstance(v, dict):
                 continue
             vals = seen.setdefault(k, [])
-            if not any(_same_setting(v, w) for w in vals):
+            if not any(same_value(v, w) for w in vals):
                 vals.append(v)
     return {k for k, vs in seen.items() if len(vs) > 1}
 

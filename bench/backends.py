@@ -9,6 +9,7 @@ A backend that cannot run here raises `BackendUnavailable` with the reason; noth
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,12 +281,20 @@ def prepare_ort_step_loop(target: Target, batch: int, threads: int, provider: st
                     peak_rss_mb if provider == "cpu" else None, parity=parity)
 
 
+def with_net(model, net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    """A shallow copy of `model` whose network is `net` (e.g. an ONNX session), so the family's own glue
+    (predict_prev, ...) runs over it; `model` is unchanged."""
+    other = copy.copy(model)
+    other.net = net
+    return other
+
+
 @register("ort_net_loop", "the genlib sampler calling an ONNX Runtime network session once per step",
           applies=lambda t: _has_torch(t) and t.is_sampler, uses_provider=True)
 def prepare_ort_net_loop(target: Target, batch: int, threads: int, provider: str = "cpu", **_) -> Prepared:
     from genlib.samplers import clip_x0_for, sample_chain, sample_ddim, sample_ddpm, sample_vae
 
-    cfg = target.export_cfg
+    cfg = target.export_cfg.sample
     model = target.run.model
     feeds = target.feeds(batch)
     opened: list = []  # the sessions the loop calls: the provider they report is the one that runs
@@ -324,8 +333,11 @@ def prepare_ort_net_loop(target: Target, batch: int, threads: int, provider: str
         clip = clip_x0_for(model, cfg)
         x_T, noise = feeds["x_T"], feeds.get("noise")
         if cfg.sampler == "chain":
+            # the family's predict_prev over the ONNX network (a step_eps chain's network outputs eps, not x_{t-1})
+            predict_prev = with_net(model, denoise).predict_prev
+
             def call():
-                return sample_chain(denoise, x_T, model.schedule.T)
+                return sample_chain(predict_prev, x_T, model.schedule.T)
         elif cfg.sampler == "ddim":
             def call():
                 return sample_ddim(denoise, x_T, model.schedule, cfg.steps, eta=cfg.eta, clip_x0=clip, noise=noise)
@@ -353,7 +365,7 @@ def diffusers_available() -> tuple[bool, str]:
 
 @register("diffusers_ddim", "diffusers' DDIMScheduler driving the same torch network (optional dependency)",
           applies=lambda t: _has_torch(t) and t.is_sampler and t.export_cfg is not None
-          and t.export_cfg.sampler == "ddim")
+          and t.export_cfg.sample.sampler == "ddim")
 def prepare_diffusers_ddim(target: Target, batch: int, threads: int, **_) -> Prepared:
     ok, reason = diffusers_available()
     if not ok:
@@ -362,7 +374,7 @@ def prepare_diffusers_ddim(target: Target, batch: int, threads: int, **_) -> Pre
 
     from genlib.samplers import clip_x0_for
 
-    cfg = target.export_cfg
+    cfg = target.export_cfg.sample
     model = target.run.model
     device = _torch_device(target)
     net = model.net

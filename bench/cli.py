@@ -70,12 +70,15 @@ def _common_export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _export_config(args: argparse.Namespace, part: str, precision: str):
+    from genlib.models import SampleConfig
+
     from bench.parts import ExportConfig
 
     try:
-        return ExportConfig(part=part, sampler=args.sampler, steps=args.steps, eta=args.eta, variance=args.variance,
-                            passes=args.passes, reencode=args.reencode, graph=args.graph, precision=precision,
-                            opset=args.opset, parity_batches=tuple(args.parity_batches), atol=args.atol, rtol=args.rtol)
+        sample = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, variance=args.variance,
+                              passes=args.passes, reencode=args.reencode)
+        return ExportConfig(part=part, sample=sample, graph=args.graph, precision=precision, opset=args.opset,
+                            parity_batches=tuple(args.parity_batches), atol=args.atol, rtol=args.rtol)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import json
 import logging
 import time
@@ -25,16 +24,15 @@ import torch.nn as nn
 
 from genlib.checkpoint import atomic_write, write_json
 from genlib.config import config_hash, to_dict
+from genlib.models import module_device
 from genlib.provenance import provenance
 from genlib.train import LoadedRun
 
 from bench import onnx_graph
-from bench.onnx_files import ExportInfo, export_info, io_spec, sidecar_path
+from bench.onnx_files import SIDECAR_FORMAT, SIDECAR_VERSION, ExportInfo, export_info, io_spec, sidecar_path
 from bench.parity import ParityResult, check_parity, unchecked
 from bench.parts import ExportConfig, ExportError, build_part, resolve_sampler
 
-SIDECAR_FORMAT = "genbench-onnx-export"
-SIDECAR_VERSION = 1
 EXPORTER = "torch.onnx.export(dynamo=True)"
 
 # The batch axis of every graph input/output name; the noise of a sampler is (S, B, ...).
@@ -66,7 +64,7 @@ def torch_export_onnx(module: nn.Module, example: tuple, input_names: list[str],
     try:
         for lg in quiet:
             lg.setLevel(logging.ERROR)
-        device = next(itertools.chain(module.parameters(), module.buffers())).device
+        device = module_device(module)
         example = tuple(v.to(device) for v in example)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")

@@ -46,7 +46,7 @@ def sampler_backends() -> list[str]:
     """The registered backends that time a whole sampler (a sampler target with its torch run and step graph;
     diffusers_ddim applies to DDIM cells only and is skipped on others)."""
     probe = Target(part="sampler", onnx_path=Path("-"), info=None, part_graph=object(), run=object(),  # type: ignore[arg-type]
-                   step_path=Path("-"), export_cfg=ExportConfig(part="sampler", sampler="ddim"))
+                   step_path=Path("-"), export_cfg=ExportConfig(part="sampler", sample=SampleConfig(sampler="ddim")))
     return [n for n in BACKENDS.names() if BACKENDS.get(n).applies(probe)]
 
 
@@ -161,10 +161,7 @@ def export_config_for(run: LoadedRun, sample_cfg: SampleConfig) -> ExportConfig:
     variance, clip rule and box, refinement passes. Resolved (graph form, box) as `export_part` records it."""
     spec = run.model.resolve_sampler(sample_cfg)
     steps = spec.steps(run.config.model, sample_cfg) if "steps" in spec.settings else None
-    cfg = ExportConfig(part="sampler", sampler=spec.name, steps=steps, eta=sample_cfg.eta,
-                       variance=sample_cfg.variance, clip_x0=sample_cfg.clip_x0, clip_low=sample_cfg.clip_low,
-                       clip_high=sample_cfg.clip_high, passes=sample_cfg.passes, reencode=sample_cfg.reencode)
-    return resolve_sampler(run, cfg)
+    return resolve_sampler(run, ExportConfig(part="sampler", sample=replace(sample_cfg, sampler=spec.name, steps=steps)))
 
 
 def _reusable(path: Path, key: str) -> ExportInfo | None:
@@ -234,12 +231,12 @@ def _feeds(run: LoadedRun, cfg: ExportConfig, inputs: set[str], b: int, gen: tor
         k = run.config.model.latent_dim
         feeds = {"z": torch.randn((b, k), generator=gen)}
         if "noise" in inputs:
-            feeds["noise"] = torch.stack([torch.randn((b, k), generator=gen) for _ in range(cfg.passes)])
+            feeds["noise"] = torch.stack([torch.randn((b, k), generator=gen) for _ in range(cfg.sample.passes)])
     else:
         shape = (b, *model.sample_shape)
         feeds = {"x_T": torch.randn(shape, generator=gen)}
         if "noise" in inputs:
-            steps = int(cfg.steps)
+            steps = int(cfg.sample.steps)
             noise = torch.zeros((steps, *shape))
             for i in reversed(range(1, steps)):
                 noise[i] = torch.randn(shape, generator=gen)
@@ -312,7 +309,7 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     if "ort_net_loop" in settings.backends:  # the torch loop calling exported network parts
         from genlib.models import SAMPLERS
 
-        for part in SAMPLERS.get(cfg.sampler).net_parts:
+        for part in SAMPLERS.get(cfg.sample.sampler).net_parts:
             p_cfg = replace(ExportConfig(part=part), seed=cfg.seed)
             p_path, p_info, p_fresh = cached_export(loaded_run, p_cfg, exports_dir)
             exports += int(p_fresh)

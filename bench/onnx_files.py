@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from genlib import records
 from genlib.cli import UserError
 
 
@@ -29,6 +30,12 @@ PART_CONTRACTS: dict[str, list[tuple[str, ...]]] = {
     "decoder": [("z",)], "encoder": [("x",)], "denoiser": [("x_t", "t")], "chain": [("x_t", "t")],
     "sampler": [("x_T",), ("x_T", "noise"), ("z",), ("z", "noise")],
 }
+
+
+SIDECAR_FORMAT = "genbench-onnx-export"
+# 2: export_config holds the sampler settings under "sample" (version 1 had them at its top level; read
+# files are brought to the current layout by genlib.records.upgrade_export_config).
+SIDECAR_VERSION = 2
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -122,7 +129,21 @@ def read_export(path: str | Path) -> ExportInfo:
             sidecar = json.loads(side.read_text())
         except json.JSONDecodeError:
             sidecar = None
+    if isinstance(sidecar, dict):
+        sidecar = upgrade_sidecar(sidecar, side)
     return export_info(model, path, sidecar)
+
+
+def upgrade_sidecar(sidecar: dict, where: str | Path) -> dict:
+    """A sidecar in the current layout; a newer version than this code writes is a one-line UserError."""
+    version = sidecar.get("version", 1)
+    if not isinstance(version, int) or version > SIDECAR_VERSION:
+        raise UserError(f"export sidecar '{where}' has version {version!r}; this genbench reads versions 1 to "
+                        f"{SIDECAR_VERSION} (export the part again or upgrade genbench)")
+    if isinstance(sidecar.get("export_config"), dict):
+        sidecar = {**sidecar, "export_config": records.upgrade_export_config(sidecar["export_config"]),
+                   "version": SIDECAR_VERSION}
+    return sidecar
 
 
 def random_feeds(info: ExportInfo, batch: int, seed: int = 0) -> dict[str, np.ndarray]:

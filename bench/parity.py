@@ -8,7 +8,6 @@ Wasserstein distance to held-out data agrees as well. It writes nothing.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from genlib.metrics import sliced_wasserstein
+from genlib.models import module_device
 
 from bench.onnx_files import UnexpectedInputsError
 from bench.parts import ExportConfig, PartGraph
@@ -45,10 +45,6 @@ def unchecked(cfg: ExportConfig) -> ParityResult:
                         per_batch=(), reason="parity not checked")
 
 
-def _device_of(module: nn.Module) -> torch.device:
-    return next(itertools.chain(module.parameters(), module.buffers())).device
-
-
 def _np(v: torch.Tensor) -> np.ndarray:
     return v.detach().cpu().numpy()
 
@@ -74,7 +70,7 @@ def check_parity(part: PartGraph, cfg: ExportConfig, model: bytes | str | object
     for b in cfg.parity_batches:
         gen = torch.Generator().manual_seed(cfg.seed + 7919 * b)
         feeds = part.make_feeds(b, gen)
-        device = _device_of(part.module)
+        device = module_device(part.module)
         with torch.inference_mode():
             ref = {k: _np(v) for k, v in part.reference({k: v.to(device) for k, v in feeds.items()}).items()}
         onnx_feeds = {k: _np(v) for k, v in feeds.items() if k in part.graph_inputs}

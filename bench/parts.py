@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from genlib.cli import UserError
 from genlib.config import ConfigError
-from genlib.models import MODELS, SAMPLE_FIELDS, SampleConfig, family_parts
+from genlib.models import MODELS, SampleConfig, family_parts
 from genlib.models import resolve_sampler as resolve_sample_config
 from genlib.samplers import clip_x0_for, ddim_plan, ddpm_plan, resolve_x0_clip, sample_chain, sample_ddim, sample_ddpm, sample_vae
 from genlib.train import LoadedRun
@@ -38,25 +38,14 @@ class ExportError(UserError):
 
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
-    """What to export and how to check it. The sampler fields are SampleConfig's, one for one (see
-    `sample_config` / `for_sample`), and are used by part 'sampler' only."""
+    """What to export and how to check it. `sample` (genlib's SampleConfig, its rules included) says which
+    sampler part 'sampler' builds; the other parts ignore it. Two defaults differ from sampling's: sampler
+    'auto' is ddim where the family has it (the usual deployment choice), else the family's first sampler
+    with a graph; steps None is S = 50 capped at T (the chain always runs all T)."""
 
     part: str = "decoder"  # one of the run's family parts (`genbench models`), or 'sampler'
-    # a registered sampler with a step graph; auto: ddim where the family has it (the usual deployment
-    # choice), else the family's first sampler with a graph.
-    sampler: str = "auto"
-    steps: int | None = None  # S for ddim/ddpm (None = 50, capped at T); the chain always runs all T
-    eta: float = 0.0
-    variance: Literal["small", "large"] = "small"
-    # ddim/ddpm: only `prior` exports; the graph takes x_T as an input, so a q(x_T | x0) start is fed, not built in.
-    start: Literal["prior", "data"] = "prior"
-    # ddim/ddpm: clip predicted x0 to the box of genlib's clip rule; the box is written in when resolved.
-    clip_x0: bool = True
-    clip_low: tuple[float, ...] | None = None
-    clip_high: tuple[float, ...] | None = None
-    passes: int = 0  # vae: refinement passes K
-    reencode: Literal["mean", "sample"] = "mean"
-    prior: Literal["standard", "fitted"] = "standard"  # ae (no sampler graph: an ae exports its decoder)
+    # ddim/ddpm: only start 'prior' exports; the graph takes x_T as an input, so a q(x_T | x0) start is fed.
+    sample: SampleConfig = field(default_factory=SampleConfig)
     # loop: an ONNX Loop (node count constant in S); unrolled: S copies of the step sharing weights, which
     # lets ONNX Runtime constant-fold everything that depends on t alone. auto: unrolled up to 256 steps.
     graph: Literal["auto", "unrolled", "loop"] = "auto"
@@ -69,24 +58,15 @@ class ExportConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.sample, SampleConfig):
+            raise ValueError(f"sample must be a SampleConfig, got {type(self.sample).__name__}")
         if self.opset < 18:
             raise ValueError(f"opset must be >= 18 for the torch.export-based exporter, got {self.opset}")
-        # the same rules as genlib's sampling
-        self.sample_config()
-        if self.start != "prior":
-            raise ValueError(f"start={self.start!r} is not exported: the sampler graph takes x_T as an input (feed it "
-                             "genlib.samplers.start_from_data's draw); export with start 'prior'")
+        if self.sample.start != "prior":
+            raise ValueError(f"start={self.sample.start!r} is not exported: the sampler graph takes x_T as an input "
+                             "(feed it genlib.samplers.start_from_data's draw); export with start 'prior'")
         if len(self.parity_batches) < 2 or min(self.parity_batches) < 1:
             raise ValueError(f"parity_batches needs two or more batch sizes >= 1, got {self.parity_batches}")
-
-    def sample_config(self) -> SampleConfig:
-        """The sampler settings as genlib's SampleConfig: one set of rules for sampling, eval and export."""
-        return SampleConfig(**{f: getattr(self, f) for f in SAMPLE_FIELDS})
-
-    @classmethod
-    def for_sample(cls, sample_cfg: SampleConfig, **export) -> "ExportConfig":
-        """The export of the sampler settings `sample_cfg` (every SampleConfig field), plus export settings."""
-        return cls(**{f: getattr(sample_cfg, f) for f in SAMPLE_FIELDS}, **export)
 
     def tolerances(self) -> tuple[float, float]:
         """(atol, rtol) for the parity gate."""
@@ -205,13 +185,13 @@ def resolve_sampler(run: LoadedRun, cfg: ExportConfig) -> ExportConfig:
         raise ExportError(f"part 'sampler' has no graph for model family '{family}' (its samplers "
                           f"{', '.join(MODELS.get(family).samplers)} have no step graph): export its network "
                           f"parts instead ({', '.join(type(run.model).parts) or 'none'})")
-    sampler = allowed[0] if cfg.sampler == "auto" else cfg.sampler
+    sampler = allowed[0] if cfg.sample.sampler == "auto" else cfg.sample.sampler
     try:  # the sampler's own rules, as for genlib's sampling: applies to the family, reads these settings, S <= T
         spec = resolve_sample_config(run.config.model, SampleConfig(sampler=sampler))
-        steps = cfg.steps
+        steps = cfg.sample.steps
         if steps is None and "steps" in spec.settings:  # the deployment default: S = 50, capped at T
             steps = min(DEFAULT_STEPS, spec.steps(run.config.model, SampleConfig(sampler=sampler)))
-        sample_cfg = replace(cfg, sampler=sampler, steps=steps).sample_config()
+        sample_cfg = replace(cfg.sample, sampler=sampler, steps=steps)
         resolve_sample_config(run.config.model, sample_cfg)
     except ConfigError as exc:
         raise ExportError(str(exc)) from None
@@ -219,10 +199,7 @@ def resolve_sampler(run: LoadedRun, cfg: ExportConfig) -> ExportConfig:
         raise ExportError(f"sampler '{sampler}' has no step graph (graphs exist for: {', '.join(allowed)})")
     n = spec.steps(run.config.model, sample_cfg)
     graph = cfg.graph if cfg.graph != "auto" else ("unrolled" if n <= UNROLL_MAX_STEPS else "loop")
-    clip = resolve_x0_clip(SampleConfig(sampler=sampler, clip_x0=cfg.clip_x0, clip_low=cfg.clip_low,
-                                        clip_high=cfg.clip_high), run.model, _x_train(run))
-    return replace(cfg, sampler=sampler, steps=steps if "steps" in spec.settings else None, graph=graph,
-                   clip_low=clip.clip_low, clip_high=clip.clip_high)
+    return replace(cfg, sample=resolve_x0_clip(sample_cfg, run.model, _x_train(run)), graph=graph)
 
 
 def _as_list(v: tuple[float, ...] | None) -> list[float] | None:
@@ -231,29 +208,31 @@ def _as_list(v: tuple[float, ...] | None) -> list[float] | None:
 
 def sampler_details(cfg: ExportConfig, n: int, noisy: bool) -> dict:
     """The resolved sampler settings recorded beside a sampler export."""
-    return {"sampler": cfg.sampler, "steps": n, "graph": cfg.graph, "noise_input": noisy, "eta": cfg.eta,
-            "variance": cfg.variance, "clip_x0": cfg.clip_x0, "clip_low": _as_list(cfg.clip_low),
-            "clip_high": _as_list(cfg.clip_high),
-            "passes": cfg.passes, "reencode": cfg.reencode}
+    s = cfg.sample
+    return {"sampler": s.sampler, "steps": n, "graph": cfg.graph, "noise_input": noisy, "eta": s.eta,
+            "variance": s.variance, "clip_x0": s.clip_x0, "clip_low": _as_list(s.clip_low),
+            "clip_high": _as_list(s.clip_high),
+            "passes": s.passes, "reencode": s.reencode}
 
 
 def sampler_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
     cfg = resolve_sampler(run, cfg)
-    if cfg.sampler == "vae":
+    s = cfg.sample
+    if s.sampler == "vae":
         return _vae_sampler(run, cfg)
     model = run.model
     net = model.net
     shape = model.sample_shape
-    clip = clip_x0_for(model, cfg)
-    if cfg.sampler == "chain":
+    clip = clip_x0_for(model, s)
+    if s.sampler == "chain":
         n, noisy = model.schedule.T, False
         step: nn.Module = ChainStep(net, model.predict_prev, n, model.to_data_space)
-    elif cfg.sampler == "ddim":
-        n, noisy = cfg.steps, cfg.eta > 0
-        step = DDIMStep(net, ddim_plan(model.schedule, n, cfg.eta), model.to_data_space, clip)
+    elif s.sampler == "ddim":
+        n, noisy = s.steps, s.eta > 0
+        step = DDIMStep(net, ddim_plan(model.schedule, n, s.eta), model.to_data_space, clip)
     else:
-        n, noisy = cfg.steps, True
-        step = DDPMStep(net, ddpm_plan(model.schedule, n, cfg.variance), model.to_data_space, clip)
+        n, noisy = s.steps, True
+        step = DDPMStep(net, ddpm_plan(model.schedule, n, s.variance), model.to_data_space, clip)
     step.to(model.device).eval()  # the tables follow the network's device
     indices = list(reversed(range(n)))
 
@@ -265,12 +244,12 @@ def sampler_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
 
     def reference(f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x_T, noise = f["x_T"], f.get("noise")
-        if cfg.sampler == "chain":
+        if s.sampler == "chain":
             x0 = sample_chain(model.predict_prev, x_T, n)
-        elif cfg.sampler == "ddim":
-            x0 = sample_ddim(net, x_T, model.schedule, n, eta=cfg.eta, clip_x0=clip, noise=noise)
+        elif s.sampler == "ddim":
+            x0 = sample_ddim(net, x_T, model.schedule, n, eta=s.eta, clip_x0=clip, noise=noise)
         else:
-            x0 = sample_ddpm(net, x_T, model.schedule, n, variance=cfg.variance, clip_x0=clip, noise=noise)
+            x0 = sample_ddpm(net, x_T, model.schedule, n, variance=s.variance, clip_x0=clip, noise=noise)
         return {"x0": x0, "x": model.to_data_space(x0)}
 
     b = 3
@@ -282,16 +261,17 @@ def sampler_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
         make_feeds=feeds, reference=reference, graph_inputs=["x_T"] + (["noise"] if noisy else []),
         graph_outputs=["x0", "x"], details=sampler_details(cfg, n, noisy),
         compose=lambda m: onnx_graph.compose_sampler(m, indices, mode=cfg.graph, state_input="x_T",
-                                                     state_output="x0", out_output="x", graph_name=cfg.sampler),
+                                                     state_output="x0", out_output="x", graph_name=s.sampler),
         metric_data=_held_out(run), to_data_space=model.to_data_space)
 
 
 def _vae_sampler(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
+    s = cfg.sample
     net = run.model.net
     k = run.config.model.latent_dim
-    K = cfg.passes
-    noisy = cfg.reencode == "sample" and K > 0
-    step = VAEPassStep(net, K, cfg.reencode).eval()
+    K = s.passes
+    noisy = s.reencode == "sample" and K > 0
+    step = VAEPassStep(net, K, s.reencode).eval()
 
     def feeds(b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
         f = {"z": _randn((b, k), g)}
@@ -300,7 +280,7 @@ def _vae_sampler(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
         return f
 
     def reference(f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": sample_vae(net.decode, net.encode, f["z"], passes=K, reencode=cfg.reencode, noise=f.get("noise"))}
+        return {"x": sample_vae(net.decode, net.encode, f["z"], passes=K, reencode=s.reencode, noise=f.get("noise"))}
 
     b = 3
     example = (torch.randn(b, k), torch.tensor([0])) + ((torch.randn(max(K, 1), b, k),) if noisy else ())

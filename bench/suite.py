@@ -124,7 +124,7 @@ def targets_for_run(run: LoadedRun, parts: Sequence[str] | None, base: ExportCon
                               f"{', '.join(available) or 'none'})")
     needed = set(parts)
     if "sampler" in parts:  # the ort_net_loop backend calls the network parts the sampler's steps call
-        needed |= set(SAMPLERS.get(resolve_sampler(run, replace(base, part="sampler")).sampler).net_parts)
+        needed |= set(SAMPLERS.get(resolve_sampler(run, replace(base, part="sampler")).sample.sampler).net_parts)
     targets = []
     for precision in precisions:
         by_part: dict[str, Target] = {}

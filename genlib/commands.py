@@ -72,8 +72,9 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
     meta = result.meta
     final = ", ".join(f"{k} {v:.4g}" for k, v in meta["final"].items() if k != "step")
-    print(f"trained {cfg.model.family} '{cfg.name}' (run key {meta['run_key']}) on {cfg.data.name}: "
-          f"{cfg.train.steps} steps in {meta['train_wall_s']:.1f} s ({meta['train_steps_per_s']:.0f} steps/s) "
+    steps = (f"{meta['steps_run']} steps in {meta['train_wall_s']:.1f} s ({meta['train_steps_per_s']:.0f} steps/s)"
+             if meta["steps_run"] else "no steps (the network has no trainable weights)")
+    print(f"trained {cfg.model.family} '{cfg.name}' (run key {meta['run_key']}) on {cfg.data.name}: {steps} "
           f"on {meta['device']}")
     print(f"final: {final}")
     print(f"run directory: {args.out}")

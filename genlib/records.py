@@ -301,8 +301,10 @@ def bench_settings(config: Mapping[str, Any], extra: Mapping[str, Any] | None = 
         out[k] = bench.get(k)
     if out["precision"] is None:
         out["precision"] = export.get("precision")
-    for k in ("sampler", "steps", "eta", "variance", "graph", "passes"):
-        out[k] = export.get(k)
+    sample = export.get("sample") if isinstance(export.get("sample"), dict) else {}
+    for k in ("sampler", "steps", "eta", "variance", "passes"):
+        out[k] = sample.get(k)
+    out["graph"] = export.get("graph")
     for k in RESOLVED_SAMPLER:
         if extra and extra.get(k) is not None:
             out[k] = extra[k]
@@ -318,14 +320,31 @@ def setting_name(path: str) -> str:
     return path
 
 
-def value_at(config: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path of a config (None when absent)."""
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()  # value_at's default to tell an absent setting from a null one
+
+
+def value_at(config: Mapping[str, Any], path: str, default: Any = None) -> Any:
+    """The value at a dotted path of a config (`default` when absent)."""
     node: Any = config
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return None
+            return default
         node = node[part]
     return node
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Setting equality as grids mean it: YAML true is not 1, 64 equals 64.0, None equals None."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
 
 
 def differing_keys(configs: Sequence[Mapping[str, Any]], *, ignore: Sequence[str] = SEED_PATHS + DERIVED_PATHS
@@ -365,6 +384,21 @@ def upgrade_v1_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
         if kind == "floor":
             return {"train": None, "eval": ev, "data": config.get("data"), "axes": {}, "profile": None}
         return {"train": None, "eval": ev, "axes": {}, "profile": None, "run_key": config.get("run_key")}
+    if kind in ("export", "bench") and isinstance(config.get("export"), dict):
+        config = {**config, "export": upgrade_export_config(config["export"])}
     if kind == "bench" and "machine" in config:
         return {k: v for k, v in config.items() if k != "machine"}
     return config
+
+
+# ExportConfig's own keys. Before it embedded the SampleConfig (schema-v1 stores, export sidecars of
+# version 1), the sampler settings sat beside them at the top level.
+EXPORT_OWN_KEYS = ("part", "graph", "precision", "opset", "parity_batches", "atol", "rtol", "seed")
+
+
+def upgrade_export_config(export: Mapping[str, Any]) -> dict[str, Any]:
+    """An ExportConfig dict in the current layout (sampler settings under "sample"); unchanged if already so."""
+    if "sample" in export:
+        return dict(export)
+    return {**{k: v for k, v in export.items() if k in EXPORT_OWN_KEYS},
+            "sample": {k: v for k, v in export.items() if k not in EXPORT_OWN_KEYS}}

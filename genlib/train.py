@@ -270,6 +270,7 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
         "sample_shape": list(data.sample_shape),
         "kind": data.kind,
         "n_params": sum(p.numel() for p in model.net.parameters()),
+        "steps_run": steps,  # 0 for a network without trainable weights, whatever train.steps says
         "train_wall_s": wall_s,
         "train_steps_per_s": steps / wall_s if wall_s > 0 else float("inf"),
         "final": history[-1] if history else {},

@@ -6,8 +6,7 @@ Reads only `genlib.store`; never trains, samples or times anything. Entry points
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from genlib import lazy
 
 # Loaded on first use (PEP 562), so that `genbench --help` imports no torch or pandas.
 _EXPORTS = {
@@ -31,15 +30,4 @@ __all__ = ["ANALYTIC_CLAIMS", "CLAIMS_FORMATS", "FORMATS", "AnalyticCheck", "Cla
            "ReportError", "StoreData", "build_claims", "build_report", "claims_in_store", "evaluate_claims",
            "open_store"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy.lazy_exports(globals(), _EXPORTS, __all__)

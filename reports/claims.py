@@ -219,12 +219,7 @@ def _config_key(value: Any, run_key: str) -> str:
 
 
 def _present(config: Mapping[str, Any], path: str) -> bool:
-    node: Any = config
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
+    return records.value_at(config, path, records.MISSING) is not records.MISSING
 
 
 def _path_of(config: Mapping[str, Any], axis: str) -> str | None:

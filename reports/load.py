@@ -21,7 +21,8 @@ import pandas as pd
 from genlib import records
 from genlib.store import ResultsStore, StoreError
 
-MISSING = object()
+MISSING = records.MISSING
+same_value = records.same_value
 
 
 class ReportError(StoreError):
@@ -128,15 +129,6 @@ def check_studies(data: StoreData, studies: list[str] | tuple[str, ...] | None) 
 
 
 # -- settings -----------------------------------------------------------------------------------------------
-def _dotted(doc: Any, key: str) -> Any:
-    node = doc
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return MISSING
-        node = node[part]
-    return node
-
-
 def setting_value(config: dict[str, Any], key: str) -> Any:
     """The value of a setting of a grid row: an axis (`loss.beta`, a variant label like `sampler`), else a
     dotted key of the resolved training config (`data.name`), else of the evaluation config (`eval.steps`).
@@ -145,12 +137,12 @@ def setting_value(config: dict[str, Any], key: str) -> Any:
     if key in axes:
         return axes[key]
     if key.startswith("eval."):
-        return _dotted(records.eval_config(config), key[len("eval."):])
+        return records.value_at(records.eval_config(config), key[len("eval."):], MISSING)
     train = records.run_config(config)
     if train is not None:
-        return _dotted(train, key)
+        return records.value_at(train, key, MISSING)
     if key.startswith("data."):
-        return _dotted(records.data_config(config) or {}, key[len("data."):])  # floors: their own data
+        return records.value_at(records.data_config(config) or {}, key[len("data."):], MISSING)  # floors: own data
     return MISSING
 
 
@@ -158,15 +150,6 @@ def data_name(config: dict[str, Any]) -> str | None:
     """The dataset a grid row is about (training config, or a floor's own data config)."""
     name = (records.data_config(config) or {}).get("name")
     return name if isinstance(name, str) else None
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Setting equality as grids mean it: YAML true is not 1, 64 equals 64.0, None equals None."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) == float(b)
-    return a == b
 
 
 def select_rows(frame: pd.DataFrame, mask: Any) -> pd.DataFrame:

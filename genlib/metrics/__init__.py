@@ -7,10 +7,11 @@ SWD/MMD/energy) and the feature extractor (features); `catalog` registers every 
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import Any
+
+from genlib import lazy
 
 # Loaded on first use (PEP 562), so that `genbench --help` imports no torch or pandas.
 _EXPORTS = {
@@ -33,19 +34,8 @@ __all__ = ["DEFAULT_N", "METRICS", "ExtractorConfig", "ExtractorError", "MetricE
            "MetricsConfig", "default_metrics", "evaluate", "evaluate_floor", "evaluate_run",
            "get_extractor", "sliced_wasserstein"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    importlib.import_module("genlib.metrics.evaluate")  # registers every metric (catalog)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# every export first imports genlib.metrics.evaluate, which registers every metric (catalog)
+__getattr__, __dir__ = lazy.lazy_exports(globals(), _EXPORTS, __all__, first="genlib.metrics.evaluate")
 
 
 class _Package(types.ModuleType):

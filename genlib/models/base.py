@@ -33,6 +33,7 @@ and runs wherever settings are validated (`resolve_sampler`), before any work st
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal
 
@@ -210,7 +211,8 @@ class GenerativeModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.net.parameters()).device
+        """Where the network is: a network of buffers only (the exact oracle) counts too."""
+        return module_device(self.net)
 
     def to(self, device: torch.device | str) -> "GenerativeModel":
         self.net.to(device)
@@ -303,6 +305,11 @@ class EvaluationConfig:
         from genlib.config import to_dict
 
         return {**to_dict(self.sample), "n": self.n, "metrics": None if self.metrics is None else list(self.metrics)}
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (cpu for a module holding neither)."""
+    return next((t.device for t in itertools.chain(module.parameters(), module.buffers())), torch.device("cpu"))
 
 
 def build_model(cfg: ModelConfig, sample_shape: tuple[int, ...], kind: str) -> GenerativeModel:

@@ -10,6 +10,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from genlib.cli import UserError
+from genlib.models import SampleConfig
 from genlib.samplers import sample_ddim, sample_ddpm, sample_vae
 
 from bench.export import export_part
@@ -27,7 +29,7 @@ def _ort(path):
 
 def _box(res):
     """The x0 clip box an export resolved and recorded, as the samplers' clip_x0 argument."""
-    cfg = res.info["export_config"]
+    cfg = res.info["export_config"]["sample"]
     return tuple(cfg["clip_low"]), tuple(cfg["clip_high"])
 
 
@@ -94,7 +96,7 @@ def test_sidecar_records_exporter_opset_size_time_and_config(exported, runs):
 @pytest.mark.parametrize("graph", ["unrolled", "loop"])
 def test_ddim_sampler_graph_equals_the_torch_sampler(exported, runs, graph):
     run = runs("ddpm")
-    res = exported("ddpm", ExportConfig(part="sampler", steps=20, graph=graph))
+    res = exported("ddpm", ExportConfig(part="sampler", graph=graph, sample=SampleConfig(steps=20)))
     assert res.valid, res.parity.reason
     assert res.parity.metric["agree"] is True
     assert [v.name for v in onnx.load(res.path).graph.input] == ["x_T"]  # deterministic DDIM: no noise input
@@ -115,7 +117,7 @@ def test_ddim_sampler_graph_equals_the_torch_sampler(exported, runs, graph):
 def test_stochastic_sampler_graph_uses_the_supplied_noise(exported, runs, sampler, eta):
     run = runs("ddpm")
     S = 10
-    res = exported("ddpm", ExportConfig(part="sampler", sampler=sampler, steps=S, eta=eta))
+    res = exported("ddpm", ExportConfig(part="sampler", sample=SampleConfig(sampler=sampler, steps=S, eta=eta)))
     assert res.valid, res.parity.reason
     sess = _ort(res.path)
     gen = torch.Generator().manual_seed(3)
@@ -135,12 +137,12 @@ def test_chain_sampler_graph_runs_all_T_steps(exported, runs):
     res = exported("chain", ExportConfig(part="sampler"))
     assert res.valid and res.info["details"]["steps"] == run.model.schedule.T == 8
     with pytest.raises(ExportError, match="runs all T=8 steps"):
-        export_part(run, ExportConfig(part="sampler", steps=4), res.path.with_name("bad.onnx"))
+        export_part(run, ExportConfig(part="sampler", sample=SampleConfig(steps=4)), res.path.with_name("bad.onnx"))
 
 
 def test_vae_refinement_graph_with_sampled_reencoding(exported, runs):
     run = runs("vae_full")
-    res = exported("vae_full", ExportConfig(part="sampler", passes=2, reencode="sample"))
+    res = exported("vae_full", ExportConfig(part="sampler", sample=SampleConfig(passes=2, reencode="sample")))
     assert res.valid, res.parity.reason
     sess = _ort(res.path)
     z = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
@@ -182,7 +184,7 @@ def test_wrong_part_for_the_family_is_a_named_error(runs, tmp_path):
     with pytest.raises(ExportError, match="part 'chain' does not exist for model family 'ddpm'"):
         export_part(runs("ddpm"), ExportConfig(part="chain"), tmp_path / "c.onnx")
     with pytest.raises(ExportError, match=r"sampler 'ddim' does not apply to model family 'vae' \(use one of: vae\)"):
-        export_part(runs("vae"), ExportConfig(part="sampler", sampler="ddim"), tmp_path / "s.onnx")
+        export_part(runs("vae"), ExportConfig(part="sampler", sample=SampleConfig(sampler="ddim")), tmp_path / "s.onnx")
     with pytest.raises(ExportError, match="must end in .onnx"):
         export_part(runs("vae"), ExportConfig(part="decoder"), tmp_path / "d.pt")
     with pytest.raises(ValueError, match="opset must be >= 18"):
@@ -219,7 +221,7 @@ def test_unet_denoiser_and_image_sampler_graph(exported, runs):
     run = runs("unet")
     den = exported("unet", ExportConfig(part="denoiser"))
     assert den.valid, den.parity.reason
-    res = exported("unet", ExportConfig(part="sampler", steps=6))
+    res = exported("unet", ExportConfig(part="sampler", sample=SampleConfig(steps=6)))
     assert res.valid, res.parity.reason
     x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     want = sample_ddim(run.model.net, x_T, run.model.schedule, 6, clip_x0=1.0)
@@ -231,7 +233,7 @@ def test_unet_denoiser_and_image_sampler_graph(exported, runs):
 
 @pytest.mark.slow
 def test_float16_sampler_keeps_schedule_arithmetic_in_float32(exported):
-    res = exported("ddpm", ExportConfig(part="sampler", steps=20, precision="fp16"))
+    res = exported("ddpm", ExportConfig(part="sampler", precision="fp16", sample=SampleConfig(steps=20)))
     assert res.valid, res.parity.reason
     step = res.step_model
     tables = [i for i in step.graph.initializer if i.name in ("sqrt_alpha_bar", "coef_x0", "coef_second")]
@@ -239,11 +241,30 @@ def test_float16_sampler_keeps_schedule_arithmetic_in_float32(exported):
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in step.graph.initializer)
 
 
-def test_export_config_carries_every_sample_setting_both_ways():
-    from genlib.models import SampleConfig
-
+def test_export_config_embeds_the_sample_config_and_records_it_nested():
     sample = SampleConfig(sampler="ddim", steps=7, eta=0.5, clip_low=(-1.0, -2.0), clip_high=(1.0, 2.0))
-    cfg = ExportConfig.for_sample(sample, part="sampler", graph="loop")
-    assert cfg.sample_config() == sample and (cfg.part, cfg.graph) == ("sampler", "loop")
+    cfg = ExportConfig(part="sampler", sample=sample, graph="loop")
+    assert cfg.sample is sample and (cfg.part, cfg.graph) == ("sampler", "loop")
+    from genlib.config import to_dict
+
+    stored = to_dict(cfg)
+    assert stored["sample"] == to_dict(sample) and "steps" not in stored  # one place per setting
     with pytest.raises(ValueError, match="unknown sampler 'dddim'; did you mean 'ddim'"):
-        ExportConfig(sampler="dddim")
+        ExportConfig(sample=SampleConfig(sampler="dddim"))
+    with pytest.raises(ValueError, match="sample must be a SampleConfig, got dict"):
+        ExportConfig(sample={"sampler": "ddim"})
+
+
+def test_a_version_1_sidecar_reads_in_the_current_layout(exported, tmp_path):
+    res = exported("ddpm", ExportConfig(part="sampler", sample=SampleConfig(steps=4)))
+    side = json.loads(sidecar_path(res.path).read_text())
+    flat = {k: v for k, v in side["export_config"].items() if k != "sample"}
+    old = {**side, "version": 1, "export_config": {**flat, **side["export_config"]["sample"]}}  # as version 1 wrote it
+    copy = tmp_path / "old.onnx"
+    copy.write_bytes(res.path.read_bytes())
+    sidecar_path(copy).write_text(json.dumps(old))
+    assert read_export(copy).sidecar["export_config"] == side["export_config"]
+    sidecar_path(copy).write_text(json.dumps({**side, "version": 9}))
+    with pytest.raises(UserError, match=r"^export sidecar '.*old.onnx.json' has version 9; this genbench reads "
+                                        r"versions 1 to 2 \(export the part again or upgrade genbench\)$"):
+        read_export(copy)

@@ -61,10 +61,12 @@ def test_draw_through_the_graph_reproduces_the_torch_sampler(runs, tmp_path, run
 def test_export_config_is_the_cells_sampler(runs):
     run = runs("ddpm")  # T = 100
     cfg = export_config_for(run, _resolved(run))  # 'auto' is the family's first sampler; S None means T
-    assert (cfg.sampler, cfg.steps) == ("ddpm", 100)
-    cfg = export_config_for(run, _resolved(run, sampler="ddim", steps=7, eta=0.3))
-    assert (cfg.sampler, cfg.steps, cfg.eta, cfg.clip_x0) == ("ddim", 7, 0.3, True)
-    assert cfg.clip_low is not None and len(cfg.clip_low) == 2  # the box the cell resolved, as numbers
+    assert (cfg.sample.sampler, cfg.sample.steps) == ("ddpm", 100)
+    cell = _resolved(run, sampler="ddim", steps=7, eta=0.3)
+    cfg = export_config_for(run, cell)
+    assert (cfg.sample.sampler, cfg.sample.steps, cfg.sample.eta, cfg.sample.clip_x0) == ("ddim", 7, 0.3, True)
+    assert cfg.sample.clip_low is not None and len(cfg.sample.clip_low) == 2  # the box the cell resolved, as numbers
+    assert cfg.sample == cell  # the cell's own SampleConfig, embedded
 
 
 def test_exports_are_cached_by_checkpoint_and_sampler_settings(runs, tmp_path, count_exports):

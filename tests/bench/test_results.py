@@ -7,6 +7,8 @@ import copy
 import pytest
 
 import bench.backends as backends
+from genlib.models import SampleConfig
+
 from bench.export import ExportConfig
 from bench.results import bench_record, export_record
 from bench.suite import BenchConfig, BenchRow, targets_for_run
@@ -30,7 +32,7 @@ class FellBackToCPU:
 
 @pytest.fixture(scope="module")
 def ddpm_targets(runs, tmp_path_factory):
-    base = ExportConfig(steps=5, parity_batches=(2, 9))
+    base = ExportConfig(sample=SampleConfig(steps=5), parity_batches=(2, 9))
     parts = ["denoiser", "sampler"]
     return targets_for_run(runs("ddpm"), parts, base, tmp_path_factory.mktemp("ddpm_onnx_results"))
 
@@ -54,7 +56,7 @@ def test_ort_net_loop_records_the_provider_that_ran_not_the_one_asked(ddpm_targe
         prepared.close()
     row = BenchRow(target="sampler", part="sampler", backend="ort_net_loop", provider=prepared.provider,
                    device=prepared.device, batch=2, threads=1, precision="fp32", timing=timing, parity=None,
-                   status="ok", export_config={"sampler": "ddim", "steps": 5}, export_key="k",
+                   status="ok", export_config={"part": "sampler", "sample": {"sampler": "ddim", "steps": 5}}, export_key="k",
                    run_key=sampler.run.config.run_key)
     rec, metrics = bench_record(row, BenchConfig(batches=(2,), threads=(1,), timing=QUICK))
     assert (rec.provider, rec.device) == ("CPUExecutionProvider", "cpu")

@@ -13,6 +13,7 @@ import torch
 import bench.wrappers as wrappers
 import genlib.samplers as samplers
 from bench.parts import ExportConfig
+from genlib.models import SampleConfig
 from bench.runtime import make_session
 
 from .conftest import PARITY_BATCHES
@@ -59,13 +60,14 @@ def test_wrappers_hold_no_noise_process_arithmetic():
 
 
 SAMPLER_GRAPHS = {
-    "ddim_eta0": ("ddpm", ExportConfig(part="sampler", sampler="ddim", steps=12)),
-    "ddim_eta0.5": ("ddpm", ExportConfig(part="sampler", sampler="ddim", steps=12, eta=0.5)),
-    "ddpm_small": ("ddpm", ExportConfig(part="sampler", sampler="ddpm", steps=12)),
-    "ddpm_large_loop": ("ddpm", ExportConfig(part="sampler", sampler="ddpm", steps=12, variance="large", graph="loop")),
+    "ddim_eta0": ("ddpm", ExportConfig(part="sampler", sample=SampleConfig(sampler="ddim", steps=12))),
+    "ddim_eta0.5": ("ddpm", ExportConfig(part="sampler", sample=SampleConfig(sampler="ddim", steps=12, eta=0.5))),
+    "ddpm_small": ("ddpm", ExportConfig(part="sampler", sample=SampleConfig(sampler="ddpm", steps=12))),
+    "ddpm_large_loop": ("ddpm", ExportConfig(part="sampler", graph="loop",
+                                             sample=SampleConfig(sampler="ddpm", steps=12, variance="large"))),
     "chain": ("chain", ExportConfig(part="sampler")),
-    "vae_mean": ("vae", ExportConfig(part="sampler", passes=2)),
-    "vae_sample": ("vae_full", ExportConfig(part="sampler", passes=2, reencode="sample")),
+    "vae_mean": ("vae", ExportConfig(part="sampler", sample=SampleConfig(passes=2))),
+    "vae_sample": ("vae_full", ExportConfig(part="sampler", sample=SampleConfig(passes=2, reencode="sample"))),
 }
 
 
@@ -89,18 +91,20 @@ def test_the_single_step_graph_driven_by_a_python_loop_equals_the_torch_sampler(
     step = make_session(res.step_path)
     gen = torch.Generator().manual_seed(8)
     if case.startswith("vae"):
-        net, K = run.model.net, cfg.passes
+        net, K = run.model.net, cfg.sample.passes
         z, noise = torch.randn(5, 4, generator=gen), torch.randn(K, 5, 4, generator=gen)
         state, out = z.numpy(), None
         for i in range(K):
             state, out = step.run(None, {"x": state, "i": np.array([i]), "noise": noise.numpy()})
         want = samplers.sample_vae(net.decode, net.encode, z, passes=K, reencode="sample", noise=noise)
     else:
-        S = cfg.steps
+        S = cfg.sample.steps
         x_T, noise = torch.randn(5, 2, generator=gen), torch.randn(S, 5, 2, generator=gen)
         state = x_T.numpy()
         for i in reversed(range(S)):
             state, out = step.run(None, {"x": state, "i": np.array([i]), "noise": noise.numpy()})
-        box = tuple(res.info["export_config"]["clip_low"]), tuple(res.info["export_config"]["clip_high"])
-        want = samplers.sample_ddim(run.model.net, x_T, run.model.schedule, S, eta=cfg.eta, noise=noise, clip_x0=box)
+        sample = res.info["export_config"]["sample"]
+        box = tuple(sample["clip_low"]), tuple(sample["clip_high"])
+        want = samplers.sample_ddim(run.model.net, x_T, run.model.schedule, S, eta=cfg.sample.eta, noise=noise,
+                                    clip_x0=box)
     assert np.max(np.abs(out - want.numpy())) <= 1e-4

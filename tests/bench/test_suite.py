@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from genlib.models import SampleConfig
 from genlib.store import ResultsStore
 
 from bench.backends import BACKENDS, diffusers_available
@@ -23,7 +24,7 @@ SAMPLER_BACKENDS = ("torch_loop", "ort_net_loop", "ort_step_loop", "ort_graph")
 
 @pytest.fixture(scope="module")
 def ddpm_targets(runs, tmp_path_factory):
-    base = ExportConfig(steps=10, parity_batches=(2, 9))
+    base = ExportConfig(sample=SampleConfig(steps=10), parity_batches=(2, 9))
     return targets_for_run(runs("ddpm"), ["denoiser", "sampler"], base, tmp_path_factory.mktemp("ddpm_onnx"))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from genlib.models import SampleConfig
 from genlib.store import ResultsStore
 from genlib.train import load_run, load_run_config, train
 
@@ -46,7 +47,7 @@ def targets(tmp_path_factory):
         cfg = load_run_config({**spec, "train": {"steps": 50, "device": "cpu", "log_every": 25}})
         train(cfg, root / name, progress=False)
         run = load_run(root / name, "cpu")
-        [target] = targets_for_run(run, [part], ExportConfig(steps=50), root / f"{name}_onnx")
+        [target] = targets_for_run(run, [part], ExportConfig(sample=SampleConfig(steps=50)), root / f"{name}_onnx")
         assert target.info.valid, f"{name}: export failed parity: {target.info.sidecar['parity']['reason']}"
         target.label = name
         out[name] = target

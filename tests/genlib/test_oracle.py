@@ -151,6 +151,7 @@ def test_trains_in_zero_steps_into_a_run_directory_that_reloads(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "history.csv", "meta.json",
                                                                     "model.pt"]
     assert res.history == [] and res.meta["n_params"] == 0 and res.meta["train_steps_per_s"] == 0
+    assert res.meta["steps_run"] == 0 and res.config.train.steps > 0  # what ran, not what the config asked
     loaded = load_run(tmp_path / "run", device="cpu")
     assert loaded.config == res.config
     torch.testing.assert_close(loaded.model.net.means, torch.as_tensor(EIGHT_GAUSSIANS_MU, dtype=torch.float64))
@@ -166,6 +167,8 @@ def test_trains_in_zero_steps_into_a_run_directory_that_reloads(tmp_path):
 def test_cli_trains_and_samples_the_shipped_oracle_config(tmp_path, capsys):
     run_dir, out = tmp_path / "oracle", tmp_path / "x.npz"
     assert main(["train", "oracle_8gaussians", "--out", str(run_dir), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert ": no steps (the network has no trainable weights) on cpu" in printed and " steps in " not in printed
     assert main(["sample", "--run", str(run_dir), "--n", "500", "--sampler", "ddim", "--steps", "100",
                  "--out", str(out)]) == 0
     x = np.load(out, allow_pickle=False)["x"]

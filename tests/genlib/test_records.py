@@ -107,10 +107,23 @@ def test_provenance_is_plain_data_with_commit_versions_and_machine():
 def test_accessors_read_the_documented_layout():
     bench = {"bench": {"backend": "ort_graph", "provider": "CPUExecutionProvider", "batch": 4, "threads": 1,
                        "precision": "fp32"}, "part": "sampler", "target": "sampler",
-             "export": {"sampler": "ddim", "steps": 5, "eta": 0.0}, "export_key": "e", "run_key": "r"}
+             "export": {"part": "sampler", "graph": "loop", "sample": {"sampler": "ddim", "steps": 5, "eta": 0.0}},
+             "export_key": "e", "run_key": "r"}
     s = records.bench_settings(bench)
     assert (s["backend"], s["batch"], s["sampler"], s["steps"], s["part"]) == ("ort_graph", 4, "ddim", 5, "sampler")
+    assert s["graph"] == "loop"
     floor = {"train": None, "eval": {"n": 5}, "data": {"name": "moons"}, "axes": {}, "profile": None}
     assert records.data_config(floor) == {"name": "moons"}
     assert records.data_config(grid_train()) == {"name": "moons", "seed": 0}
     assert records.run_config(floor) is None and records.eval_config(floor) == {"n": 5}
+
+
+def test_a_flat_export_config_is_nested_once_and_only_once():
+    flat = {"part": "sampler", "sampler": "ddim", "steps": 20, "eta": 0.0, "precision": "fp32", "seed": 0}
+    nested = records.upgrade_export_config(flat)
+    assert nested == {"part": "sampler", "precision": "fp32", "seed": 0,
+                      "sample": {"sampler": "ddim", "steps": 20, "eta": 0.0}}
+    assert records.upgrade_export_config(nested) == nested
+    bench = records.upgrade_v1_config("bench", {"bench": {}, "export": flat, "machine": {"cpu": "x"}})
+    assert bench == {"bench": {}, "export": nested}
+    assert records.upgrade_v1_config("export", {"export": flat, "part": "sampler", "run_key": "r"})["export"] == nested

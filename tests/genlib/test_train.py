@@ -70,6 +70,7 @@ def test_history_and_meta(tiny_train):
     assert meta["run_key"] == res.config.run_key and meta["seed"] == 0 and meta["family"] == "vae"
     assert meta["final"] == res.history[-1] and meta["sample_shape"] == [1, 8, 8] and meta["kind"] == "image"
     assert meta["n_params"] == sum(p.numel() for p in res.model.net.parameters())
+    assert meta["steps_run"] == res.config.train.steps == res.history[-1]["step"]
     assert {"device", "git_commit", "versions", "torch_threads"} <= set(meta)
     assert res.run_dir is None
 

@@ -387,7 +387,8 @@ def _bench_row(w: _Writer, parent: str, part: str, backend: str, provider: str, 
                               extra={**extra, "valid": parity == "valid", "tolerance": 1e-4}))
     config = {"bench": {"backend": backend, "provider": provider, "batch": batch, "threads": threads,
                         "precision": precision, "timing": {"rounds": 20}, "cuda_graph": False},
-              "part": part, "export": {"part": part, "precision": precision, **details}, "export_key": "e" + parent[-4:],
+              "part": part, "export": {"part": part, "precision": precision, "graph": details.get("graph", "auto"),
+                                       "sample": {k: v for k, v in details.items() if k != "graph"}}, "export_key": "e" + parent[-4:],
               "run_key": parent, "machine": {"node": "fixture"}}
     failed = parity == "invalid"
     w.run("bench", None, f"{part}/{backend}/{provider}/b{batch}/t{threads}/{precision}", config, None, metrics,
