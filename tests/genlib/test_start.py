@@ -16,7 +16,7 @@ from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
 from genlib.metrics.toy import sliced_wasserstein
 from genlib.models import SampleConfig, build_model, resolve_sampler
 from genlib.samplers import start_from_data
-from genlib.train import generate, load_run_config, train
+from genlib.train import generate, load_run, load_run_config, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -111,5 +111,17 @@ def test_a_sampler_export_refuses_the_data_start():
     from bench.parts import ExportConfig
 
     with pytest.raises(ValueError, match="start='data' is not exported: the sampler graph takes x_T as an input"):
-        ExportConfig.for_sample(SampleConfig(sampler="ddim", start="data"), part="sampler")
-    assert ExportConfig.for_sample(SampleConfig(sampler="ddim"), part="sampler").start == "prior"
+        ExportConfig(part="sampler", sample=SampleConfig(sampler="ddim", start="data"))
+    assert ExportConfig(part="sampler", sample=SampleConfig(sampler="ddim")).sample.start == "prior"
+
+
+def test_a_reloaded_run_starts_from_its_own_data(tmp_path):
+    """load_run binds the run's data, so a grid cell or `genbench sample` can start from q(x_T | x0)."""
+    cfg = load_run_config({"name": "d", "data": {"name": "moons", "n_train": 200, "n_test": 100},
+                           "model": {"family": "ddpm", "hidden": [8], "time_dim": 4, "noise": {"T": 10, "scaled": False}},
+                           "train": {"steps": 2, "batch_size": 16, "device": "cpu"}})
+    run_dir = train(cfg, tmp_path / "run", progress=False).run_dir
+    loaded = load_run(run_dir)
+    assert loaded.model.held_out_x0().shape == (100, 2)
+    a, b = (generate(loaded.model, 8, SampleConfig(sampler="ddim", start=s), seed=0) for s in ("data", "prior"))
+    assert a.shape == b.shape == (8, 2) and not torch.equal(a, b)
