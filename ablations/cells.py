@@ -54,7 +54,7 @@ class Evaluation:
 
 def _sample_config(eval_cfg: dict[str, Any]):
     """The SampleConfig of a cell's resolved (flat) eval section, read through genlib's EvaluationConfig."""
-    from genlib.models import EvaluationConfig
+    from genlib.metrics.eval_config import EvaluationConfig
     flat = {k: v for k, v in eval_cfg.items() if k != "timing"}  # timing settings are bench's, not sampling's
     return EvaluationConfig.from_flat(flat, "eval").sample
 

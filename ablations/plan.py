@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from genlib.config import ConfigError, config_hash, from_dict, to_dict
-from genlib.models import EvaluationConfig, SampleConfig, resolve_sampler
+from genlib.metrics.eval_config import EvaluationConfig
+from genlib.models import SampleConfig, resolve_sampler
 from genlib.records import MISSING, same_value, value_at
 from genlib.registry import suggest
 from genlib.train import RunConfig, load_run_config

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genlib.config import ConfigError, read_yaml, set_dotted
-from genlib.models import SAMPLE_FIELDS, EvaluationConfig  # noqa: F401  (SAMPLE_FIELDS: read by ablations.plan)
+from genlib.metrics.eval_config import EvaluationConfig
+from genlib.models import SAMPLE_FIELDS  # noqa: F401  (read by ablations.plan)
 from genlib.records import same_value
 from genlib.registry import suggest
 from genlib.train import RunConfig

@@ -12,20 +12,28 @@ config_json layout per kind (top-level keys; * optional):
     train     {"train": RunConfig dict, "eval": null, "axes": {axis: value}, "profile": str | null,
                *"unshared_for": eval run key (a private training of share=False grids)}
     eval      {"train": RunConfig dict of the evaluated checkpoint, "eval": {SampleConfig fields, "n",
-               "metrics": [names] | null, *"reference", *"settings": MetricsConfig dict}, "axes", "profile"}
+               "metrics": [names] | null, *"reference", *"settings": MetricsConfig dict, *"timing": a timed
+               grid cell's settings (bench.grid_timing.TimingSettings dict)}, "axes", "profile"}
     floor     {"train": null, "eval": {"n", "metrics", *"reference", *"settings"}, "data": DataConfig dict,
                "axes", "profile"}
-    export    {"export": ExportConfig dict, "part": str, "run_key": training run key}
+    export    {"export": ExportConfig dict ({"part", "sample": SampleConfig dict, "graph", "precision", "opset",
+               "parity_batches", "atol", "rtol", "seed"}), "part": str, "run_key": training run key}
     bench     {"bench": {"backend", "provider" (the one that ran), "batch", "threads", "precision", "timing",
                "cuda_graph"}, "part", "target", "export": ExportConfig dict | null, "export_key", "run_key"}
     analytic  {"analytic": check name, *"settings": {...}}
     study     {"study": name, "profile": str, "claims": [ablations.spec.ClaimSpec.to_dict()]}: a grid study's
                definition, one row per study (run key from the study name), rewritten by every grid run
-RunConfig dicts hold the training seed at "seed" and ExportConfig dicts at "export.seed"; `seed` on the
-row repeats it. Machine facts live in the `machine_json` column, never in a config. Bench metrics' extra
-holds the resolved sampler settings that ran (sampler, steps, eta, graph, passes) and the parity verdict.
-Readers use `run_config`, `eval_config`, `axes`, `data_config`, `bench_settings` and `differing_keys`;
-`upgrade_v1_config` rewrites the layouts of schema-v1 stores (genlib.store migrates with it).
+The "eval" dict is genlib.metrics.eval_config.EvaluationConfig's (`to_flat` / `record`). RunConfig dicts hold
+the training seed at "seed" and ExportConfig dicts at "export.seed"; `seed` on the row repeats it. Machine
+facts live in the `machine_json` column, never in a config. Bench metrics' extra holds the resolved sampler
+settings that ran (sampler, steps, eta, graph, passes) and the parity verdict. A timed eval row adds timing
+metrics (latency_ms_*, throughput_per_s) with split "backend/provider/bN/tN" (e.g.
+"ort_graph/CPUExecutionProvider/b1/t1", the provider that ran) and parity_max_abs_err with split "export";
+its quality metrics' extra says which path drew the scored samples ("samples_drawn_by": "ort_graph/<provider>"
+or "torch_loop/torch:<device>").
+Readers use `run_config`, `eval_config`, `axes`, `data_config`, `bench_settings`, `value_at`, `same_value` and
+`differing_keys`; `upgrade_v1_config` rewrites the layouts of schema-v1 stores (genlib.store migrates with it),
+`upgrade_export_config` flat ExportConfig dicts (v1 stores, version-1 export sidecars).
 """
 from __future__ import annotations
 

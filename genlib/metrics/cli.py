@@ -7,6 +7,7 @@ or JSON and can be committed to a results store. The maths lives in genlib.metri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from genlib.cli import UserError, check_device, check_store_writable, str_list
 
 if TYPE_CHECKING:  # imported when a command runs: building the parser must not import torch
-    from genlib.metrics.eval_config import EvalConfig
+    from genlib.data import DataConfig
+    from genlib.metrics.eval_config import EvaluationConfig
     from genlib.store import Metric
 
 EPILOG = """metrics (genbench eval --list shows units, directions and where each applies):
@@ -69,25 +71,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def __getattr__(name: str) -> Any:
-    if name == "EvalConfig":  # kept importable from here, loaded on first use
-        from genlib.metrics.eval_config import EvalConfig
-        return EvalConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _eval_config(args: argparse.Namespace) -> EvalConfig:
+def _eval_config(args: argparse.Namespace) -> tuple[EvaluationConfig, DataConfig]:
+    """The evaluation config (genlib's one EvaluationConfig, as grids use it) from --set sample.* /
+    metrics.* and --reference, and the data config of --data (data.*)."""
     from genlib.config import ConfigError, apply_overrides, from_dict
-    from genlib.metrics.eval_config import EvalConfig
+    from genlib.data import DataConfig
+    from genlib.metrics.eval_config import EvaluationConfig
+    from genlib.registry import suggest
 
     data: dict[str, Any] = {}
     try:
         data = apply_overrides(data, args.overrides)
+        sections = [*EvaluationConfig.CLI_SECTIONS, "data"]
+        for key in data:
+            if key not in sections:
+                raise ConfigError(f"unknown key '{key}'{suggest(key, sections)} (valid keys here: {', '.join(sections)})")
         if args.run and "data" in data:
             raise ConfigError("'data.*' settings apply to --data; a run is evaluated on the data it was trained on")
         if args.data:
             data = apply_overrides(data, {"data.name": args.data})
-        return from_dict(EvalConfig, data)
+        data_cfg = from_dict(DataConfig, data.pop("data", None), "data")
+        return EvaluationConfig.from_sections(data, reference=args.reference), data_cfg
     except ConfigError as exc:
         raise UserError(f"--set: {exc}") from None
 
@@ -98,7 +102,7 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     if args.n is not None and args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
-    cfg = _eval_config(args)
+    cfg, data_cfg = _eval_config(args)
     if args.store:
         check_store_writable(args.store)
     from genlib.config import to_dict
@@ -116,22 +120,22 @@ def run_eval(args: argparse.Namespace) -> int:
             dataset = load_dataset(loaded.config.data)
             args.n = default_n(dataset.kind) if args.n is None else args.n  # recorded with the numbers
             metrics = evaluate(args.metrics, dataset=dataset, model=loaded.model,
-                               sample_cfg=cfg.sample, n=args.n, seed=args.seed, reference=args.reference,
-                               cfg=cfg.metrics, progress=True)
+                               sample_cfg=cfg.sample, n=args.n, seed=args.seed, reference=cfg.reference,
+                               cfg=cfg.settings, progress=True)
             context = {"kind": "eval", "run_key": loaded.config.run_key, "run_name": loaded.config.name,
                        "train": to_dict(loaded.config), "device": str(loaded.model.device)}
         else:
-            dataset = load_dataset(cfg.data)
+            dataset = load_dataset(data_cfg)
             args.n = default_n(dataset.kind) if args.n is None else args.n
-            metrics = evaluate_floor(dataset, args.metrics, n=args.n, seed=args.seed, cfg=cfg.metrics, progress=True)
-            context = {"kind": "floor", "data": to_dict(cfg.data), "device": "cpu"}
+            metrics = evaluate_floor(dataset, args.metrics, n=args.n, seed=args.seed, cfg=cfg.settings, progress=True)
+            context = {"kind": "floor", "data": to_dict(data_cfg), "device": "cpu", "name": f"floor:{data_cfg.name}"}
     except (MetricError, ExtractorError) as exc:
         raise UserError(str(exc)) from None
     # Print first: a store that fails to take the write now must not cost the numbers just computed.
     print(json.dumps([_as_dict(m) for m in metrics], indent=2, default=str) if args.json else _table(metrics),
           flush=True)
     if args.store:
-        _commit(args, cfg, context, metrics)
+        _commit(args, dataclasses.replace(cfg, n=args.n, metrics=tuple(m.name for m in metrics)), context, metrics)
     return 0
 
 
@@ -187,24 +191,24 @@ def _listing() -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
 
 
-def _commit(args: argparse.Namespace, cfg: EvalConfig, context: dict[str, Any], metrics: list[Metric]) -> None:
+def _commit(args: argparse.Namespace, cfg: EvaluationConfig, context: dict[str, Any], metrics: list[Metric]) -> None:
     from genlib import records
-    from genlib.config import config_hash, to_dict
+    from genlib.config import config_hash
     from genlib.store import ResultsStore
 
     kind = context["kind"]
-    ev = {"n": args.n, "metrics": [m.name for m in metrics], "reference": args.reference,
-          "settings": to_dict(cfg.metrics)}
+    ev = cfg.record()
     if kind == "eval":
-        config = {"train": context["train"], "eval": {**to_dict(cfg.sample), **ev}, "axes": {}, "profile": None}
-    else:
+        config = {"train": context["train"], "eval": ev, "axes": {}, "profile": None}
+    else:  # a floor draws no samples: no sampler settings
+        ev = {k: ev[k] for k in ("n", "metrics", "reference", "settings")}
         config = {"train": None, "eval": ev, "data": context["data"], "axes": {}, "profile": None}
     record, checked = records.build(kind, run_key=config_hash({"kind": kind, **config, "seed": args.seed}),
-                                    config=config, name=context.get("run_name") or f"floor:{cfg.data.name}",
+                                    config=config, name=context.get("run_name") or context["name"],
                                     parent_key=context.get("run_key"), seed=args.seed, device=context["device"],
                                     metrics=metrics)
     with ResultsStore(args.store) as store:
         store.commit_run(record, checked)
 
 
-__all__ = ["EvalConfig", "add_parser", "run_eval"]
+__all__ = ["add_parser", "run_eval"]

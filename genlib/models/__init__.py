@@ -6,13 +6,13 @@ a new file (see `genlib.models.base`'s docstring) and its test, with no list to 
 import importlib
 import pkgutil
 
-from genlib.models.base import (MODELS, SAMPLE_FIELDS, SAMPLERS, EvaluationConfig, GenerativeModel, ModelConfig, PartSpec,
+from genlib.models.base import (MODELS, SAMPLE_FIELDS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec,
                                 SampleConfig, SamplerSpec, build_model, families_providing, family_parts, module_device,
                                 part_names, resolve_sampler)
 
 for _module in pkgutil.iter_modules(__path__):  # registration side effects (ae, ddpm, oracle, vae, ...)
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["MODELS", "SAMPLERS", "SAMPLE_FIELDS", "EvaluationConfig", "GenerativeModel", "ModelConfig", "PartSpec",
+__all__ = ["MODELS", "SAMPLERS", "SAMPLE_FIELDS", "GenerativeModel", "ModelConfig", "PartSpec",
            "SampleConfig", "SamplerSpec", "build_model", "families_providing", "family_parts", "module_device",
            "part_names", "resolve_sampler"]

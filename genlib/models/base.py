@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
@@ -266,45 +266,6 @@ def part_names() -> list[str]:
     """Every exportable part name over the registered families ('sampler' last)."""
     names = {p for f in MODELS.names() for p in MODELS.get(f).parts}
     return sorted(names) + ["sampler"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvaluationConfig:
-    """How a trained run is evaluated: how to sample, how many samples, which metrics (None: the defaults
-    that apply to its family and data). `genbench eval` and each grid cell's `eval` section read it;
-    in YAML the section is flat (`eval: {sampler: ddim, steps: 50, n: 1000, metrics: [swd]}`)."""
-
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    n: int = 1000
-    metrics: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-
-    FLAT_FIELDS: ClassVar[tuple[str, ...]] = SAMPLE_FIELDS + ("n", "metrics")
-
-    @classmethod
-    def from_flat(cls, data: dict[str, Any], where: str = "eval") -> "EvaluationConfig":
-        """From a flat mapping of SampleConfig fields + n + metrics; unknown keys are ConfigErrors."""
-        from genlib.config import from_dict
-
-        unknown = [k for k in data if k not in cls.FLAT_FIELDS]
-        if unknown:
-            raise ConfigError(f"unknown key '{where}.{unknown[0]}'{suggest(unknown[0], list(cls.FLAT_FIELDS))} "
-                              f"(valid keys: {', '.join(cls.FLAT_FIELDS)})")
-        sample = from_dict(SampleConfig, {k: data[k] for k in SAMPLE_FIELDS if k in data}, where)
-        metrics = data.get("metrics")
-        try:
-            return cls(sample=sample, n=int(data.get("n", cls.n)),
-                       metrics=None if metrics is None else tuple(metrics))
-        except ValueError as exc:
-            raise ConfigError(f"'{where}': {exc}") from None
-
-    def to_flat(self) -> dict[str, Any]:
-        from genlib.config import to_dict
-
-        return {**to_dict(self.sample), "n": self.n, "metrics": None if self.metrics is None else list(self.metrics)}
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
