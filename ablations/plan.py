@@ -13,15 +13,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from genlib.config import ConfigError, config_hash, from_dict, to_dict
+from genlib.config import ConfigError, config_hash, to_dict
 from genlib.metrics.eval_config import EvaluationConfig
-from genlib.models import SampleConfig, resolve_sampler
+from genlib.models import resolve_sampler
 from genlib.records import MISSING, same_value, value_at
 from genlib.registry import suggest
 from genlib.train import RunConfig, load_run_config
 
-from ablations.spec import (DEFAULT_EVAL_N, EVAL_FIELDS, SAMPLE_FIELDS, Block, GridError, GridSpec, block_combos,
-                            cell_settings, is_eval_key)
+from ablations.spec import (DEFAULT_EVAL_N, EVAL_FIELDS, Block, GridError, GridSpec, block_combos, cell_settings,
+                            is_eval_key)
 
 
 
@@ -141,7 +141,6 @@ def resolve_eval(data: dict[str, Any], where: str = "eval") -> dict[str, Any]:
         if key not in EVAL_FIELDS:
             full = [f"eval.{f}" for f in EVAL_FIELDS]
             raise GridError(f"unknown key 'eval.{key}'{suggest(f'eval.{key}', full)} (valid: {', '.join(full)})")
-    sample = from_dict(SampleConfig, {k: v for k, v in data.items() if k in SAMPLE_FIELDS}, "eval")
     n = data.get("n", DEFAULT_EVAL_N)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise GridError(f"'eval.n' must be an integer >= 1 (number of samples), got {n!r}")
@@ -152,7 +151,7 @@ def resolve_eval(data: dict[str, Any], where: str = "eval") -> dict[str, Any]:
         if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
             raise GridError(f"'eval.metrics' must be a non-empty list of metric names, got {metrics!r}")
         check_metric_names(metrics, "eval.metrics")
-    return {**to_dict(sample), "n": n, "metrics": metrics}
+    return EvaluationConfig.from_flat({**data, "n": n, "metrics": metrics}, "eval").to_flat()
 
 
 def check_metric_names(names: list[str], where: str) -> None:

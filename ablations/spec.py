@@ -41,7 +41,6 @@ from typing import Any, Iterator
 
 from genlib.config import ConfigError, read_yaml, set_dotted
 from genlib.metrics.eval_config import EvaluationConfig
-from genlib.models import SAMPLE_FIELDS  # noqa: F401  (read by ablations.plan)
 from genlib.records import same_value
 from genlib.registry import suggest
 from genlib.train import RunConfig
