@@ -109,7 +109,12 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="ddim: stochasticity, 0 deterministic .. 1 DDPM-like")
     p.add_argument("--variance", choices=["small", "large"], default="small",
                    help="ddpm: reverse-step variance beta_tilde (small) or beta (large)")
-    p.add_argument("--no-clip", action="store_true", help="diffusion on images: do not clip predicted x0 to [-1, 1]")
+    p.add_argument("--start", choices=["prior", "data"], default="prior",
+                   help="ddpm/ddim: start the reverse chain from N(0, I) (prior) or from q(x_T | x0) with x0 "
+                        "from the held-out data (data), which isolates the prior mismatch of a short schedule")
+    p.add_argument("--no-clip", action="store_true",
+                   help="diffusion: do not clip the predicted x0 (to the data range for images, to the training "
+                        "bounding box plus 10%% for 2-D toys)")
     p.add_argument("--passes", type=int, default=0, help="vae: refinement passes (decode, re-encode, decode)")
     p.add_argument("--reencode", choices=["mean", "sample"], default="mean", help="vae: use the posterior mean or a draw")
     p.add_argument("--prior", choices=["standard", "fitted"], default="standard",
@@ -135,7 +140,8 @@ def run_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--out '{args.out}' must end in .npz or .png")
     try:
         sample_cfg = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, variance=args.variance,
-                                  clip_x0=not args.no_clip, passes=args.passes, reencode=args.reencode, prior=args.prior)
+                                  clip_x0=not args.no_clip, passes=args.passes, reencode=args.reencode, prior=args.prior,
+                                  start=args.start)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     check_writable(args.out, "--out", directory=False)
