@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from reports.claims import (AnalyticCheck, Claim, ClaimResult, Comparison, claims_frame, claims_in_store,
-                            evaluate_claims, studies_without_claims)
+                            evaluate_claims, indicative_studies, studies_without_claims)
 from reports.load import ReportError, StoreData, check_studies, open_store
 from reports.pareto import pareto_report
 from reports.plots import Plot, plot_latency_vs_batch, study_plots
@@ -146,6 +146,13 @@ def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]
                     Para("Each claim is decided by its pre-registered primary test, stored with its study. "
                          + RULE + " Analytic checks state their own rule. Tests without stored results are "
                          "**not measured**.")]
+    quick = indicative_studies(data, [r.claim for r in results])
+    if quick:
+        blocks.append(Para("**Indicative verdicts:** " + ", ".join(f"`{s}`" for s in quick)
+                           + (" was" if len(quick) == 1 else " were") + " run with the `quick` profile (few seeds, "
+                           "short training), so the verdicts of the claims resting on "
+                           + ("it" if len(quick) == 1 else "them") + " are indicative; "
+                           "`genbench claims --profile standard` decides them."))
     summary_rows = []
     for res in results:
         p = res.tests[0]
@@ -173,6 +180,9 @@ def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]
         blocks.append(Bullets(items))
         if isinstance(claim.primary, AnalyticCheck):
             blocks.append(Para(f"Rule for the analytic check: {claim.primary.rule}."))
+        elif set(claim.studies) & set(quick):
+            blocks.append(Para("Indicative: run with the `quick` profile; `genbench claims --profile standard` "
+                               "decides this claim."))
     missing = studies_without_claims(data)
     if missing:
         blocks.append(Para("Studies with results but no stored claims (written by an older genbench): "

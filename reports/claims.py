@@ -34,6 +34,7 @@ from reports.tables import per_seed
 
 ANALYTIC_STUDY = "analytic"
 STUDY_KIND = "study"
+QUICK_PROFILE = "quick"  # CI- and demo-sized: its verdicts are indicative; `claims --profile standard` decides
 SE_MULTIPLE = 3.0  # closed form vs Monte Carlo: agreement within this many standard errors
 ALPHA_BAR_EXPECTED = 0.36  # unscaled linear schedule (1e-4..0.02), T = 100: prod(1 - beta_t) = 0.3636
 ALPHA_BAR_TOLERANCE = 0.05
@@ -442,6 +443,20 @@ def study_claims(data: StoreData) -> list[Claim]:
     return out
 
 
+def study_profiles(data: StoreData) -> dict[str, str | None]:
+    """The profile each study with a stored definition was run with (the last recorded, by study name)."""
+    runs = data.runs
+    rows = runs[(runs["kind"] == STUDY_KIND) & (runs["status"] == "done")]
+    return {str(study): (config.get("profile") if isinstance(config, Mapping) else None)
+            for study, config in zip(rows["study"], rows["config"])}
+
+
+def indicative_studies(data: StoreData, claims: list[Claim] | tuple[Claim, ...]) -> list[str]:
+    """The claims' studies stored from the `quick` profile: their verdicts are indicative, not decisive."""
+    profiles = study_profiles(data)
+    return [s for s in dict.fromkeys(st for c in claims for st in c.studies) if profiles.get(s) == QUICK_PROFILE]
+
+
 def studies_without_claims(data: StoreData) -> list[str]:
     """Grid studies with results but no stored definition (written before studies were recorded)."""
     runs = data.runs
@@ -512,4 +527,4 @@ def claim_metadata(claims: list[Claim] | tuple[Claim, ...]) -> list[Mapping[str,
 
 __all__ = ["ALPHA", "ANALYTIC_CLAIMS", "ANALYTIC_STUDY", "AnalyticCheck", "Claim", "ClaimResult", "Comparison",
            "CheckResult", "LEVEL", "Measurement", "claim_metadata", "claims_frame", "claims_in_store", "evaluate_claim",
-           "evaluate_claims", "studies_without_claims", "study_claims"]
+           "evaluate_claims", "indicative_studies", "studies_without_claims", "study_claims", "study_profiles"]

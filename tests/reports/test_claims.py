@@ -14,7 +14,9 @@ from genlib import records
 from genlib.config import config_hash
 from genlib.store import Metric, ResultsStore, RunRecord
 from reports import build_claims, evaluate_claims
-from reports.claims import ANALYTIC_CLAIMS, claims_in_store, studies_without_claims
+from reports.build import claims_blocks
+from reports.claims import (ANALYTIC_CLAIMS, claims_in_store, indicative_studies, studies_without_claims,
+                            study_profiles)
 from reports.load import open_store
 from reports.stats import RULE
 
@@ -122,3 +124,18 @@ def test_the_lecture_claims_are_the_bundled_studies_plus_the_analytic_checks():
         for c in spec.claims:
             assert len(c.text) > 20 and c.primary.margin > 0
     assert {i.rstrip("ab") for i in ids} == {str(n) for n in range(1, 11)}
+
+
+def test_quick_studies_are_marked_indicative_and_standard_ones_are_not(store_data, tmp_path):
+    # the fixture's studies were all stored from the quick profile; relabel beta's study row as standard
+    assert indicative_studies(store_data, claims_in_store(store_data)) == ["baselines", "beta", "warmup",
+                                                                           "refinement", "steps"]
+    runs = store_data.runs.copy()
+    is_beta = runs["run_key"] == "study-beta"
+    runs.loc[is_beta, "config"] = [{**runs.loc[is_beta, "config"].iloc[0], "profile": "standard"}]
+    data = dataclasses.replace(store_data, runs=runs)
+    assert study_profiles(data)["beta"] == "standard"
+    assert "beta" not in indicative_studies(data, claims_in_store(data))
+    blocks = "\n".join(str(b) for b in claims_blocks(data, evaluate_claims(data), set()))
+    assert "`genbench claims --profile standard` decides them" in blocks and "`beta`" not in blocks.split(
+        "decides them")[0]
