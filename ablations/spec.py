@@ -434,6 +434,25 @@ def _claim_test(data: Any, where: str, cells: list[dict[str, Any]], metrics: lis
                      note=str(note or ""))
 
 
+def _in_profile(test: Any, where: str, spec: GridSpec) -> bool:
+    """A secondary test may name the profiles that measure it (`profiles: [quick, full]`), so a profile sized
+    for the primary test's power can leave its cells out; elsewhere the test is not part of the claim."""
+    if not isinstance(test, dict) or "profiles" not in test:
+        return True
+    names = test["profiles"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise GridError(f"{where}.profiles must be a non-empty list of profile names, got {names!r}")
+    for name in names:
+        if name not in spec.profiles:
+            raise GridError(f"{where}.profiles: no profile '{name}' in the grid{suggest(name, list(spec.profiles))} "
+                            f"(profiles: {', '.join(spec.profiles)})")
+    return spec.profile in names
+
+
+def _for_profile(test: Any, where: str, spec: GridSpec) -> Any:
+    return {k: v for k, v in test.items() if k != "profiles"} if isinstance(test, dict) else test
+
+
 def _varied(cells: list[dict[str, Any]]) -> set[str]:
     """Keys that take more than one value across the cells (the axes a comparison can contrast)."""
     seen: dict[str, list] = {}
@@ -477,11 +496,16 @@ def _claims(value: Any, where: str, spec: GridSpec) -> tuple[ClaimSpec, ...]:
         cid = str(item.get("id") or f"{spec.study}.{i + 1}")
         if any(c.id == cid for c in out):
             raise GridError(f"{cwhere}.id: {cid!r} is used by another claim of the grid")
+        if isinstance(item["primary"], dict) and "profiles" in item["primary"]:
+            raise GridError(f"{cwhere}.primary.profiles: the primary test decides the claim in every profile; "
+                            f"only secondary tests may be limited to some profiles")
         primary = _claim_test(item["primary"], f"{cwhere}.primary", cells, metrics, declared)
         secondary = item.get("secondary") or []
         if not isinstance(secondary, list):
             raise GridError(f"{cwhere}.secondary must be a list of tests")
-        tests = tuple(_claim_test(t, f"{cwhere}.secondary[{j}]", cells, metrics, declared) for j, t in enumerate(secondary))
+        tests = tuple(_claim_test(_for_profile(t, f"{cwhere}.secondary[{j}]", spec), f"{cwhere}.secondary[{j}]",
+                                  cells, metrics, declared)
+                      for j, t in enumerate(secondary) if _in_profile(t, f"{cwhere}.secondary[{j}]", spec))
         out.append(ClaimSpec(id=cid, text=" ".join(text.split()), primary=primary, secondary=tests))
     return tuple(out)
 

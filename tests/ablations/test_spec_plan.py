@@ -272,3 +272,23 @@ def test_claims_round_trip_into_the_study_record(tiny):
     assert record["claims"][0]["primary"]["where"] == {}
     records.check_layout("study", record)
     assert json.loads(json.dumps(record)) == record  # stored as JSON, read back unchanged
+
+
+def test_a_secondary_test_can_be_limited_to_the_profiles_that_measure_it(tiny):
+    # quick drops eval.steps=5, so a secondary test reading it is only part of the claim in `full`
+    secondary = {"metric": "swd", "direction": "lower", "axis": "eval.steps", "treatment": 5, "reference": 2,
+                 "margin": 0.05, "profiles": ["full"]}
+    claims = _claim()
+    claims["claims"][0]["secondary"] = [secondary]
+    tiny.update(claims, profiles={"quick": {"axes": {"eval.steps": [2, None]}}, "full": {}})
+    assert _plan(tiny, profile="quick").spec.claims[0].secondary == ()
+    (kept,) = _plan(tiny, profile="full").spec.claims[0].secondary
+    assert kept.treatment == 5
+    secondary["profiles"] = ["fulll"]
+    with pytest.raises(GridError, match="secondary\\[0\\].profiles: no profile 'fulll' in the grid; did you mean "
+                                        "'full'\\?"):
+        _plan(tiny, profile="full")
+    secondary["profiles"] = ["full"]
+    claims["claims"][0]["primary"]["profiles"] = ["full"]
+    with pytest.raises(GridError, match="the primary test decides the claim in every profile"):
+        _plan(tiny, profile="full")
