@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from genlib import records
 
@@ -225,6 +226,8 @@ def pareto_plot(table: Table, study: str, info: MetricInfo, points: list[ParetoP
             ax.plot([p.latency.mean for p in front], [p.quality.mean for p in front], "-", color="C3", lw=1.2,
                     label="Pareto front")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short log range
         ax.set_xlabel(f"p50 latency per call at batch {batch} [ms]")
         ax.set_title(f"batch {batch}, {threads} thread(s)")
         ax.grid(alpha=0.3, which="both")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from reports.load import MISSING, StoreData, is_scalar, setting_value
 from reports.render import Stat
@@ -347,15 +347,25 @@ def plot_quality_vs_steps(data: StoreData, study: str | None) -> list[Plot]:
         fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         drawn = False
-        for ax, (title, idx) in zip(axes, panels.items()):
-            lines = curve(rows.loc[idx], info.name, _effective_steps,
-                          lambda cfg: sampler_setting(cfg).label if sampler_setting(cfg) else "")
+        panel_lines = {title: curve(rows.loc[idx], info.name, _effective_steps,
+                                    lambda cfg: sampler_setting(cfg).label if sampler_setting(cfg) else "")
+                       for title, idx in panels.items()}
+        # one colour per line label across every panel, and a legend in each panel: a panel never borrows
+        # another panel's labels (a configuration present in one panel only, such as a start from data)
+        colours = {label: f"C{i % 10}" for i, label in
+                   enumerate(sorted({label for lines in panel_lines.values() for label in lines}))}
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        for ax, (title, lines) in zip(axes, panel_lines.items()):
             for label, pts in sorted(lines.items()):
                 stats = [s for _, s in pts]
                 ax.errorbar([x for x, _ in pts], [s.mean for s in stats], yerr=_err(stats), marker="o", ms=3,
-                            capsize=2, label=label, lw=1.2)
+                            capsize=2, label=label, lw=1.2, color=colours[label])
                 drawn = True
+            if lines:
+                ax.legend(fontsize=7)
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(NullFormatter())
             means = [s.mean for pts in lines.values() for _, s in pts if s.mean > 0]
             if means and len(means) == sum(len(p) for p in lines.values()) and max(means) > 30 * min(means):
                 ax.set_yscale("log")  # few-step samples can be orders of magnitude off; keep the rest readable
@@ -368,7 +378,6 @@ def plot_quality_vs_steps(data: StoreData, study: str | None) -> list[Plot]:
         if not drawn:
             continue
         axes[0].set_ylabel(f"{info.key} {'↑' if info.higher_is_better else '↓'}")
-        axes[0].legend(fontsize=7)
         out.append(Plot(f"{slug(study)}-quality-vs-steps{_suffix(groups, group)}",
                         f"{info.key} vs sampling steps per sampler ({group}): mean ± 95% CI over seeds",
                         _png(fig), study))
