@@ -10,9 +10,10 @@ import pytest
 
 import ablations.driver as driver
 from ablations import GridError, parse_grid, plan_grid, run_plan
-from ablations.cells import EXPORTS_DIR, Evaluation
+from ablations.cells import EXPORTS_DIR
 from ablations.driver import artifacts_dir_for, training_cost
 from genlib.store import Metric, ResultsStore
+from grid_helpers import DrawEvaluation  # importable by name in spawned workers (a test module is not)
 
 TIMING = {"where": {"eval.steps": [2, 5]}, "backends": ["ort_graph", "torch_loop"], "providers": ["cpu"],
           "batches": [1, 8], "threads": [1], "target_s": 0.0, "min_rounds": 1, "warmup_rounds": 0}
@@ -33,27 +34,6 @@ def timed_grid(**changes) -> dict:
     }
     grid.update(changes)
     return grid
-
-
-class DrawEvaluation(Evaluation):
-    """Sliced Wasserstein distance of n samples, drawn through the exported graph when the cell gives `draw`."""
-
-    def evaluate_run(self, run_dir, eval_cfg, seed, out_dir, draw=None):
-        from ablations.cells import _sample_config
-        from genlib.data import load_dataset
-        from genlib.metrics import sliced_wasserstein
-        from genlib.train import generate, load_run
-
-        n = int(eval_cfg["n"])
-        loaded = load_run(run_dir)
-        samples = draw(n, seed) if draw is not None else generate(loaded.model, n, _sample_config(eval_cfg),
-                                                                  seed=seed).numpy()
-        ref = load_dataset(loaded.config.data).heldout(n, seed)
-        return [Metric("swd", sliced_wasserstein(samples, ref, n_projections=32, seed=seed), unit="data units",
-                       higher_is_better=False)]
-
-    def evaluate_floor(self, data_cfg, names, n, seed):
-        raise AssertionError("the timed grid has no floor")
 
 
 # -- spec and plan ------------------------------------------------------------------------------------------
