@@ -84,10 +84,25 @@ class SerialExecutor(Executor):
         if not self._queue:
             return []
         task_id, fn, arg = self._queue.popleft()
+        interrupted: list[int] = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):
+                interrupted.append(signum)
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             return [Outcome(task_id, True, fn(arg))]
         except Exception:
+            # Library clean-up code can turn a KeyboardInterrupt into another error; Ctrl-C during a cell is
+            # an interruption of the grid, never a failure of the cell.
+            if interrupted:
+                raise KeyboardInterrupt from None
             return [Outcome(task_id, False, error=traceback.format_exc())]
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     @property
     def in_flight(self) -> int:

@@ -194,3 +194,33 @@ def test_a_malformed_fault_variable_fails_fast(tmp_path, tiny, monkeypatch):
     with pytest.raises(ValueError, match="unknown fault point 'mid_comit'"):
         _run(tiny, tmp_path / "results.db")
     assert not (tmp_path / "results.db").exists()  # nothing was written
+
+
+def test_ctrl_c_during_a_serial_cell_is_an_interruption_even_when_the_cell_turns_it_into_another_error():
+    """Clean-up code inside a cell can turn KeyboardInterrupt into another exception; the serial executor must
+    still report an interruption, never a failed cell."""
+    import os
+    import signal
+
+    from ablations.executors import make_executor
+
+    def cell(_):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):  # the Python-level handler runs between bytecodes
+                pass
+        except KeyboardInterrupt:
+            raise TypeError("expected str, bytes or os.PathLike object, not BufferedWriter") from None
+        return "finished"
+
+    def failing(_):
+        raise ValueError("a real failure of the cell")
+
+    pool = make_executor("serial", 1)
+    pool.submit("a", failing, None)
+    (outcome,) = pool.wait()
+    assert not outcome.ok and "a real failure" in outcome.error
+    pool.submit("b", cell, None)
+    with pytest.raises(KeyboardInterrupt):
+        pool.wait()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
