@@ -86,7 +86,8 @@ class SerialExecutor(Executor):
         task_id, fn, arg = self._queue.popleft()
         interrupted: list[int] = []
         previous = None
-        if threading.current_thread() is threading.main_thread():
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
             def on_sigint(signum, frame):
                 interrupted.append(signum)
                 raise KeyboardInterrupt

@@ -55,7 +55,13 @@ def _start(db: Path, trace: Path, *args: str, fault: str | None = None) -> subpr
     if fault:
         env[FAULT_ENV] = fault
     return subprocess.Popen([sys.executable, str(DRIVER), str(db), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_sigint_default)
+
+
+def _sigint_default() -> None:
+    """A shell running the tests in the background ignores SIGINT, and a child inherits that; the driver must
+    receive Ctrl-C as a user's terminal sends it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 180) -> int:

@@ -216,11 +216,15 @@ def test_ctrl_c_during_a_serial_cell_is_an_interruption_even_when_the_cell_turns
     def failing(_):
         raise ValueError("a real failure of the cell")
 
-    pool = make_executor("serial", 1)
-    pool.submit("a", failing, None)
-    (outcome,) = pool.wait()
-    assert not outcome.ok and "a real failure" in outcome.error
-    pool.submit("b", cell, None)
-    with pytest.raises(KeyboardInterrupt):
-        pool.wait()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell in the background ignores it
+    try:
+        pool = make_executor("serial", 1)
+        pool.submit("a", failing, None)
+        (outcome,) = pool.wait()
+        assert not outcome.ok and "a real failure" in outcome.error
+        pool.submit("b", cell, None)
+        with pytest.raises(KeyboardInterrupt):
+            pool.wait()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the executor put it back
+    finally:
+        signal.signal(signal.SIGINT, previous)
