@@ -8,13 +8,7 @@ from genlib.cli import main
 from genlib.store import ResultsStore
 
 TINY = ["--set", "train.steps=30", "--set", "train.log_every=10", "--set", "train.device=cpu", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "vae"
-    assert main(["train", "vae_digits", "--out", str(out), *TINY]) == 0
-    return out
+# the tiny trained VAE run `vae_run` is a fixture of tests/genlib/conftest.py
 
 
 def test_train_writes_a_reloadable_run_and_records_it(tmp_path, capsys):

@@ -15,13 +15,7 @@ from genlib.cli import main
 from genlib.store import ResultsStore, StoreError
 
 TINY = ["--set", "train.steps=30", "--set", "train.log_every=10", "--set", "train.device=cpu", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "vae"
-    assert main(["train", "vae_digits", "--out", str(out), *TINY]) == 0
-    return out
+# the tiny trained VAE run `vae_run` is a fixture of tests/genlib/conftest.py
 
 
 @pytest.fixture(scope="module")
