@@ -13,6 +13,8 @@ File layout (every key but `base` is optional; `claims` are stored with the resu
         primary: {metric: active_units, direction: lower, axis: loss.beta, treatment: 64, reference: 1,
                   margin: 1.0, where: {eval.n: 500}}   # margin: smallest effect that matters (metric units)
         secondary: [{metric: mse, direction: higher, axis: loss.beta, treatment: 64, reference: 1, margin: 0.005}]
+    plots:                           # stored with the results and drawn by reports (absent: an overview)
+      - {kind: lines, x: loss.beta, metrics: [active_units], colour: eval.passes, x_scale: symlog}
     base: {data: {name: digits}, model: {family: vae}}   # a RunConfig, as for `genbench train`
     eval: {n: 500, metrics: [fd, precision]}             # SampleConfig fields + n + metrics
     axes: {loss.beta: [0, 1, 64], eval.passes: [0, 1]}   # product over dotted keys
@@ -26,6 +28,8 @@ File layout (every key but `base` is optional; `claims` are stored with the resu
              threads: [1]}           # time the sampler of the eval cells matching `where` (bench.grid_timing)
     profiles: {quick: {set: {train.steps: 500}, axes: {loss.beta: [0, 64]}, seeds: [0, 1]}, full: {}}
 
+The keys of a claim test and of a plot entry are declared in `genlib.study_schema` (the reports read the stored
+copies with the same declarations); this module checks them against the grid's planned cells.
 Keys whose first part is a RunConfig field are training-time (they make a checkpoint); `eval.*` keys
 are inference-time (they fan out from a checkpoint). A mapping value replaces the whole subtree. A profile's
 `timing` replaces the top-level one (`timing: false` times nothing).
@@ -43,16 +47,14 @@ from genlib.config import ConfigError, read_yaml, set_dotted
 from genlib.metrics.eval_config import EvaluationConfig
 from genlib.records import same_value
 from genlib.registry import suggest
+from genlib.study_schema import (CLAIM_KEYS, DIRECTIONS, FACET_KEYS, PLOT_COMMON_KEYS, PLOT_HELP, PLOT_KINDS, SCALES,
+                                 TEST_HELP, TEST_KEYS, TEST_REQUIRED, ClaimTest, PlotEntry, as_list)
 from genlib.train import RunConfig
 
-TOP_LEVEL_KEYS = ("study", "claims", "description", "base", "eval", "axes", "zip", "variants", "blocks", "exclude",
-                  "seeds", "floor", "timing", "profiles")
+TOP_LEVEL_KEYS = ("study", "claims", "plots", "description", "base", "eval", "axes", "zip", "variants", "blocks",
+                  "exclude", "seeds", "floor", "timing", "profiles")
 PROFILE_KEYS = ("description", "set", "axes", "zip", "variants", "blocks", "exclude", "seeds", "floor", "timing")
 BLOCK_KEYS = ("set", "axes", "zip", "variants", "exclude")
-CLAIM_KEYS = ("id", "text", "primary", "secondary")
-TEST_KEYS = ("metric", "direction", "axis", "treatment", "reference", "where", "margin", "split", "note")
-TEST_REQUIRED = ("metric", "direction", "axis", "treatment", "reference", "margin")
-DIRECTIONS = ("higher", "lower")
 REPLACED_KEYS = {"claim": "claims[].text", "decided_by": "claims[].primary", "secondary_claims": "claims[].secondary"}
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.init)
@@ -103,32 +105,6 @@ class Block:
 
 
 @dataclass(frozen=True)
-class ClaimTest:
-    """One pre-registered comparison: `metric` at axis=treatment minus at axis=reference, paired by seed, over
-    the cells matching `where`; `direction` is the expected sign of that difference and `margin` (> 0, in the
-    metric's unit) the smallest effect that matters."""
-
-    metric: str
-    direction: str
-    axis: str
-    treatment: Any
-    reference: Any
-    margin: float
-    where: tuple[tuple[str, Any], ...] = ()
-    split: str | None = None
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"metric": self.metric, "direction": self.direction, "axis": self.axis, "treatment": self.treatment,
-               "reference": self.reference, "margin": self.margin, "where": dict(self.where)}
-        if self.split is not None:
-            out["split"] = self.split
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-@dataclass(frozen=True)
 class ClaimSpec:
     """A claim in words, decided by its primary test; secondary tests are reported beside it."""
 
@@ -167,11 +143,16 @@ class GridSpec:
     profiles: tuple[str, ...]  # every profile the file defines
     description: str = ""
     claims: tuple[ClaimSpec, ...] = ()
+    plots: tuple[PlotEntry, ...] | None = None  # None: none declared (reports draw an overview)
     timing: TimingSpec | None = None
 
     def record_config(self) -> dict[str, Any]:
-        """The study's stored definition (a `kind="study"` row): what reports need to decide its claims."""
-        return {"study": self.study, "profile": self.profile, "claims": [c.to_dict() for c in self.claims]}
+        """The study's stored definition (a `kind="study"` row): what reports need to decide its claims and draw
+        its plots (`plots` only when the grid declares them)."""
+        out = {"study": self.study, "profile": self.profile, "claims": [c.to_dict() for c in self.claims]}
+        if self.plots is not None:
+            out["plots"] = [p.to_dict() for p in self.plots]
+        return out
 
 
 # -- structural checks ------------------------------------------------------------------------------
@@ -381,8 +362,7 @@ def _claim_test(data: Any, where: str, cells: list[dict[str, Any]], metrics: lis
     _check_keys(data, TEST_KEYS, where)
     for key in TEST_REQUIRED:
         if key not in data:
-            raise GridError(f"{where}: missing required key '{key}'" + (
-                " (the smallest effect that matters, in the metric's unit)" if key == "margin" else ""))
+            raise GridError(f"{where}: missing required key '{key}' ({TEST_HELP[key]})")
     metric = data["metric"]
     if not isinstance(metric, str) or (metrics is not None and metric not in metrics):
         raise GridError(f"{where}.metric: unknown metric {metric!r}{suggest(str(metric), metrics or [])} "
@@ -480,9 +460,7 @@ def _claims(value: Any, where: str, spec: GridSpec) -> tuple[ClaimSpec, ...]:
         raise GridError(f"{where}: 'claims' must be a list of {{id, text, primary, secondary}} mappings")
     cells = _cells(spec)
     metrics = _metric_names()
-    declared = {"block"} if len(spec.blocks) > 1 else set()
-    for b in spec.blocks:
-        declared |= set(b.axes) | {k for g in b.zip for k in g} | set(b.variants)
+    declared = _declared_axes(spec)
     out: list[ClaimSpec] = []
     for i, item in enumerate(value):
         cwhere = f"{where}: claims[{i}]"
@@ -508,6 +486,102 @@ def _claims(value: Any, where: str, spec: GridSpec) -> tuple[ClaimSpec, ...]:
                       for j, t in enumerate(secondary) if _in_profile(t, f"{cwhere}.secondary[{j}]", spec))
         out.append(ClaimSpec(id=cid, text=" ".join(text.split()), primary=primary, secondary=tests))
     return tuple(out)
+
+
+def _declared_axes(spec: GridSpec) -> set[str]:
+    """The axes the grid file names: plain axes, zipped keys, variant axes, and 'block' when it has several."""
+    declared = {"block"} if len(spec.blocks) > 1 else set()
+    for b in spec.blocks:
+        declared |= set(b.axes) | {k for g in b.zip for k in g} | set(b.variants)
+    return declared
+
+
+def _plot_axis(value: Any, where: str, cells: list[dict[str, Any]], declared: set[str]) -> str:
+    axes = list(dict.fromkeys(k for c in cells for k in c if k in declared))
+    if not isinstance(value, str) or (value not in declared and value not in _varied(cells)):
+        raise GridError(f"{where}: '{value}' is not an axis of the grid{suggest(str(value), axes)} "
+                        f"(axes: {', '.join(axes)})")
+    return value
+
+
+def _plot_settings(value: Any, where: str, cells: list[dict[str, Any]]) -> tuple[str, ...]:
+    keys = sorted({k for c in cells for k in c if not isinstance(c[k], dict)})
+    out = []
+    for key in as_list(value):
+        if not isinstance(key, str) or not any(key in c for c in cells):
+            raise GridError(f"{where}: '{key}' is not a setting of the grid{suggest(str(key), keys)}")
+        out.append(key)
+    if not out:
+        raise GridError(f"{where} must name a setting or a list of settings, got {value!r}")
+    return tuple(out)
+
+
+def _plot_entry(item: Any, where: str, cells: list[dict[str, Any]], metrics: list[str] | None,
+                declared: set[str]) -> dict[str, Any]:
+    """One `plots:` entry checked against `genlib.study_schema.PLOT_KINDS` and the planned cells."""
+    item = _mapping(item, where)
+    kind = item.get("kind")
+    if kind not in PLOT_KINDS:
+        raise GridError(f"{where}.kind: " + (f"unknown plot kind {kind!r}{suggest(str(kind), list(PLOT_KINDS))}"
+                                             if "kind" in item else "missing") + f" (kinds: {', '.join(PLOT_KINDS)})")
+    spec = PLOT_KINDS[kind]
+    _check_keys(item, PLOT_COMMON_KEYS + spec.required + spec.optional, f"{where} (kind {kind})")
+    for key in spec.required:
+        if key not in item:
+            raise GridError(f"{where}: kind {kind} needs '{key}' ({PLOT_HELP[key]})")
+    out: dict[str, Any] = {"kind": kind}
+    for key, value in item.items():
+        kwhere = f"{where}.{key}"
+        if key in ("name", "title", "x_label"):
+            if not isinstance(value, str) or not value.strip():
+                raise GridError(f"{kwhere} must be a non-empty string, got {value!r}")
+            out[key] = " ".join(value.split())
+        elif key in ("x", "along"):
+            out[key] = _plot_axis(value, kwhere, cells, declared)
+        elif key in FACET_KEYS:
+            out[key] = _plot_settings(value, kwhere, cells)
+        elif key in ("x_scale", "y_scale"):
+            allowed = SCALES if key == "y_scale" else SCALES[:3]
+            if value not in allowed:
+                raise GridError(f"{kwhere} must be one of {', '.join(allowed)}, got {value!r}"
+                                f"{suggest(str(value), list(allowed))}")
+            out[key] = value
+        elif key == "metrics":
+            names = as_list(value)
+            if not names or not all(isinstance(m, str) for m in names):
+                raise GridError(f"{kwhere} must be a metric name or a list of them, got {value!r}")
+            if kind == "trade_off" and len(names) != 2:
+                raise GridError(f"{kwhere}: kind trade_off draws two metrics against each other ([x, y]), "
+                                f"got {len(names)}")
+            for m in names if kind != "training_curves" else ():  # training-log columns are not metrics
+                if metrics is not None and m not in metrics:
+                    raise GridError(f"{kwhere}: unknown metric {m!r}{suggest(m, metrics)}")
+                if not any(_measures(c, m) for c in cells):
+                    raise GridError(f"{kwhere}: no cell of the grid measures '{m}' (add it to eval.metrics)")
+            out[key] = tuple(names)
+    return out
+
+
+def _plots(value: Any, where: str, spec: GridSpec) -> tuple[PlotEntry, ...] | None:
+    """The `plots:` section (None when absent: reports draw an overview); errors name the entry and key."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise GridError(f"{where}: 'plots' must be a list of {{kind, ...}} mappings (kinds: {', '.join(PLOT_KINDS)})")
+    cells = _cells(spec)
+    metrics = _metric_names()
+    declared = _declared_axes(spec)
+    entries = [_plot_entry(item, f"{where}: plots[{i}]", cells, metrics, declared) for i, item in enumerate(value)]
+    kinds = [e["kind"] for e in entries]
+    names: list[str] = []
+    for i, e in enumerate(entries):
+        name = e.get("name") or (e["kind"] if kinds.count(e["kind"]) == 1
+                                 else f"{e['kind']}-{kinds[:i + 1].count(e['kind'])}")
+        if name in names:
+            raise GridError(f"{where}: plots[{i}].name: {name!r} is used by another plot of the grid")
+        names.append(name)
+        e["name"] = name
+    return tuple(PlotEntry.from_dict(e) for e in entries)
 
 
 def _block(name: str, data: Any, where: str) -> Block:
@@ -610,7 +684,8 @@ def parse_grid(data: dict, *, profile: str | None = None, path: Path | None = No
     spec = GridSpec(study=name, path=path, profile=profile, base=base, eval=eval_cfg, blocks=blocks, seeds=seeds,
                     floor=floor, profiles=tuple(profiles), timing=timing,
                     description=str(prof.get("description") or data.get("description") or ""))
-    return dataclasses.replace(spec, claims=_claims(data.get("claims"), where, spec))
+    return dataclasses.replace(spec, claims=_claims(data.get("claims"), where, spec),
+                               plots=_plots(data.get("plots"), where, spec))
 
 
 def _check_disjoint(block: Block, where: str) -> None:

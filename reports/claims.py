@@ -1,8 +1,9 @@
 """Claims decided from the store: each grid study's own claims (stored with it) plus the analytic checks.
 
 A grid run stores its study's definition as a `kind="study"` row (`genlib.records`), whose claims each hold a
-pre-registered primary test and secondary tests (`ablations.spec.ClaimSpec`): so a user's own grid is decided
-like a bundled one. Only the analytic checks (claims 8, 9 and the closed-form part of 10) live in this file.
+pre-registered primary test and secondary tests (`genlib.study_schema.ClaimTest`, the one declaration of a test's
+keys): so a user's own grid is decided like a bundled one. Only the analytic checks (claims 8, 9 and the
+closed-form part of 10) live in this file.
 A `Comparison` contrasts two settings of one study on one metric, each side one configuration (never pooled:
 a side holding several, or sides differing beyond the axis, is inconclusive naming the keys that differ);
 `reports.stats.verdict` is the rule. The analytic rows (`kind="analytic"`, study "analytic", one run per
@@ -25,6 +26,7 @@ from typing import Any, Literal, Mapping
 import pandas as pd
 
 from genlib import records
+from genlib.study_schema import ClaimTest as StoredTest
 
 from reports.load import StoreData, same_value, select_rows, setting_value
 from reports.render import fmt_num
@@ -82,28 +84,17 @@ def _p_text(p: float) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Comparison:
-    """treatment vs reference on `axis` in grid `study`, rows filtered by `where`; `direction`: the expected
-    sign of treatment - reference ('higher' or 'lower'); `margin`: the smallest effect that matters."""
+class Comparison(StoredTest):
+    """A stored claim test (`genlib.study_schema.ClaimTest`: treatment vs reference on `axis`, rows filtered by
+    `where`, `direction` the expected sign of treatment - reference, `margin` the smallest effect that matters)
+    decided on the evaluations of grid `study`."""
 
     study: str
-    metric: str
-    axis: str
-    treatment: Any
-    reference: Any
-    direction: Literal["higher", "lower"]
-    margin: float
-    where: tuple[tuple[str, Any], ...] = ()
-    split: str | None = None
-    note: str = ""
 
     @classmethod
-    def from_dict(cls, study: str, data: Mapping[str, Any]) -> "Comparison":
-        """A test as `ablations.spec.ClaimTest.to_dict` stores it."""
-        where = data.get("where") or {}
-        return cls(study=study, metric=str(data["metric"]), axis=str(data["axis"]), treatment=data["treatment"],
-                   reference=data["reference"], direction=data["direction"], margin=float(data["margin"]),
-                   where=tuple(where.items()), split=data.get("split"), note=str(data.get("note") or ""))
+    def from_stored(cls, study: str, data: Mapping[str, Any]) -> "Comparison":
+        """A test as the study row stores it (`ClaimTest.to_dict`)."""
+        return cls.from_dict(data, study=study)
 
     @property
     def where_dict(self) -> dict[str, Any]:
@@ -428,8 +419,8 @@ ANALYTIC_CLAIMS: tuple[Claim, ...] = (
 
 
 def _claim_from_dict(study: str, data: Mapping[str, Any]) -> Claim:
-    return Claim(id=str(data["id"]), text=str(data["text"]), primary=Comparison.from_dict(study, data["primary"]),
-                 secondary=tuple(Comparison.from_dict(study, t) for t in data.get("secondary") or ()))
+    return Claim(id=str(data["id"]), text=str(data["text"]), primary=Comparison.from_stored(study, data["primary"]),
+                 secondary=tuple(Comparison.from_stored(study, t) for t in data.get("secondary") or ()))
 
 
 def study_claims(data: StoreData) -> list[Claim]:

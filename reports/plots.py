@@ -1,9 +1,12 @@
-"""Plots from the store (matplotlib, headless): rate-distortion, active units, training curves, refinement,
-quality vs steps, latency vs batch, and an overview for studies without a plot of their own.
+"""Plots from the store (matplotlib, headless): the plots each study declares in its grid file, an overview for
+studies that declare none, and latency vs batch for the speed section.
 
-Plots register by name with the study they draw (`PLOTS`); each returns PNG bytes with a caption, or
-nothing when the store lacks what it needs. Figures are built with `matplotlib.figure.Figure` and the
-Agg canvas directly, so the global pyplot backend is never touched. Error bars are the 95% t-intervals.
+A study's `plots:` entries (`genlib.study_schema.PlotEntry`, stored with its definition) name a kind: `lines`
+(metrics against a setting, faceted into panels and coloured lines), `trade_off` (two metrics against each
+other along a setting), `training_curves` (each training's history.csv) or `bars` (each metric per setting).
+Each kind has one drawer here (`KIND_DRAWERS`); each returns PNG bytes with a caption, or nothing when the store
+lacks what it needs. Figures are built with `matplotlib.figure.Figure` and the Agg canvas directly, so the global
+pyplot backend is never touched; every log axis goes through `log_axis`. Error bars are the 95% t-intervals.
 Points aggregate the seeds of one configuration (`config_key`) only: a setting that holds several
 configurations (a study rerun with another train.steps) is drawn as several points, labelled with the keys
 that differ, as `reports.tables` shows them as several rows.
@@ -18,9 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogFormatter, NullFormatter
+
+from genlib.study_schema import PLOT_KINDS, PlotEntry
 
 from reports.load import MISSING, StoreData, is_scalar, setting_value
 from reports.render import Stat
@@ -30,7 +36,10 @@ from reports.tables import (bench_frame, configurations, grid_metrics, metric_in
 DPI = 100
 HISTORY_FILE = "history.csv"  # training curves beside each checkpoint (genlib.train writes it)
 CURVES = ("loss", "kl", "beta_t")
-MAX_LATENCY_PANELS = 9  # columns of history.csv drawn under each KL-weight schedule
+MAX_LATENCY_PANELS = 9
+MAX_METRICS = 6  # directed metrics drawn when an entry names none
+LOG_Y_SPREAD = 30.0  # y_scale auto: log when the largest mean exceeds the smallest by this factor
+STUDY_KIND = "study"  # the run kind of a study's stored definition (genlib.records)
 
 
 @dataclass(frozen=True)
@@ -45,26 +54,68 @@ class Plot:
         return f"plot-{self.name}"
 
 
-@dataclass(frozen=True)
-class PlotSpec:
-    name: str
-    study: str | None  # None: not tied to one study (speed, overview)
-    draw: Callable[[StoreData, str | None], list[Plot]]
+Drawer = Callable[[StoreData, str, PlotEntry], list[Plot]]
+KIND_DRAWERS: dict[str, Drawer] = {}
 
 
-PLOTS: dict[str, PlotSpec] = {}
+def draws(kind: str):
+    """Decorator: `draw(data, study, entry) -> list[Plot]` draws entries of `kind` (declared once, in
+    `genlib.study_schema.PLOT_KINDS`; a kind is drawn by one function)."""
 
+    if kind not in PLOT_KINDS:
+        raise ValueError(f"plot kind '{kind}' is not declared in genlib.study_schema.PLOT_KINDS "
+                         f"(declared: {', '.join(PLOT_KINDS)})")
+    if kind in KIND_DRAWERS:
+        raise ValueError(f"plot kind '{kind}' has two drawers")
 
-def register_plot(name: str, study: str | None = None):
-    """Decorator: register `draw(data, study) -> list[Plot]` under `name` (a name registers once)."""
-
-    def decorate(fn: Callable[[StoreData, str | None], list[Plot]]):
-        if name in PLOTS:
-            raise ValueError(f"plot '{name}' is registered twice")
-        PLOTS[name] = PlotSpec(name, study, fn)
+    def decorate(fn: Drawer) -> Drawer:
+        KIND_DRAWERS[kind] = fn
         return fn
 
     return decorate
+
+
+def log_axis(ax: Axes, which: str = "x", *, scale: str = "log", base: float = 10, linthresh: float = 1.0) -> None:
+    """Put `ax`'s `which` axis ('x' or 'y') on a log (or symlog) scale with plain tick labels ('0.05', not 5e-2).
+
+    Minor ticks are labelled only where the view spans less than about one decade, and then only some of them
+    (matplotlib's LogFormatter thresholds), so labels never crowd into each other (0.006, 0.007, 0.008 ...)."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    setter = ax.set_xscale if which == "x" else ax.set_yscale
+    if scale == "symlog":
+        setter("symlog", linthresh=linthresh)
+    else:
+        setter("log", base=base)
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if scale == "symlog":
+        axis.set_minor_formatter(NullFormatter())
+    else:
+        axis.set_minor_formatter(_PlainLogFormatter(base=base, labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
+class _PlainLogFormatter(LogFormatter):
+    """LogFormatter's choice of which minor ticks to label, printed as plain numbers."""
+
+    def __call__(self, x: float, pos: Any = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _scale(ax: Axes, which: str, scale: str, values: list[float]) -> str:
+    """Apply an entry's x_scale / y_scale ('auto': log when the positive means span more than LOG_Y_SPREAD);
+    returns ' (log y)' when auto chose log, for the panel title."""
+    if scale == "auto":
+        if values and all(v > 0 for v in values) and max(values) > LOG_Y_SPREAD * min(values):
+            log_axis(ax, which)
+            return f" (log {which})"
+        return ""
+    if scale in ("log", "symlog"):
+        finite = [v for v in values if math.isfinite(v)]
+        nonzero = [abs(v) for v in finite if v != 0]
+        linthresh = min(nonzero) if nonzero else 1.0
+        log_axis(ax, which, scale=scale, linthresh=linthresh)
+        if scale == "symlog" and finite and min(finite) >= 0:  # no negative ticks in the margin left of 0
+            (ax.set_xlim if which == "x" else ax.set_ylim)(-0.3 * linthresh, 1.6 * max(finite) or 1.0)
+    return ""
 
 
 def _png(fig: Figure) -> bytes:
@@ -134,10 +185,6 @@ def curve(frame: pd.DataFrame, metric: str, x_of: Callable[[dict], Any],
     return {k: sorted(v, key=lambda q: q[0]) for k, v in out.items()}
 
 
-def _axis(key: str) -> Callable[[dict], Any]:
-    return lambda cfg: setting_value(cfg, key)
-
-
 def _line_label(keys: list[str]) -> Callable[[dict], str]:
     def label(cfg: dict) -> str:
         parts = []
@@ -155,21 +202,177 @@ def _other_axes(data: StoreData, frame: pd.DataFrame, exclude: tuple[str, ...]) 
     return [k for k in keys if k not in exclude]
 
 
-# -- beta -------------------------------------------------------------------------------------------------
-@register_plot("rate_distortion", study="beta")
-def plot_rate_distortion(data: StoreData, study: str | None) -> list[Plot]:
-    """Distortion (reconstruction MSE) against rate (KL, nats) with one point per beta."""
+# -- settings of a plot entry ------------------------------------------------------------------------------
+# A setting whose null value stands for a resolved one: eval.steps null is S = T, drawn at T.
+RESOLVED_NULL: dict[str, Callable[[dict], Any]] = {
+    "eval.steps": lambda cfg: sampler_setting(cfg).steps if sampler_setting(cfg) is not None else MISSING,
+}
+
+
+def _x_of(key: str) -> Callable[[dict], Any]:
+    def x_of(cfg: dict) -> Any:
+        value = setting_value(cfg, key)
+        return RESOLVED_NULL[key](cfg) if value is None and key in RESOLVED_NULL else value
+    return x_of
+
+
+def _short(key: str) -> str:
+    return key.split(".")[-1]
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else f"{value}"
+
+
+def _facet_label(keys: tuple[str, ...] | list[str]) -> Callable[[dict], str]:
+    """The label of a row's values of `keys`: the value alone for one key, 'key=value, ...' for several."""
+    def label(cfg: dict) -> str:
+        values = [(k, setting_value(cfg, k)) for k in keys]
+        values = [(k, v) for k, v in values if v is not MISSING]
+        if len(keys) == 1:
+            return _show(values[0][1]) if values else ""
+        return ", ".join(f"{_short(k)}={_show(v)}" for k, v in values)
+    return label
+
+
+def _facets(frame: pd.DataFrame, keys: tuple[str, ...]) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per combination of `keys` present in `frame`, in order of the values (one untitled facet
+    when no keys)."""
+    if not keys:
+        return [("", frame)]
+    combos: dict[tuple, list[int]] = {}
+    for i, cfg in zip(frame.index, frame["config"]):
+        combos.setdefault(tuple(_sortable(setting_value(cfg, k)) for k in keys), []).append(i)
+    label = lambda combo: ", ".join(f"{_short(k)}={_show(v[2])}" for k, v in zip(keys, combo))  # noqa: E731
+    return [(label(c), frame.loc[combos[c]]) for c in sorted(combos)]
+
+
+def _sortable(value: Any) -> tuple:
+    """Sort numbers before text before null, each in its own order; the value itself is kept last."""
+    if value is None or value is MISSING:
+        return (2, "", value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), value)
+    return (1, str(value), value)
+
+
+def _chosen_metrics(frame: pd.DataFrame, names: tuple[str, ...]) -> list:
+    """The MetricInfos of an entry's metrics that `frame` holds, in the entry's order; when the entry names
+    none, the directed metrics (or those with a target), at most MAX_METRICS."""
+    infos = metric_infos(frame)
+    if names:
+        by_name = {i.name: i for i in infos}
+        return [by_name[n] for n in names if n in by_name]
+    return [i for i in infos if i.higher_is_better is not None or i.target is not None][:MAX_METRICS]
+
+
+def _reference_lines(frame: pd.DataFrame, metric: str) -> list[tuple[float, str]]:
+    """Horizontal guides a metric's records declare: its target, and for a count of latent units the latent
+    dimension (its ceiling)."""
+    rows = frame[frame["metric"] == metric]
+    out = []
+    targets = {e.get("target") for e in rows["extra"] if isinstance(e.get("target"), (int, float))}
+    if len(targets) == 1:
+        t = targets.pop()
+        out.append((float(t), f"target {t:g}"))
+    if (rows["unit"] == "count").any():
+        dims = [e.get("latent_dim") for e in rows["extra"] if isinstance(e.get("latent_dim"), (int, float))]
+        if dims:
+            out.append((float(max(dims)), f"latent_dim = {int(max(dims))}"))
+    return out
+
+
+def _arrow(info: Any) -> str:
+    return {True: " ↑", False: " ↓"}.get(info.higher_is_better, "")
+
+
+def _title(entry: PlotEntry, default: str) -> str:
+    return entry.title or default
+
+
+def _grid(n_panels: int, ncols: int | None = None, width: float = 4.2, height: float = 3.3):
+    ncols = ncols or min(3, n_panels)
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
+
+
+# -- kinds ---------------------------------------------------------------------------------------------------
+@draws("lines")
+def draw_lines(data: StoreData, study: str, entry: PlotEntry) -> list[Plot]:
+    """Metrics against the setting `x`: a panel per (rows value, metric, columns value), a line per colour value
+    (default: per combination of the other settings the study varies), one colour per label across panels."""
+    assert entry.x is not None
     ev = grid_metrics(data, study, "eval")
+    x_label = entry.x_label or entry.x
     out = []
     groups = _groups(ev)
     for group, frame in groups:
-        kl_lines, mse_lines = curve(frame, "kl", _axis("loss.beta")), curve(frame, "mse", _axis("loss.beta"))
+        infos = _chosen_metrics(frame, entry.metrics)
+        if not infos:
+            continue
+        colour = entry.colour or tuple(_other_axes(data, frame, (entry.x, *entry.columns, *entry.rows)))
+        line_of = _facet_label(colour)
+        rows = _facets(frame, entry.rows)
+        cols = _facets(frame, entry.columns)
+        panels = []  # (info, facet title, {line label: [(x, Stat)]})
+        for row_title, row_frame in rows:
+            for info in infos:
+                for col_title, _ in cols:
+                    sub = dict(_facets(row_frame, entry.columns)).get(col_title)
+                    if sub is None:
+                        continue
+                    lines = curve(sub, info.name, _x_of(entry.x), line_of)
+                    facet = ", ".join(t for t in (row_title, col_title) if t)
+                    panels.append((info, facet, lines))
+        if not any(len(pts) >= 2 for _, _, lines in panels for pts in lines.values()):
+            continue
+        fig, axes = _grid(len(panels), len(infos) * len(cols) if entry.rows else None)
+        labels = sorted({str(label) for _, _, lines in panels for label in lines})
+        colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+        for ax, (info, facet, lines) in zip(axes, panels):
+            for label, pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
+                stats = [s for _, s in pts]
+                ax.errorbar([x for x, _ in pts], [s.mean for s in stats], yerr=_err(stats), marker="o", ms=3,
+                            capsize=2, label=label or None, lw=1.2, color=colours[str(label)])
+            for value, text in _reference_lines(frame, info.name):
+                ax.axhline(value, color="grey", ls="--", lw=1, label=text)
+            xs = [x for pts in lines.values() for x, _ in pts]
+            _scale(ax, "x", entry.x_scale, xs)
+            log_y = _scale(ax, "y", entry.y_scale, [s.mean for pts in lines.values() for _, s in pts])
+            if ax.get_legend_handles_labels()[1]:
+                ax.legend(fontsize=7, title=_short(colour[0]) if len(colour) == 1 else None, title_fontsize=7)
+            title = f"{info.key}{_arrow(info)}" + (f": {facet}" if facet else "") + log_y
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel(x_label)
+            ax.grid(alpha=0.3, which="both")
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        default = f"{', '.join(i.key for i in infos)} vs {x_label}" + (
+            f" per {', '.join(_short(k) for k in entry.colour)}" if entry.colour else "")
+        out.append(Plot(f"{slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
+                        f"{_title(entry, default)} ({group}): mean ± 95% CI over seeds", _png(fig), study))
+    return out
+
+
+@draws("trade_off")
+def draw_trade_off(data: StoreData, study: str, entry: PlotEntry) -> list[Plot]:
+    """metrics[1] against metrics[0], a point per value of `along` (annotated), joined into one curve per
+    colour value and configuration."""
+    assert entry.along is not None and len(entry.metrics) == 2
+    x_metric, y_metric = entry.metrics
+    ev = grid_metrics(data, study, "eval")
+    line_of = _facet_label(entry.colour) if entry.colour else (lambda cfg: "")
+    out = []
+    groups = _groups(ev)
+    for group, frame in groups:
+        x_lines, y_lines = (curve(frame, m, _x_of(entry.along), line_of) for m in entry.metrics)
         lines = []  # one curve per configuration (a rerun with other settings is its own curve)
-        for line in kl_lines:
-            kx, mx = dict(kl_lines[line]), dict(mse_lines.get(line, []))
-            common = sorted(set(kx) & set(mx))
+        for line in x_lines:
+            xs, ys = dict(x_lines[line]), dict(y_lines.get(line, []))
+            common = sorted(set(xs) & set(ys))
             if len(common) >= 2:
-                lines.append((line, common, [kx[b] for b in common], [mx[b] for b in common]))
+                lines.append((line, common, [xs[v] for v in common], [ys[v] for v in common]))
         if not lines:
             continue
         fig = Figure(figsize=(5.2, 3.8), layout="constrained")
@@ -177,54 +380,26 @@ def plot_rate_distortion(data: StoreData, study: str | None) -> list[Plot]:
         for line, common, xs, ys in lines:
             ax.errorbar([s.mean for s in xs], [s.mean for s in ys], xerr=_err(xs), yerr=_err(ys), marker="o",
                         capsize=3, label=line or None)
-            for b, sx, sy in zip(common, xs, ys):
-                ax.annotate(f"β={b:g}", (sx.mean, sy.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            for v, sx, sy in zip(common, xs, ys):
+                ax.annotate(f"{_short(entry.along)}={v:g}", (sx.mean, sy.mean), textcoords="offset points",
+                            xytext=(5, 4), fontsize=8)
         if any(line for line, *_ in lines):
             ax.legend(fontsize=7)
-        unit = frame[frame["metric"] == "kl"]["unit"].iloc[0] or "nats"
-        ax.set_xscale("symlog", linthresh=1.0)  # rates span orders of magnitude; linear below 1 nat
-        ax.set_xlabel(f"rate: KL(q(z|x) || p(z)) [{unit}], symlog")
-        ax.set_ylabel("distortion: reconstruction MSE")
-        ax.set_title(f"Rate-distortion over β ({group})")
+        _scale(ax, "x", entry.x_scale, [s.mean for _, _, xs, _ in lines for s in xs])
+        _scale(ax, "y", entry.y_scale, [s.mean for _, _, _, ys in lines for s in ys])
+        units = {m: next((u for u in frame.loc[frame["metric"] == m, "unit"] if isinstance(u, str) and u), "")
+                 for m in entry.metrics}
+        ax.set_xlabel(x_metric + (f" [{units[x_metric]}]" if units[x_metric] else ""))
+        ax.set_ylabel(y_metric + (f" [{units[y_metric]}]" if units[y_metric] else ""))
+        title = _title(entry, f"{y_metric} vs {x_metric} over {entry.along}")
+        ax.set_title(f"{title} ({group})", fontsize=10)
         ax.grid(alpha=0.3)
-        out.append(Plot(f"{slug(study)}-rate-distortion{_suffix(groups, group)}",
-                        f"Rate-distortion curve over β ({group}): mean ± 95% CI over seeds", _png(fig), study))
+        out.append(Plot(f"{slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
+                        f"{title} ({group}): mean ± 95% CI over seeds", _png(fig), study))
     return out
 
 
-@register_plot("active_units", study="beta")
-def plot_active_units(data: StoreData, study: str | None) -> list[Plot]:
-    """Active latent units against beta (symmetric log x so that beta = 0 shows)."""
-    ev = grid_metrics(data, study, "eval")
-    out = []
-    groups = _groups(ev)
-    for group, frame in groups:
-        lines = {k: v for k, v in curve(frame, "active_units", _axis("loss.beta")).items() if len(v) >= 2}
-        if not lines:
-            continue
-        fig = Figure(figsize=(5.2, 3.6), layout="constrained")
-        ax = fig.add_subplot()
-        for line, pts in lines.items():
-            stats = [s for _, s in pts]
-            ax.errorbar([x for x, _ in pts], [s.mean for s in stats], yerr=_err(stats), marker="o", capsize=3,
-                        label=line or None)
-        ax.set_xscale("symlog", linthresh=0.1)
-        latent = [e.get("latent_dim") for e in frame[frame["metric"] == "active_units"]["extra"]]
-        latent = [d for d in latent if isinstance(d, (int, float))]
-        if latent:
-            ax.axhline(max(latent), color="grey", ls="--", lw=1, label=f"latent_dim = {int(max(latent))}")
-        if latent or any(lines):
-            ax.legend(fontsize=8)
-        ax.set_xlabel("β (KL weight)")
-        ax.set_ylabel("active units")
-        ax.set_title(f"Active units vs β ({group})")
-        ax.grid(alpha=0.3)
-        out.append(Plot(f"{slug(study)}-active-units{_suffix(groups, group)}",
-                        f"Active latent units vs β ({group}): mean ± 95% CI over seeds", _png(fig), study))
-    return out
-
-
-# -- warmup ------------------------------------------------------------------------------------------------
+# -- training logs ---------------------------------------------------------------------------------------
 def read_history(data: StoreData, artifact_path: Any) -> pd.DataFrame | None:
     """A training run's history.csv (step, loss, kl, beta_t, ...) from its artifact directory, or None."""
     run_dir = data.artifact_dir(artifact_path)
@@ -239,26 +414,31 @@ def read_history(data: StoreData, artifact_path: Any) -> pd.DataFrame | None:
     return frame if "step" in frame else None
 
 
-@register_plot("training_curves", study="warmup")
-def plot_training_curves(data: StoreData, study: str | None) -> list[Plot]:
-    """Loss, KL and the beta(t) actually used against the step, one line per KL-weight schedule (seed mean)."""
+@draws("training_curves")
+def draw_training_curves(data: StoreData, study: str, entry: PlotEntry) -> list[Plot]:
+    """Training-log columns (default loss, KL and the beta(t) actually used) against the step, one line per colour
+    value (default: per combination of the study's training axes), the mean over seeds."""
     runs = data.runs[(data.runs["study"] == study) & (data.runs["kind"] == "train") & (data.runs["status"] == "done")]
     found = []
     for rk, ck, cfg, art in zip(runs["run_key"], runs["config_key"], runs["config"], runs["artifact_path"]):
         hist = read_history(data, art)
         if hist is None:
             continue
-        label = setting_value(cfg, "loss.kl_schedule.kind")
-        others = [k for k in (cfg.get("axes") or {}) if k != "loss.kl_schedule.kind" and is_scalar(cfg["axes"][k])]
-        found.append((rk, str(label) + "".join(f", {k}={cfg['axes'][k]}" for k in others), _config_key(ck, rk),
-                      cfg, hist))
+        colour = entry.colour or tuple(k for k in (cfg.get("axes") or {}) if is_scalar(cfg["axes"][k]))
+        label = _facet_label(colour[:1])(cfg) if colour else ""
+        label += "".join(f", {_short(k)}={_show(setting_value(cfg, k))}" for k in colour[1:]
+                         if setting_value(cfg, k) is not MISSING)
+        others = [k for k in (cfg.get("axes") or {}) if k not in colour and is_scalar(cfg["axes"][k])]
+        label += "".join(f", {k}={cfg['axes'][k]}" for k in others)
+        found.append((rk, label, _config_key(ck, rk), cfg, hist))
     # seeds of one configuration are averaged; configurations sharing a label are separate lines
     _, labels, _ = configurations({rk: ((name,), key) for rk, name, key, _, _ in found},
-                                  {rk: cfg for rk, _, _, cfg, _ in found}, ["schedule"])
+                                  {rk: cfg for rk, _, _, cfg, _ in found}, ["line"])
     lines: dict[str, list[pd.DataFrame]] = {}
     for _, name, key, _, hist in found:
         lines.setdefault(_line_name(name, labels.get(((name,), key), "")), []).append(hist)
-    curves = [c for c in CURVES if any(c in h for hs in lines.values() for h in hs)]
+    wanted = entry.metrics or CURVES
+    curves = [c for c in wanted if any(c in h for hs in lines.values() for h in hs)]
     if not lines or not curves:
         return []
     fig = Figure(figsize=(4.2 * len(curves), 3.6), layout="constrained")
@@ -274,119 +454,56 @@ def plot_training_curves(data: StoreData, study: str | None) -> list[Plot]:
         ax.set_ylabel({"beta_t": "β(t) used", "kl": "KL [nats]"}.get(col, col))
         ax.set_title(col)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, title="KL schedule")
+    if any(lines):
+        colour_keys = entry.colour
+        axes[0].legend(fontsize=8, title=_short(colour_keys[0]) if len(colour_keys) == 1 else None)
     n_seeds = max(len(h) for h in lines.values())
-    return [Plot(f"{slug(study)}-training-curves", f"Training curves under each KL-weight schedule (mean over up to "
-                 f"{n_seeds} seed(s); from each run's {HISTORY_FILE})", _png(fig), study)]
+    title = _title(entry, "Training curves")
+    return [Plot(f"{slug(study)}-{slug(entry.name)}", f"{title} (mean over up to {n_seeds} seed(s); from each run's "
+                 f"{HISTORY_FILE})", _png(fig), study)]
 
 
-# -- refinement ----------------------------------------------------------------------------------------------
-@register_plot("refinement_quality", study="refinement")
-def plot_refinement(data: StoreData, study: str | None) -> list[Plot]:
-    """Sample quality against refinement passes, one panel per metric, one line per other setting."""
+@draws("bars")
+def draw_bars(data: StoreData, study: str, entry: PlotEntry) -> list[Plot]:
+    """A horizontal bar per setting (and configuration) for each metric (default: up to six directed ones)."""
     ev = grid_metrics(data, study, "eval")
     out = []
     groups = _groups(ev)
     for group, frame in groups:
-        infos = [i for i in metric_infos(frame) if i.higher_is_better is not None or i.target is not None][:6]
-        line_keys = _other_axes(data, frame, ("eval.passes",))
-        panels = [(i, curve(frame, i.name, _axis("eval.passes"), _line_label(line_keys))) for i in infos]
-        panels = [(i, c) for i, c in panels if any(len(v) >= 2 for v in c.values())]
-        if not panels:
+        keys = _other_axes(data, frame, ())
+        if not keys:
             continue
-        ncols = min(3, len(panels))
-        nrows = math.ceil(len(panels) / ncols)
-        fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-        for ax, (info, lines) in zip(axes, panels):
-            for label, pts in lines.items():
-                stats = [s for _, s in pts]
-                ax.errorbar([x for x, _ in pts], [s.mean for s in stats], yerr=_err(stats), marker="o", ms=3,
-                            capsize=2, label=label or None, lw=1.2)
-            arrow = {True: " ↑", False: " ↓"}.get(info.higher_is_better, "")
-            ax.set_title(f"{info.key}{arrow}")
-            ax.set_xlabel("refinement passes")
-            ax.grid(alpha=0.3)
-        for ax in axes[len(panels):]:
+        label_of = _line_label(keys)
+        infos = _chosen_metrics(frame, entry.metrics)
+        bars = {i.name: points(frame, i.name, lambda cfg: 0.0, label_of) for i in infos}
+        # one bar per setting and configuration: a setting holding several configurations is several bars
+        labels = list(dict.fromkeys(_line_name(p.line, p.configuration) for pts in bars.values()
+                                    for p in pts.itertuples(index=False)))
+        if not infos or not 2 <= len(labels) <= 16:
+            continue
+        fig, axes = _grid(len(infos), width=4.4, height=0.28 * len(labels) + 1.2)
+        for ax, info in zip(axes, infos):
+            found = {_line_name(p.line, p.configuration): Stat(p.mean, p.low, p.high, int(p.n))
+                     for p in bars[info.name].itertuples(index=False)}
+            stats = [found.get(lab, Stat(math.nan, math.nan, math.nan, 0)) for lab in labels]
+            y = np.arange(len(labels))
+            ax.barh(y, [s.mean for s in stats], xerr=_err(stats), color="C0", alpha=0.75, capsize=2)
+            ax.set_yticks(y, labels, fontsize=7)
+            ax.invert_yaxis()
+            if info.target is not None:
+                ax.axvline(info.target, color="grey", ls="--", lw=1)
+            ax.set_title(info.column().header())
+            ax.grid(alpha=0.3, axis="x")
+        for ax in axes[len(infos):]:
             ax.set_visible(False)
-        if any(lines for _, lines in panels if any(lines)):
-            axes[0].legend(fontsize=7)
-        out.append(Plot(f"{slug(study)}-quality-vs-passes{_suffix(groups, group)}",
-                        f"Sample quality vs refinement passes ({group}): mean ± 95% CI over seeds", _png(fig), study))
-    return out
-
-
-# -- steps ------------------------------------------------------------------------------------------------
-def _effective_steps(cfg: dict) -> Any:
-    s = sampler_setting(cfg)
-    return s.steps if s is not None else MISSING
-
-
-@register_plot("quality_vs_steps", study="steps")
-def plot_quality_vs_steps(data: StoreData, study: str | None) -> list[Plot]:
-    """The first directed metric against sampling steps S (log x), one line per sampler, a panel per T/schedule."""
-    ev = grid_metrics(data, study, "eval")
-    out = []
-    groups = _groups(ev)
-    for group, frame in groups:
-        infos = [i for i in metric_infos(frame) if i.higher_is_better is not None]
-        if not infos:
-            continue
-        info = infos[0]
-        rows = frame[frame["metric"] == info.name]
-        panels: dict[str, list[int]] = {}
-        for i, cfg in zip(rows.index, rows["config"]):
-            T = setting_value(cfg, "model.noise.T")
-            scaled = setting_value(cfg, "model.noise.scaled")
-            panels.setdefault(f"T={T}" + ("" if scaled in (True, MISSING) else " unscaled"), []).append(i)
-        panels = {k: v for k, v in panels.items()}
-        if not panels:
-            continue
-        ncols = min(3, len(panels))
-        nrows = math.ceil(len(panels) / ncols)
-        fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-        drawn = False
-        panel_lines = {title: curve(rows.loc[idx], info.name, _effective_steps,
-                                    lambda cfg: sampler_setting(cfg).label if sampler_setting(cfg) else "")
-                       for title, idx in panels.items()}
-        # one colour per line label across every panel, and a legend in each panel: a panel never borrows
-        # another panel's labels (a configuration present in one panel only, such as a start from data)
-        colours = {label: f"C{i % 10}" for i, label in
-                   enumerate(sorted({label for lines in panel_lines.values() for label in lines}))}
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        for ax, (title, lines) in zip(axes, panel_lines.items()):
-            for label, pts in sorted(lines.items()):
-                stats = [s for _, s in pts]
-                ax.errorbar([x for x, _ in pts], [s.mean for s in stats], yerr=_err(stats), marker="o", ms=3,
-                            capsize=2, label=label, lw=1.2, color=colours[label])
-                drawn = True
-            if lines:
-                ax.legend(fontsize=7)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(plain)
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            means = [s.mean for pts in lines.values() for _, s in pts if s.mean > 0]
-            if means and len(means) == sum(len(p) for p in lines.values()) and max(means) > 30 * min(means):
-                ax.set_yscale("log")  # few-step samples can be orders of magnitude off; keep the rest readable
-                title += " (log y)"
-            ax.set_xlabel("sampling steps S")
-            ax.set_title(title)
-            ax.grid(alpha=0.3, which="both")
-        for ax in axes[len(panels):]:
-            ax.set_visible(False)
-        if not drawn:
-            continue
-        axes[0].set_ylabel(f"{info.key} {'↑' if info.higher_is_better else '↓'}")
-        out.append(Plot(f"{slug(study)}-quality-vs-steps{_suffix(groups, group)}",
-                        f"{info.key} vs sampling steps per sampler ({group}): mean ± 95% CI over seeds",
-                        _png(fig), study))
+        title = _title(entry, f"Study {study}")
+        out.append(Plot(f"{slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
+                        f"{title} ({group}): each metric per setting, mean ± 95% CI over seeds", _png(fig), study))
     return out
 
 
 # -- speed ---------------------------------------------------------------------------------------------------
-@register_plot("latency_vs_batch")
-def plot_latency_vs_batch(data: StoreData, study: str | None) -> list[Plot]:
+def plot_latency_vs_batch(data: StoreData, study: str | None = None) -> list[Plot]:
     """p50 latency against batch size per backend and provider (log-log), one panel per model, part and sampler
     setting, at the highest thread count timed; rows that failed parity are left out (not valid speeds)."""
     df = bench_frame(data)
@@ -408,7 +525,6 @@ def plot_latency_vs_batch(data: StoreData, study: str | None) -> list[Plot]:
     nrows = math.ceil(len(shown) / ncols)
     fig = Figure(figsize=(4.4 * ncols, 3.5 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
     for ax, key in zip(axes, shown):
         frame = keys[key]
         threads = frame["threads"].max()
@@ -420,11 +536,8 @@ def plot_latency_vs_batch(data: StoreData, study: str | None) -> list[Plot]:
                                     else f" / {provider.replace('ExecutionProvider', '')}")
             label += f" {precision}" if isinstance(precision, str) and precision != "fp32" else ""
             ax.plot(g.index, g.values, marker="o", ms=3, label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(plain)
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        log_axis(ax, "x", base=2)
+        log_axis(ax, "y")
         ax.set_xlabel("batch")
         ax.set_ylabel("p50 latency [ms]")
         model, part, detail = key
@@ -440,58 +553,31 @@ def plot_latency_vs_batch(data: StoreData, study: str | None) -> list[Plot]:
     return [Plot("latency-vs-batch", caption, _png(fig), None)]
 
 
-# -- any study ----------------------------------------------------------------------------------------------
-@register_plot("overview")
-def plot_overview(data: StoreData, study: str | None) -> list[Plot]:
-    """Bars per setting for up to six directed metrics, for studies without a plot of their own."""
-    ev = grid_metrics(data, study, "eval")
-    out = []
-    groups = _groups(ev)
-    for group, frame in groups:
-        keys = _other_axes(data, frame, ())
-        if not keys:
-            continue
-        label_of = _line_label(keys)
-        infos = [i for i in metric_infos(frame) if i.higher_is_better is not None or i.target is not None][:6]
-        bars = {i.name: points(frame, i.name, lambda cfg: 0.0, label_of) for i in infos}
-        # one bar per setting and configuration: a setting holding several configurations is several bars
-        labels = list(dict.fromkeys(_line_name(p.line, p.configuration) for pts in bars.values()
-                                    for p in pts.itertuples(index=False)))
-        if not infos or not 2 <= len(labels) <= 16:
-            continue
-        ncols = min(3, len(infos))
-        nrows = math.ceil(len(infos) / ncols)
-        fig = Figure(figsize=(4.4 * ncols, (0.28 * len(labels) + 1.2) * nrows), layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-        for ax, info in zip(axes, infos):
-            found = {_line_name(p.line, p.configuration): Stat(p.mean, p.low, p.high, int(p.n))
-                     for p in bars[info.name].itertuples(index=False)}
-            stats = [found.get(lab, Stat(math.nan, math.nan, math.nan, 0)) for lab in labels]
-            y = np.arange(len(labels))
-            ax.barh(y, [s.mean for s in stats], xerr=_err(stats), color="C0", alpha=0.75, capsize=2)
-            ax.set_yticks(y, labels, fontsize=7)
-            ax.invert_yaxis()
-            if info.target is not None:
-                ax.axvline(info.target, color="grey", ls="--", lw=1)
-            ax.set_title(info.column().header())
-            ax.grid(alpha=0.3, axis="x")
-        for ax in axes[len(infos):]:
-            ax.set_visible(False)
-        out.append(Plot(f"{slug(study)}-overview{_suffix(groups, group)}",
-                        f"Study {study} ({group}): each metric per setting, mean ± 95% CI over seeds", _png(fig),
-                        study))
-    return out
+OVERVIEW = PlotEntry(kind="bars", name="overview")  # drawn for a study whose grid declares no plots
+
+
+def declared_plots(data: StoreData, study: str) -> tuple[PlotEntry, ...] | None:
+    """The plot entries stored with `study`'s definition (the last recorded), or None when it declares none (or
+    was recorded by a genbench that did not store plots)."""
+    runs = data.runs
+    rows = runs[(runs["kind"] == STUDY_KIND) & (runs["status"] == "done") & (runs["study"] == study)]
+    for config in reversed(list(rows["config"])):
+        if isinstance(config, dict) and isinstance(config.get("plots"), list):
+            return tuple(PlotEntry.from_dict(p) for p in config["plots"]
+                         if isinstance(p, dict) and p.get("kind") in KIND_DRAWERS)
+    return None
 
 
 def study_plots(data: StoreData, study: str) -> list[Plot]:
-    """The plots registered for `study`, or the overview when none is registered (or none could be drawn)."""
+    """The plots `study` declares in its grid file (stored with its definition), or the overview when it declares
+    none, or none of them could be drawn from the store."""
     out: list[Plot] = []
-    for spec in PLOTS.values():
-        if spec.study == study:
-            out.extend(spec.draw(data, study))
+    for entry in declared_plots(data, study) or ():
+        out.extend(KIND_DRAWERS[entry.kind](data, study, entry))
     if not out:
-        out.extend(PLOTS["overview"].draw(data, study))
+        out.extend(draw_bars(data, study, OVERVIEW))
     return out
 
 
-__all__ = ["PLOTS", "Plot", "PlotSpec", "curve", "points", "read_history", "register_plot", "study_plots"]
+__all__ = ["KIND_DRAWERS", "OVERVIEW", "Plot", "curve", "declared_plots", "draws", "log_axis", "plot_latency_vs_batch",
+           "points", "read_history", "study_plots"]

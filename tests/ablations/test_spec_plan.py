@@ -1,15 +1,18 @@
 """Grid specs and the train-once planner: structure errors, profiles, axes, sharing, the record contract."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import yaml
 
+import ablations.spec as spec_module
 from ablations import GridError, load_grid, parse_grid, plan_grid
 from ablations.cli import bundled_grids
 from ablations.spec import EVAL_FIELDS
 from genlib import records
+from genlib.study_schema import PlotEntry
 from genlib.train import load_run_config
 
 
@@ -227,8 +230,13 @@ def _claim(**primary) -> dict:
 ])
 def test_claim_errors_name_the_file_and_key(tmp_path, tiny, primary, message):
     tiny.update(_claim(**primary))
+    _assert_one_line_error(tmp_path, tiny, message)
+
+
+def _assert_one_line_error(tmp_path, grid: dict, message: str) -> None:
+    """Loading `grid` from a file fails with one line that names the file and contains `message`."""
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump(tiny))
+    path.write_text(yaml.safe_dump(grid))
     with pytest.raises(GridError) as info:
         load_grid(path)
     text = str(info.value)
@@ -292,3 +300,67 @@ def test_a_secondary_test_can_be_limited_to_the_profiles_that_measure_it(tiny):
     claims["claims"][0]["primary"]["profiles"] = ["full"]
     with pytest.raises(GridError, match="the primary test decides the claim in every profile"):
         _plan(tiny, profile="full")
+
+
+# -- plots: declared in the grid file beside the claims, checked against the grid, stored with the study ---
+@pytest.mark.parametrize("entry, message", [
+    ({"kind": "line", "x": "eval.steps"}, "plots[0].kind: unknown plot kind 'line'; did you mean 'lines'?"),
+    ({"x": "eval.steps"}, "plots[0].kind: missing (kinds: lines, trade_off, training_curves, bars)"),
+    ({"kind": "lines"}, "plots[0]: kind lines needs 'x' (the setting on the x axis"),
+    ({"kind": "lines", "x": "eval.stepz"}, "plots[0].x: 'eval.stepz' is not an axis of the grid; did you mean "
+                                           "'eval.steps'?"),
+    ({"kind": "lines", "x": "eval.steps", "color": "train.lr"}, "plots[0] (kind lines): unknown key 'color'; did you "
+                                                                "mean 'colour'?"),
+    ({"kind": "lines", "x": "eval.steps", "columns": "train.lrr"}, "plots[0].columns: 'train.lrr' is not a setting "
+                                                                   "of the grid; did you mean 'train.lr'?"),
+    ({"kind": "lines", "x": "eval.steps", "metrics": ["swdd"]}, "plots[0].metrics: unknown metric 'swdd'; did you "
+                                                                "mean 'swd'?"),
+    ({"kind": "lines", "x": "eval.steps", "x_scale": "logg"}, "plots[0].x_scale must be one of linear, log, symlog, "
+                                                              "got 'logg'; did you mean 'log'?"),
+    ({"kind": "trade_off", "metrics": ["swd"], "along": "train.lr"}, "plots[0].metrics: kind trade_off draws two "
+                                                                     "metrics"),
+    ({"kind": "bars", "x": "eval.steps"}, "plots[0] (kind bars): unknown key 'x'"),
+])
+def test_plot_errors_are_one_line_naming_the_file_and_key(tmp_path, tiny, entry, message):
+    tiny["plots"] = [entry]
+    _assert_one_line_error(tmp_path, tiny, message)
+
+
+def test_plots_round_trip_into_the_study_record(tiny):
+    tiny["plots"] = [{"kind": "lines", "x": "eval.steps", "colour": "train.lr", "x_scale": "log"},
+                     {"kind": "lines", "x": "train.lr", "metrics": ["swd"], "title": "by learning rate"},
+                     {"kind": "bars"}]
+    spec = parse_grid(tiny)
+    record = spec.record_config()
+    assert record["plots"] == [
+        {"kind": "lines", "name": "lines-1", "x": "eval.steps", "colour": ["train.lr"], "x_scale": "log"},
+        {"kind": "lines", "name": "lines-2", "title": "by learning rate", "x": "train.lr", "metrics": ["swd"]},
+        {"kind": "bars", "name": "bars"}]
+    assert json.loads(json.dumps(record)) == record
+    assert tuple(PlotEntry.from_dict(p) for p in record["plots"]) == spec.plots
+    tiny["plots"] = [{"kind": "bars", "name": "same"}, {"kind": "lines", "x": "eval.steps", "name": "same"}]
+    with pytest.raises(GridError, match=r"plots\[1\].name: 'same' is used by another plot"):
+        parse_grid(tiny)
+
+
+def test_every_bundled_grid_declares_plots_that_parse_in_every_profile():
+    for name, path in bundled_grids().items():
+        for profile in load_grid(path).profiles:
+            spec = load_grid(path, profile)
+            assert spec.plots, f"{name} declares no plots"
+            assert spec.record_config()["plots"] == [p.to_dict() for p in spec.plots]
+
+
+def test_the_claim_test_keys_are_declared_once():
+    """ablations.spec validates and reports.claims reads a test by the one declaration in genlib.study_schema."""
+    from genlib import study_schema
+    from reports.claims import Comparison
+
+    stored = {f.name for f in dataclasses.fields(study_schema.ClaimTest)}
+    assert set(study_schema.TEST_KEYS) == stored | set(study_schema.TEST_GRID_KEYS)
+    assert spec_module.ClaimTest is study_schema.ClaimTest and issubclass(Comparison, study_schema.ClaimTest)
+    assert {f.name for f in dataclasses.fields(Comparison)} == stored | {"study"}
+    test = study_schema.ClaimTest(metric="swd", direction="lower", axis="eval.steps", treatment=5, reference=2,
+                                  margin=0.05, where=(("train.lr", 0.001),), note="n")
+    assert Comparison.from_stored("tiny", test.to_dict()) == Comparison(study="tiny", **{
+        f.name: getattr(test, f.name) for f in dataclasses.fields(test)})

@@ -1,6 +1,7 @@
 """A small, fully deterministic results store laid out exactly as the grid runner and the benchmarks write it.
 
-Studies beta, warmup, refinement, steps and baselines (train, eval and floor rows; configs with `train`,
+Studies beta, warmup, refinement, steps and baselines (a study row with the claims below and the plots of the
+bundled grid file; train, eval and floor rows; configs with `train`,
 `eval`, `axes`, `profile`; timed steps cells carry latency metrics as bench.grid_timing stores them), sampler
 and decoder benchmark rows (`kind="bench"`, as bench/results.py
 writes them), one analytic run, artifact directories with history.csv and samples.npy, and a failed cell.
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from genlib.store import Metric, ResultsStore, RunRecord
+from genlib.study_schema import PlotEntry
 
+GRIDS = Path(__file__).resolve().parents[2] / "ablations" / "grids"
 GIT = "abc1234def5678"
 VERSIONS = {"numpy": "2.4.6", "python": "3.11.9", "torch": "2.13.0"}
 PROFILE = "quick"
@@ -201,10 +205,17 @@ STUDY_CLAIMS: dict[str, list[dict]] = {
 }
 
 
+def bundled_plots(study: str) -> list[dict]:
+    """The plot entries the bundled grid file of `study` declares, in the stored layout (tests/ablations checks
+    that the grid runner stores exactly these)."""
+    data = yaml.safe_load((GRIDS / f"{study}.yaml").read_text(encoding="utf-8"))
+    return [PlotEntry.from_dict(p).to_dict() for p in data["plots"]]
+
+
 def _studies(w: _Writer) -> None:
     for study, claims in STUDY_CLAIMS.items():
-        w.run("study", study, study, {"study": study, "profile": PROFILE, "claims": claims}, None, [],
-              key=f"study-{study}")
+        w.run("study", study, study, {"study": study, "profile": PROFILE, "claims": claims,
+                                      "plots": bundled_plots(study)}, None, [], key=f"study-{study}")
 
 
 BETA_VALUES = {

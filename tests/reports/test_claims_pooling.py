@@ -66,7 +66,7 @@ def test_a_rerun_with_other_train_steps_is_not_decided_and_names_the_key(rerun_s
     assert "never pooled" in test.measured
     # each configuration alone is one side per axis value, so narrowing `where` decides it again
     for steps in (300, 400):
-        narrowed = Comparison.from_dict("tiny", {**CLAIM["primary"], "where": {"train.steps": steps}})
+        narrowed = Comparison.from_stored("tiny", {**CLAIM["primary"], "where": {"train.steps": steps}})
         got = narrowed.measure(data)
         assert got.difference is not None and got.difference.n == 3 and not got.undecided
 
