@@ -17,6 +17,7 @@ from genlib import records
 from genlib.config import config_hash
 from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
 from genlib.losses import gaussian_log_prob, kl_gaussians, kl_standard_normal, standard_normal_log_prob
+from genlib.provenance import provenance
 from genlib.store import Metric, ResultsStore
 
 STUDY = "analytic"
@@ -71,7 +72,7 @@ CHECKS = {
 
 def record_analytic(store: ResultsStore) -> int:
     """Compute every check and commit it (idempotent: the run key is a hash of the check's name)."""
-    prov = records.provenance()
+    prov = provenance()
     for name, check in CHECKS.items():
         config = {"analytic": name}
         store.commit_run(*records.build("analytic", run_key=config_hash({"kind": "analytic", **config}),

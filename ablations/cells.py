@@ -121,7 +121,7 @@ class CellResult:
     metrics: list[Metric]
     artifact_path: str | None  # relative to the artifacts directory's parent (the store's directory)
     device: str | None  # the torch device the cell ran on
-    provenance: dict[str, Any]  # genlib.records.provenance() of the worker
+    provenance: dict[str, Any]  # genlib.provenance.provenance() of the worker
     provider: str | None = None  # the ONNX Runtime provider a session reported, when the cell ran one
 
 
@@ -162,7 +162,7 @@ def _relative(path: Path, artifacts_dir: Path) -> str:
 
 
 def _provenance() -> dict[str, Any]:
-    from genlib.records import provenance
+    from genlib.provenance import provenance
     return provenance()
 
 
@@ -177,8 +177,9 @@ def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
         final = publish_dir(tmp, ctx.artifacts_dir / cell.key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return CellResult(metrics=training_metrics(result.history), artifact_path=_relative(final, ctx.artifacts_dir),
-                      device=result.meta.get("device"), provenance=_provenance())
+    return CellResult(metrics=training_metrics(result.history, cfg.model.family),
+                      artifact_path=_relative(final, ctx.artifacts_dir), device=result.meta.get("device"),
+                      provenance=_provenance())
 
 
 def _run_eval(cell: EvalCell, ctx: CellContext) -> CellResult:

@@ -24,6 +24,7 @@ from genlib.cli import UserError
 from genlib.progress import tqdm
 from genlib.config import config_hash
 from genlib import records
+from genlib.provenance import provenance
 from genlib.store import Metric, ResultsStore, RunRecord
 
 from ablations.cells import (CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete, clean_partial,
@@ -338,7 +339,7 @@ def _reset_running(store: ResultsStore, keys: list[str]) -> None:
 
 
 def _driver_provenance() -> dict[str, Any]:
-    return records.provenance()
+    return provenance()
 
 
 def _install_sigterm():

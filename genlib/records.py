@@ -1,12 +1,14 @@
 """The record contract: every row a producer writes to the results store is built here, and reports read it here.
 
 `build(kind, ...)` returns a `genlib.store.RunRecord` and its `Metric`s for one of KINDS, checking the
-config layout below and each metric against its kind's fixed catalogue (name -> unit, higher_is_better;
-an unknown name is a RecordError). The device and execution provider are what the producer saw run
-(a session's `get_providers()[0]`, the model's device), never read from a config. `provenance()` is the one
-source of git commit, library versions and machine facts. `config_key(kind, config)` hashes the config less
-its seed, derived run keys and provenance: rows with one config_key differ only by seed and may be pooled,
-rows with different keys never are. Torch-free and pandas-free (imported by the CLI, store and reports).
+config layout below and each metric against its kind's catalogue (name -> unit, higher_is_better, read from
+where each number is declared: `catalogue`; an unknown name is a RecordError). The device and execution
+provider are what the producer saw run (a session's `get_providers()[0]`, the model's device), never read
+from a config. Git commit, library versions and machine facts come from `genlib.provenance.provenance()`.
+`config_key(kind, config)` (genlib.record_layout) hashes the config less its seed, derived run keys and
+provenance: rows with one config_key differ only by seed and may be pooled, rows with different keys never
+are. Importing it pulls in neither torch nor pandas (the CLI and reports import it); checking a
+quality or training metric reads the metric registry or the model family, which do.
 
 config_json layout per kind (top-level keys; * optional):
     train     {"train": RunConfig dict, "eval": null, "axes": {axis: value}, "profile": str | null,
@@ -37,17 +39,15 @@ Readers use `run_config`, `eval_config`, `axes`, `data_config`, `bench_settings`
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
-import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import metadata
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+# genlib.provenance's, re-exported for the producers that build records
+from genlib.provenance import git_commit, library_versions, machine_info, provenance  # noqa: F401
+# genlib.record_layout's, re-exported: a record's config_key and the upgrades of older layouts
+from genlib.record_layout import (DERIVED_PATHS, EXPORT_OWN_KEYS, SEED_PATHS, config_key,  # noqa: F401
+                                  needs_parent_key, upgrade_export_config, upgrade_v1_config)
 from genlib.store import Metric, RunRecord, StoreError
 
 KINDS = ("train", "eval", "floor", "export", "bench", "analytic", "study")
@@ -59,31 +59,17 @@ class RecordError(StoreError):
 
 @dataclass(frozen=True)
 class MetricDef:
+    """How a producer declares a number it reports: its unit and whether higher is better (None: neither)."""
+
     unit: str
     higher_is_better: bool | None
 
 
 # -- metric catalogues --------------------------------------------------------------------------------------
-# Quality metrics of evaluations and floors; genlib.metrics registers the same names with the same units
-# (a test keeps the two in step: this module stays importable without torch).
-QUALITY: dict[str, MetricDef] = {
-    "mse": MetricDef("sq. data units", False), "psnr": MetricDef("dB", True), "ssim": MetricDef("", True),
-    "neg_elbo": MetricDef("nats", False), "iwae": MetricDef("nats", True), "bpd": MetricDef("bits/dim", False),
-    "kl": MetricDef("nats", None), "active_units": MetricDef("count", True), "mutual_info": MetricDef("nats", True),
-    "fd": MetricDef("sq. feature units", False), "kid": MetricDef("kernel units", False),
-    "precision": MetricDef("fraction", True), "recall": MetricDef("fraction", True),
-    "density": MetricDef("ratio", True), "coverage": MetricDef("fraction", True),
-    "class_entropy": MetricDef("nats", True), "sharpness": MetricDef("ratio", None),
-    "hf_energy_ratio": MetricDef("ratio", None),
-    "swd": MetricDef("data units", False), "mmd": MetricDef("kernel units", False),
-    "energy": MetricDef("data units", False), "nll_true": MetricDef("nats", False),
-}
-# Training logs (split "train"; genlib.train.TRAIN_LOGS) and the training speed.
-TRAINING: dict[str, MetricDef] = {
-    "loss": MetricDef("", False), "recon_nll": MetricDef("nats", False), "neg_elbo": MetricDef("nats", False),
-    "kl": MetricDef("nats", None), "recon_mse": MetricDef("", False), "beta_t": MetricDef("", None),
-    "ema_init_weight": MetricDef("fraction", False), "train_steps_per_s": MetricDef("steps/s", True),
-}
+# Each number is declared once, where it is produced. Quality metrics (evaluations, floors): the metric
+# registry, genlib.metrics. A training's logs: its model family (GenerativeModel.training_logs) and the
+# training loop (genlib.train.LOOP_LOGS). Both are read on first use (`catalogue`), so this module stays
+# torch-free. The producers of timings, exports and analytic checks declare theirs here.
 TIMING: dict[str, MetricDef] = {
     **{f"latency_ms_{s}": MetricDef("ms", False) for s in ("p50", "p90", "p99", "mean", "std", "min")},
     "throughput_per_s": MetricDef("samples/s", True), "peak_memory_mb": MetricDef("MB", False),
@@ -100,10 +86,6 @@ ANALYTIC: dict[str, MetricDef] = {
     "kl_forward": MetricDef("nats", None), "kl_reverse": MetricDef("nats", None),
     "alpha_bar_T": MetricDef("", None),
 }
-CATALOGUE: dict[str, dict[str, MetricDef]] = {
-    "train": TRAINING, "eval": {**QUALITY, **TIMING}, "floor": dict(QUALITY), "export": EXPORT,
-    "bench": TIMING, "analytic": ANALYTIC, "study": {},
-}
 # Top-level config keys per kind: (required, optional).
 LAYOUT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "train": (frozenset({"train", "eval", "axes", "profile"}), frozenset({"unshared_for"})),
@@ -114,39 +96,70 @@ LAYOUT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "analytic": (frozenset({"analytic"}), frozenset({"settings"})),
     "study": (frozenset({"study", "profile", "claims"}), frozenset()),
 }
-# Left out of config_key: the seed (row's own), keys derived from seeded configs, provenance.
-SEED_PATHS = ("seed", "train.seed", "export.seed")
-DERIVED_PATHS = ("run_key", "export_key", "unshared_for", "machine", "provenance")
 
 
-def metric_def(kind: str, name: str) -> MetricDef:
-    """Unit and direction of metric `name` in records of `kind`; RecordError for an unknown kind or name."""
-    if kind not in CATALOGUE:
+def quality_metrics() -> dict[str, MetricDef]:
+    """Unit and direction of every registered quality metric (the genlib.metrics registry; imports torch)."""
+    from genlib.metrics import METRICS
+
+    return {name: MetricDef(METRICS.get(name).unit, METRICS.get(name).higher_is_better) for name in METRICS.names()}
+
+
+def catalogue(kind: str, family: str | None = None) -> dict[str, MetricDef]:
+    """name -> MetricDef of the metrics a record of `kind` may carry. family: a train record's model family
+    (its declared training logs; None: the logs every family has). RecordError for an unknown kind or family."""
+    if kind not in KINDS:
         raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind == "train":
+        from genlib.registry import UnknownNameError
+        from genlib.train import training_logs
+
+        try:
+            return training_logs(family)
+        except UnknownNameError as exc:
+            raise RecordError(f"a train record's {exc}") from None
+    if kind in ("eval", "floor"):
+        return {**quality_metrics(), **TIMING} if kind == "eval" else quality_metrics()
+    return {"export": EXPORT, "bench": TIMING, "analytic": ANALYTIC, "study": {}}[kind]
+
+
+def metric_def(kind: str, name: str, family: str | None = None) -> MetricDef:
+    """Unit and direction of metric `name` in records of `kind` (a train record's: of its `family`);
+    RecordError for an unknown kind, family or name."""
+    known = catalogue(kind, family)
     try:
-        return CATALOGUE[kind][name]
+        return known[name]
     except KeyError:
-        raise RecordError(f"metric {name!r} is not in the catalogue of {kind} records "
-                          f"(known: {', '.join(sorted(CATALOGUE[kind]))})") from None
+        of = f" of model family '{family}'" if kind == "train" and family else ""
+        raise RecordError(f"metric {name!r} is not in the catalogue of {kind} records{of} "
+                          f"(known: {', '.join(sorted(known))})") from None
 
 
-def metric(kind: str, name: str, value: float, *, split: str = "", extra: Mapping[str, Any] | None = None) -> Metric:
+def metric(kind: str, name: str, value: float, *, family: str | None = None, split: str = "",
+           extra: Mapping[str, Any] | None = None) -> Metric:
     """A Metric with the catalogue's unit and direction."""
-    d = metric_def(kind, name)
+    d = metric_def(kind, name, family)
     return Metric(name, float(value), unit=d.unit, higher_is_better=d.higher_is_better, split=split,
                   extra=dict(extra or {}))
 
 
-def check_metric(kind: str, m: Metric) -> Metric:
+def check_metric(kind: str, m: Metric, family: str | None = None) -> Metric:
     """`m` itself when its name is in the catalogue of `kind` with the same unit and direction."""
-    d = metric_def(kind, m.name)
+    d = metric_def(kind, m.name, family)
     if (m.unit, m.higher_is_better) != (d.unit, d.higher_is_better):
         raise RecordError(f"metric {m.name!r} of a {kind} record has unit {m.unit!r}, higher_is_better "
                           f"{m.higher_is_better}; the contract says {d.unit!r}, {d.higher_is_better}")
     return m
 
 
-# -- config layout and key ----------------------------------------------------------------------------------
+def model_family(config: Mapping[str, Any]) -> str | None:
+    """The model family of the training a train/eval record config is about (None when it has none)."""
+    model = (run_config(config) or {}).get("model")
+    family = model.get("family") if isinstance(model, dict) else None
+    return family if isinstance(family, str) else None
+
+
+# -- config layout ----------------------------------------------------------------------------------------
 def check_layout(kind: str, config: Mapping[str, Any]) -> None:
     if kind not in LAYOUT:
         raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -157,87 +170,7 @@ def check_layout(kind: str, config: Mapping[str, Any]) -> None:
                           f"{sorted(optional)}); got {sorted(keys)}")
 
 
-def _drop(doc: Any, path: str) -> Any:
-    head, _, rest = path.partition(".")
-    if not isinstance(doc, dict) or head not in doc:
-        return doc
-    if not rest:
-        return {k: v for k, v in doc.items() if k != head}
-    return {**doc, head: _drop(doc[head], rest)}
-
-
-def config_key(kind: str, config: Mapping[str, Any], parent_config_key: str | None = None) -> str:
-    """sha256 prefix of (kind, config less seed and derived keys, parent's config_key when the config does not
-    embed the trained run): equal for the seeds of one configuration, different otherwise."""
-    doc: Any = dict(config)
-    for path in SEED_PATHS + DERIVED_PATHS:
-        doc = _drop(doc, path)
-    if isinstance(doc.get("train"), dict):
-        parent_config_key = None  # the evaluated training config is in the record itself
-    text = json.dumps({"kind": kind, "config": doc, "parent": parent_config_key}, sort_keys=True,
-                      separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def needs_parent_key(config: Mapping[str, Any]) -> bool:
-    """True when config_key depends on the parent run's config_key (exports and benchmarks)."""
-    return not isinstance(config.get("train"), dict) and isinstance(config.get("run_key"), str)
-
-
-# -- provenance -----------------------------------------------------------------------------------------------
-TRACKED_PACKAGES = ("torch", "numpy", "scikit-learn", "scikit-image", "pandas", "onnx", "onnxscript",
-                    "onnxruntime", "onnxruntime-gpu", "genbench")
-
-
-@lru_cache(maxsize=1)
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """HEAD of the genbench checkout (with '+dirty' when it has uncommitted changes), or 'unknown'."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-@lru_cache(maxsize=1)
-def machine_info() -> dict[str, Any]:
-    """Machine facts stored with every record (pytest-benchmark's machine_info, trimmed)."""
-    info: dict[str, Any] = {"node": platform.node(), "processor": platform.processor() or platform.machine(),
-                            "machine": platform.machine(), "system": platform.system(),
-                            "release": platform.release(), "python": platform.python_version(),
-                            "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
-        if model:
-            info["cpu_model"] = model
-    except OSError:
-        pass
-    if hasattr(os, "sched_getaffinity"):
-        info["cpus_usable"] = len(os.sched_getaffinity(0))
-    return info
-
-
-def provenance() -> dict[str, Any]:
-    """{"git_commit", "versions", "machine"}: plain data, picklable from workers to the driver."""
-    return {"git_commit": git_commit(), "versions": library_versions(), "machine": dict(machine_info())}
-
-
+# -- devices --------------------------------------------------------------------------------------------------
 def ort_device(provider: str | None) -> str | None:
     """The device an ONNX Runtime execution provider runs on ('CUDAExecutionProvider' -> 'cuda'); None if no ORT."""
     if not provider or not provider.endswith("ExecutionProvider"):
@@ -259,7 +192,8 @@ def build(kind: str, *, run_key: str, config: Mapping[str, Any], device: str | N
     when None the store looks it up."""
     config = dict(config)
     check_layout(kind, config)
-    checked = [check_metric(kind, m) for m in metrics]
+    family = model_family(config) if kind == "train" else None
+    checked = [check_metric(kind, m, family) for m in metrics]
     prov = provenance() if prov is None else prov
     key = (config_key(kind, config, parent_config_key)
            if parent_config_key is not None or not needs_parent_key(config) else None)
@@ -378,35 +312,3 @@ def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: doc} if prefix else {}
-
-
-# -- the v1 layouts, rewritten on migration ---------------------------------------------------------------------
-def upgrade_v1_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """A schema-v1 config in the contract's layout: `genbench train --store` wrote the RunConfig at the top
-    level, `genbench eval --store` a flat {kind, run_key, n, sample, ...}, benchmarks their machine facts."""
-    if kind == "train" and "model" in config and "profile" not in config:
-        return {"train": config, "eval": None, "axes": {}, "profile": None}
-    if kind in ("eval", "floor") and config.get("kind") == kind:
-        ev = {**(config.get("sample") or {}), "n": config.get("n"), "metrics": config.get("metrics"),
-              "reference": config.get("reference"), "settings": config.get("settings")}
-        if kind == "floor":
-            return {"train": None, "eval": ev, "data": config.get("data"), "axes": {}, "profile": None}
-        return {"train": None, "eval": ev, "axes": {}, "profile": None, "run_key": config.get("run_key")}
-    if kind in ("export", "bench") and isinstance(config.get("export"), dict):
-        config = {**config, "export": upgrade_export_config(config["export"])}
-    if kind == "bench" and "machine" in config:
-        return {k: v for k, v in config.items() if k != "machine"}
-    return config
-
-
-# ExportConfig's own keys. Before it embedded the SampleConfig (schema-v1 stores, export sidecars of
-# version 1), the sampler settings sat beside them at the top level.
-EXPORT_OWN_KEYS = ("part", "graph", "precision", "opset", "parity_batches", "atol", "rtol", "seed")
-
-
-def upgrade_export_config(export: Mapping[str, Any]) -> dict[str, Any]:
-    """An ExportConfig dict in the current layout (sampler settings under "sample"); unchanged if already so."""
-    if "sample" in export:
-        return dict(export)
-    return {**{k: v for k, v in export.items() if k in EXPORT_OWN_KEYS},
-            "sample": {k: v for k, v in export.items() if k not in EXPORT_OWN_KEYS}}

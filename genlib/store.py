@@ -12,8 +12,8 @@ Schema (version 2; `PRAGMA user_version` holds it; a v1 store is migrated forwar
          device TEXT, provider TEXT, -- torch device / ONNX Runtime execution provider that actually ran
          artifact_path TEXT, error TEXT,   -- error: traceback text of a failed run
          created_at TEXT, finished_at TEXT,   -- UTC ISO-8601
-         config_key TEXT,            -- v2: hash of the config less the seed (genlib.records.config_key)
-         machine_json TEXT)          -- v2: machine facts (genlib.records.machine_info)
+         config_key TEXT,            -- v2: hash of the config less the seed (genlib.record_layout.config_key)
+         machine_json TEXT)          -- v2: machine facts (genlib.provenance.machine_info)
     metrics(run_key TEXT REFERENCES runs, name TEXT, split TEXT ('' when not applicable),
             value REAL, unit TEXT, higher_is_better INTEGER (1, 0 or NULL when neither),
             extra_json TEXT,              -- what is needed to compare the number: n, k, extractor, ...
@@ -39,6 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 from urllib.parse import quote
+
+from genlib import record_layout
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -159,9 +161,7 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> int:
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
     """v1 -> v2 in one transaction: add config_key and machine_json, rewrite v1 config layouts into the
-    contract's (genlib.records.upgrade_v1_config) and fill config_key from them."""
-    from genlib import records
-
+    contract's (genlib.record_layout.upgrade_v1_config) and fill config_key from them."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("ALTER TABLE runs ADD COLUMN config_key TEXT")
@@ -177,7 +177,7 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
             config = config if isinstance(config, dict) else {"value": config}
             if isinstance(config.get("machine"), dict):
                 machines[run_key] = config["machine"]
-            configs[run_key] = records.upgrade_v1_config(kind, config)
+            configs[run_key] = record_layout.upgrade_v1_config(kind, config)
         kinds = {r[0]: r[1] for r in rows}
         parents = {r[0]: r[3] for r in rows}
         # `genbench eval --store` rows of v1 name their training by run key: embed its config when stored.
@@ -191,10 +191,10 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
             if run_key not in keys:
                 config = configs[run_key]
                 parent_ck = None
-                if records.needs_parent_key(config):
+                if record_layout.needs_parent_key(config):
                     parent = parents[run_key] or config.get("run_key")
                     parent_ck = key_of(parent, depth + 1) if parent in configs and depth < 8 else parent
-                keys[run_key] = records.config_key(kinds[run_key], config, parent_ck)
+                keys[run_key] = record_layout.config_key(kinds[run_key], config, parent_ck)
             return keys[run_key]
 
         conn.executemany("UPDATE runs SET config_json=?, config_key=?, machine_json=? WHERE run_key=?",
@@ -344,16 +344,14 @@ class ResultsStore:
     # -- writing -------------------------------------------------------------------------------------
     @staticmethod
     def _config_key(cur: sqlite3.Cursor, rec: RunRecord) -> str:
-        from genlib import records
-
         if rec.config_key is not None:
             return rec.config_key
         parent_ck = None
-        if records.needs_parent_key(rec.config):
+        if record_layout.needs_parent_key(rec.config):
             parent = rec.parent_key or rec.config.get("run_key")
             row = cur.execute("SELECT config_key FROM runs WHERE run_key=?", (parent,)).fetchone()
             parent_ck = row[0] if row and row[0] else parent
-        return records.config_key(rec.kind, rec.config, parent_ck)
+        return record_layout.config_key(rec.kind, rec.config, parent_ck)
 
     @classmethod
     def _upsert_run(cls, cur: sqlite3.Cursor, rec: RunRecord) -> None:

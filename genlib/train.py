@@ -29,7 +29,8 @@ from genlib.data import DataConfig, Dataset, load_dataset
 from genlib.kl_schedules import KLScheduleConfig
 from genlib.models import MODELS, GenerativeModel, ModelConfig, SampleConfig, build_model
 from genlib.progress import tqdm
-from genlib.provenance import provenance, select_device
+from genlib.provenance import device_info, provenance, select_device
+from genlib.records import MetricDef
 from genlib.store import Metric
 
 
@@ -110,28 +111,44 @@ class RunConfig:
         return config_hash(self)
 
 
-# Unit and direction of each logged training quantity (nats are per example, summed over dimensions).
-TRAIN_LOGS: dict[str, tuple[str, bool | None]] = {
-    "loss": ("", False),
-    "recon_nll": ("nats", False),
-    "neg_elbo": ("nats", False),
-    "kl": ("nats", None),
-    "recon_mse": ("", False),
-    "beta_t": ("", None),
-    "ema_init_weight": ("fraction", False),
+# What the loop records beside a family's own logs (GenerativeModel.training_logs): the share of the initial
+# weights left in the EMA (logged per window) and the training speed (meta.json and the train record).
+LOOP_LOGS: dict[str, MetricDef] = {
+    "ema_init_weight": MetricDef("fraction", False),
+    "train_steps_per_s": MetricDef("steps/s", True),
 }
 
 
-def training_metrics(history: list[dict[str, float]]) -> list[Metric]:
-    """The final logged window of training as store metrics (split 'train'); timings are left out on purpose."""
+def training_logs(family: str | None) -> dict[str, MetricDef]:
+    """Unit and direction of everything a training of `family` records: the family's declared training_logs
+    and the loop's (None: the base GenerativeModel's, the logs every family has). UnknownNameError for an
+    unregistered family."""
+    declared = GenerativeModel.training_logs if family is None else MODELS.get(family).training_logs
+    return {**declared, **LOOP_LOGS}
+
+
+def check_logs(family: str, logs: dict[str, float]) -> None:
+    """ValueError naming what `family`'s training_loss logs without declaring it in its training_logs."""
+    declared = MODELS.get(family).training_logs
+    undeclared = sorted(set(logs) - set(declared))
+    if undeclared:
+        raise ValueError(f"model family '{family}' logs {', '.join(undeclared)} from training_loss without "
+                         f"declaring {'it' if len(undeclared) == 1 else 'them'} in its training_logs (declared: "
+                         f"{', '.join(sorted(declared)) or 'none'}); add each name with its unit and direction")
+
+
+def training_metrics(history: list[dict[str, float]], family: str) -> list[Metric]:
+    """The final logged window of a training of `family` as store metrics (split 'train'), each with the unit
+    and direction its declaration gives (training_logs); timings are left out on purpose."""
     final = history[-1] if history else {}
+    defs = training_logs(family)
     out = []
     for name, value in final.items():
         if name == "step":
             continue
-        unit, better = TRAIN_LOGS.get(name, ("", None))
-        out.append(Metric(name=name, value=float(value), unit=unit, higher_is_better=better, split="train",
-                          extra={"step": int(final.get("step", 0)), "window": "last log window"}))
+        d = defs[name]
+        out.append(Metric(name=name, value=float(value), unit=d.unit, higher_is_better=d.higher_is_better,
+                          split="train", extra={"step": int(final.get("step", 0)), "window": "last log window"}))
     return out
 
 
@@ -226,6 +243,7 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
         loss, logs = model.training_loss(x_train[idx], step, cfg.train.steps, cfg.loss, gen)
         loss_value = loss.item()
         if step == 0:
+            check_logs(cfg.model.family, logs)
             loss_bound = LOSS_EXPLOSION_FACTOR * max(1.0, abs(loss_value))
         if not math.isfinite(loss_value) or abs(loss_value) > loss_bound:
             last = history[-1] if history else {}
@@ -275,7 +293,8 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
         "train_steps_per_s": steps / wall_s if wall_s > 0 else float("inf"),
         "final": history[-1] if history else {},
         **({"ema_decay": cfg.train.ema_decay, "ema_init_weight": ema_init_weight} if ema is not None else {}),
-        **provenance(device),
+        **device_info(device),
+        **provenance(),
     }
     run_dir = None
     if out_dir is not None:
@@ -343,4 +362,5 @@ def generate(model: GenerativeModel, n: int, sample_cfg: SampleConfig | None = N
 
 
 __all__ = ["RunConfig", "LossConfig", "TrainConfig", "TrainResult", "TrainingDivergedError", "train",
-           "load_run", "load_run_config", "generate", "LoadedRun", "training_metrics", "ema_decay_at"]
+           "load_run", "load_run_config", "generate", "LoadedRun", "training_metrics", "training_logs", "LOOP_LOGS",
+           "check_logs", "ema_decay_at"]

@@ -1,7 +1,7 @@
 """`genbench eval`: score a trained run, or the data against itself (the floor), with named metrics.
 
 Registered as the `eval` entry of the `genbench.commands` entry-point group. Settings use the dotted
-override grammar of genlib.config (`--set metrics.iwae_k=1000 sample.steps=50`); results print as a table
+override grammar of genlib.config (`--set metrics.iwae_k=1000 --set sample.steps=50`); results print as a table
 or JSON and can be committed to a results store. The maths lives in genlib.metrics, not here.
 """
 from __future__ import annotations
@@ -61,9 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="seed for sampling, subsets and projections (default 0)")
     p.add_argument("--reference", choices=("test", "train"), default="test",
                    help="split the samples are compared with (--run only; default test)")
-    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="settings: metrics.* (e.g. metrics.iwae_k=1000, metrics.extractor.steps=2000), "
-                        "sample.* (e.g. sample.steps=50, sample.sampler=ddim), data.* (--data only)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="one setting per --set, repeatable: metrics.* (e.g. metrics.iwae_k=1000, "
+                        "metrics.extractor.steps=2000), sample.* (e.g. sample.steps=50, sample.sampler=ddim), "
+                        "data.* (--data only)")
     p.add_argument("--device", default="auto", help="torch device for the model (--run; default auto)")
     p.add_argument("--store", metavar="DB", help="also commit the metrics to this results store (SQLite)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -16,6 +16,7 @@ import torch.nn as nn
 from genlib.losses import reconstruction_mse
 from genlib.models.base import MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, SampleConfig, SamplerSpec
 from genlib.models.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from genlib.records import MetricDef
 from genlib.samplers import fit_gaussian, sample_ae
 
 
@@ -116,6 +117,8 @@ class AutoEncoder(GenerativeModel):
 
     def build_net(self) -> AENet:
         return AENet(self.cfg, self.sample_shape, self.kind)
+
+    training_logs = {"loss": MetricDef("", False), "recon_mse": MetricDef("", False)}
 
     def training_loss(self, x, step, total_steps, loss_cfg, generator):
         loss = reconstruction_mse(x, self.net(x))

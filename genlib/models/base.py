@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from genlib.config import ConfigError
+from genlib.records import MetricDef
 from genlib.registry import Registry, UnknownNameError, suggest
 
 MODELS: Registry[type["GenerativeModel"]] = Registry("model family")
@@ -171,6 +172,10 @@ class GenerativeModel:
     samplers: ClassVar[tuple[str, ...]]  # registered SAMPLERS names; the first is the default
     parts: ClassVar[dict[str, PartSpec]] = {}  # exportable network parts (part 'sampler' comes from samplers)
     reads_loss_config: ClassVar[bool] = False  # whether training_loss reads RunConfig.loss (beta, kl_schedule)
+    # Unit and direction of each float training_loss logs, the one declaration genlib.train and the train
+    # records read (nats are per example, summed over dimensions). A name logged but not declared stops the
+    # training at its first step.
+    training_logs: ClassVar[dict[str, MetricDef]] = {"loss": MetricDef("", False)}
     # What the network offers to model metrics (genlib.metrics): "reconstruction" (net(x) -> x_hat, model
     # space), "posterior" (net.encode(x) -> (mu, scale), net.decode_raw(z), cfg.likelihood and cfg.obs_sigma).
     provides: ClassVar[tuple[str, ...]] = ()

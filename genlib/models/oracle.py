@@ -120,6 +120,8 @@ class Oracle(DDPM):
                               f"for {self.kind} data of shape {self.sample_shape}")
         self.net.set_mixture(mixture)
 
+    training_logs = {}  # it never trains, so it logs nothing
+
     def training_loss(self, x, step, total_steps, loss_cfg, generator):
         raise RuntimeError("the oracle is exact and has no weights to train; train() runs no steps for it")
 

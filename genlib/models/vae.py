@@ -18,6 +18,7 @@ from genlib.kl_schedules import kl_weight
 from genlib.losses import decoded_mean, kl_standard_normal, negative_elbo, reconstruction_nll, reparameterize
 from genlib.models.ae import build_coder, decoder_part, encoder_feeds
 from genlib.models.base import MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, SampleConfig, SamplerSpec
+from genlib.records import MetricDef
 from genlib.samplers import sample_vae, vae_pass
 
 MIN_SCALE = 1e-4  # keeps log det Sigma finite
@@ -136,6 +137,9 @@ class VAE(GenerativeModel):
         z = reparameterize(mu, scale, eps)
         rec = reconstruction_nll(x, self.net.decode_raw(z), self.cfg.likelihood, self.cfg.obs_sigma)
         return rec, kl_standard_normal(mu, scale), z
+
+    training_logs = {"loss": MetricDef("", False), "recon_nll": MetricDef("nats", False),
+                     "kl": MetricDef("nats", None), "beta_t": MetricDef("", None), "neg_elbo": MetricDef("nats", False)}
 
     def training_loss(self, x, step, total_steps, loss_cfg, generator):
         rec, kl, _ = self.elbo_terms(x, self.randn((x.shape[0], self.cfg.latent_dim), generator))

@@ -259,13 +259,13 @@ def test_v1_store_opened_read_only_is_migrated_in_memory_only(tmp_path):
 
 
 def test_migration_is_one_transaction(tmp_path, monkeypatch):
-    from genlib import records
+    from genlib import record_layout
     path, _ = _v1(tmp_path)
 
     def broken(kind, config):
         raise RuntimeError("disk pulled out mid-migration")
 
-    monkeypatch.setattr(records, "upgrade_v1_config", broken)
+    monkeypatch.setattr(record_layout, "upgrade_v1_config", broken)
     with pytest.raises(RuntimeError, match="mid-migration"):
         ResultsStore(path)
     conn = sqlite3.connect(path)

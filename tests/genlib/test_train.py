@@ -15,6 +15,7 @@ from genlib.checkpoint import CheckpointError, load_weights
 from genlib.config import to_dict
 from genlib.data import DataConfig, load_dataset
 from genlib.models import SampleConfig
+from genlib.provenance import provenance
 from genlib.train import (RunConfig, TrainingDivergedError, ema_decay_at, generate, load_run, load_run_config,
                           train, training_metrics)
 
@@ -71,7 +72,8 @@ def test_history_and_meta(tiny_train):
     assert meta["final"] == res.history[-1] and meta["sample_shape"] == [1, 8, 8] and meta["kind"] == "image"
     assert meta["n_params"] == sum(p.numel() for p in res.model.net.parameters())
     assert meta["steps_run"] == res.config.train.steps == res.history[-1]["step"]
-    assert {"device", "git_commit", "versions", "torch_threads"} <= set(meta)
+    assert {"device", "git_commit", "versions", "torch_threads", "machine"} <= set(meta)
+    assert {k: meta[k] for k in ("git_commit", "versions", "machine")} == provenance()  # the one shape
     assert res.run_dir is None
 
 
@@ -306,7 +308,7 @@ def test_ema_keeps_under_1_percent_of_the_initial_weights_after_a_quick_profile(
     # float32 lerps: about 2,000 roundings of relative size 6e-8 each
     torch.testing.assert_close(ratios, torch.full_like(ratios, closed_form), rtol=1e-3, atol=0.0)
     assert res.history[-1]["ema_init_weight"] == res.meta["ema_init_weight"] < 0.01
-    recorded = {m.name: m for m in training_metrics(res.history)}["ema_init_weight"]
+    recorded = {m.name: m for m in training_metrics(res.history, "ddpm")}["ema_init_weight"]
     assert recorded.value < 0.01 and recorded.unit == "fraction" and recorded.higher_is_better is False
 
 

@@ -21,6 +21,22 @@ def _run(argv: list[str]) -> int:
     return args.func(args)
 
 
+def test_every_set_is_kept(capsys):
+    # `--set a=1 --set b=2` applies both, as on train and grid run (the last one used to replace the others)
+    from genlib.metrics.cli import _eval_config
+
+    parser = argparse.ArgumentParser(prog="genbench")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "--data", "moons", "--set", "metrics.iwae_k=7", "--set", "sample.steps=9",
+                              "--set", "data.n_test=300"])
+    assert args.overrides == ["metrics.iwae_k=7", "sample.steps=9", "data.n_test=300"]
+    cfg, data_cfg = _eval_config(args)
+    assert (cfg.settings.iwae_k, cfg.sample.steps, data_cfg.n_test, data_cfg.name) == (7, 9, 300, "moons")
+    with pytest.raises(SystemExit):  # one KEY=VALUE per --set: a second value is an unrecognised argument
+        parser.parse_args(["eval", "--data", "moons", "--set", "metrics.iwae_k=7", "sample.steps=9"])
+    assert "unrecognized arguments: sample.steps=9" in capsys.readouterr().err
+
+
 def test_list_shows_every_metric_with_its_direction(capsys):
     assert main(["eval", "--list"]) == 0
     out = capsys.readouterr().out
@@ -51,7 +67,7 @@ def test_toy_floor_defaults_to_2000_points_with_energy_and_mmd_beside_swd(tmp_pa
 def test_run_table_and_store(vae_run, tmp_path, capsys):
     db = tmp_path / "results.db"
     assert _run(["eval", "--run", str(vae_run.run_dir), "--metrics", "iwae,active_units,coverage", "--n", "200",
-                 "--set", "metrics.iwae_k=5", "sample.passes=1", "--store", str(db)]) == 0
+                 "--set", "metrics.iwae_k=5", "--set", "sample.passes=1", "--store", str(db)]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:2] == ["metric", "value"]
     assert "k=5" in table and "threshold=0.01" in table
