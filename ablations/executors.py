@@ -272,6 +272,18 @@ class LocalExecutor(Executor):
 
 
 # -- ray --------------------------------------------------------------------------------------------------
+def _with_plugins(runtime_env: dict | None) -> dict | None:
+    """`runtime_env` plus GENBENCH_PLUGINS in its env_vars, so tasks on other nodes load the driver's plugins
+    (local pool workers inherit the variable; a Ray worker on another machine does not)."""
+    from genlib.plugins import ENV_VAR, env_modules
+
+    if not env_modules():
+        return runtime_env
+    runtime_env = dict(runtime_env or {})
+    runtime_env["env_vars"] = {ENV_VAR: ",".join(env_modules()), **runtime_env.get("env_vars", {})}
+    return runtime_env
+
+
 def _ray_task(initializer, initargs, fn, arg):
     if initializer is not None:
         initializer(*initargs)
@@ -295,6 +307,7 @@ class RayExecutor(Executor):
                                       "configure_logging": False}
             if address is None:
                 kwargs["num_cpus"] = workers or default_workers()
+            runtime_env = _with_plugins(runtime_env)
             if runtime_env:  # e.g. {"working_dir": ".", "env_vars": {...}} for code the workers must import
                 kwargs["runtime_env"] = runtime_env
             ray.init(**kwargs)

@@ -4,6 +4,8 @@ Subcommands of the other packages (grid, export, bench, report, claims, ...) reg
 `genbench.commands` entry-point group in pyproject.toml, so genlib never imports them. An entry point
 names a function `add_parser(subparsers)` that adds its subparser and sets `func=handler(args) -> int`.
 Building the parser imports nothing heavy (no torch, pandas, ...): each handler imports what it needs.
+`--plugin MODULE`, accepted before or after any subcommand, imports a user's module that registers model
+families, samplers, metrics, datasets or backends (see `genlib.plugins`).
 """
 from __future__ import annotations
 
@@ -35,14 +37,24 @@ exit status:
   2    usage or input error: a bad option, config key, path or file (one line on stderr says which)
   70   unexpected error (a bug in genbench): the traceback is printed; please report it
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM). A grid run resumes when run again.
+
+plugins:
+  Installed packages that declare a "genbench.plugins" entry point load by themselves. A module of your own
+  on the Python path loads with --plugin MODULE (before or after the subcommand, repeatable) or
+  GENBENCH_PLUGINS=mod1,mod2; grid workers load the same ones. `genbench models` and `genbench datasets`
+  name the plugin of each entry it added.
 """
+
+PLUGIN_HELP = ("import MODULE (on the Python path) first: it registers model families, samplers, metrics, "
+               "datasets or timing backends (repeatable; also GENBENCH_PLUGINS=mod1,mod2)")
 
 # Expected-error classes by defining module. An exception can only be an instance of a class whose
 # module is loaded, so the handler looks them up in sys.modules instead of importing torch or pandas.
 _USER_ERRORS = (("genlib.checkpoint", "CheckpointError"), ("genlib.config", "ConfigError"),
                 ("genlib.data", "DataError"), ("genlib.registry", "UnknownNameError"),
                 ("genlib.store", "StoreError"), ("genlib.train", "TrainingDivergedError"),
-                ("genlib.metrics.base", "MetricError"), ("genlib.metrics.features", "ExtractorError"))
+                ("genlib.metrics.base", "MetricError"), ("genlib.metrics.features", "ExtractorError"),
+                ("genlib.plugins", "PluginError"))
 
 
 class UserError(Exception):
@@ -74,10 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
                     "chain, DDPM/DDIM), and turn lecture claims into measured tables.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"genbench {_version()}")
+    parser.add_argument("--plugin", dest="plugins_0", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for ep in _plugins():
         ep.load()(sub)
+    _add_plugin_option(sub, depth=1)
     return parser
+
+
+def _add_plugin_option(sub: argparse._SubParsersAction, depth: int) -> None:
+    """`--plugin` on every subcommand (e.g. `genbench grid run ... --plugin mine`). Each nesting level has its
+    own dest, because argparse copies a subparser's namespace over its parent's."""
+    for parser in dict.fromkeys(sub.choices.values()):  # aliases map to the same parser
+        parser.add_argument("--plugin", dest=f"plugins_{depth}", action="append", default=argparse.SUPPRESS,
+                            metavar="MODULE", help=PLUGIN_HELP)
+        for inner in parser._actions:
+            if isinstance(inner, argparse._SubParsersAction):
+                _add_plugin_option(inner, depth + 1)
+
+
+def requested_plugins(args: argparse.Namespace) -> list[str]:
+    """The --plugin modules given at any level of the command line, outermost first."""
+    levels = sorted((int(key.rpartition("_")[2]), value) for key, value in vars(args).items()
+                    if key.startswith("plugins_") and key.rpartition("_")[2].isdigit())
+    return [module for _, modules in levels for module in modules]
 
 
 def _leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
@@ -107,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     command = _leaf_parser(parser, args).prog
     try:
+        _start_plugins(requested_plugins(args))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
@@ -119,6 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{command}: internal error ({type(exc).__name__}); this is a bug in genbench, please report it "
               f"with the traceback above", file=sys.stderr)
         return EXIT_CRASH
+
+
+def _start_plugins(modules: list[str]) -> None:
+    """Load requested plugins (--plugin, GENBENCH_PLUGINS) before the command does any work, so a broken one
+    fails first; record them in GENBENCH_PLUGINS for the worker processes. Installed plugins, when nothing is
+    requested, load on the first registry lookup (a command that looks nothing up does not import them)."""
+    from genlib.plugins import env_modules, load_plugins, request_modules
+
+    if modules or env_modules():
+        request_modules(modules)
+        load_plugins(modules)
 
 
 def check_writable(path: str | Path, option: str, *, directory: bool) -> None:

@@ -167,9 +167,11 @@ def add_datasets_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_datasets(args: argparse.Namespace) -> int:
-    from genlib.data import describe_datasets
+    from genlib.data import DATASETS, describe_datasets
 
     rows = describe_datasets()
+    for r in rows:  # the plugin that registered it (genlib.plugins), None for genbench's own
+        r["plugin"] = DATASETS.origin(r["name"]) if r["name"] in DATASETS else None
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -177,8 +179,12 @@ def run_datasets(args: argparse.Namespace) -> int:
     for r in rows:
         shape = "x".join(map(str, r.get("sample_shape") or ())) or "-"
         print(f"{r['name']:<14} {r.get('kind') or '-':<6} {shape:<10} {r.get('n_train') or '-':>6} "
-              f"{r.get('n_test') or '-':>6}  {r.get('description', '')}")
+              f"{r.get('n_test') or '-':>6}  {r.get('description', '')}{_from_plugin(r['plugin'])}")
     return 0
+
+
+def _from_plugin(plugin: str | None) -> str:
+    return f" (plugin: {plugin})" if plugin else ""
 
 
 def add_models_parser(sub: argparse._SubParsersAction) -> None:
@@ -194,11 +200,12 @@ def run_models(args: argparse.Namespace) -> int:
     print("model families:")
     for name in MODELS.names():
         cls = MODELS.get(name)
-        print(f"  {name:<15} samplers: {', '.join(cls.samplers):<10} {MODELS.describe(name)}")
+        print(f"  {name:<15} samplers: {', '.join(cls.samplers):<10} {MODELS.describe(name)}"
+              f"{_from_plugin(MODELS.origin(name))}")
     print("\nsamplers (the settings each reads; any other sampling flag is refused):")
     for name in SAMPLERS.names():
         settings = ", ".join(SAMPLERS.get(name).settings) or "none"
-        print(f"  {name:<15} {SAMPLERS.describe(name)} [settings: {settings}]")
+        print(f"  {name:<15} {SAMPLERS.describe(name)} [settings: {settings}]{_from_plugin(SAMPLERS.origin(name))}")
     print("\nexample configs (genbench train NAME --out DIR):")
     for name, path in sorted(example_configs().items()):
         first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
