@@ -60,6 +60,8 @@ class EvalCell:
     train_config: dict[str, Any]
     eval_config: dict[str, Any]
     axes: dict[str, Any]
+    # the sampler's registry entry on this setting (name, label, steps, step_setting, nfe): derived, not keyed
+    sampler_info: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def timed(self) -> bool:
@@ -67,7 +69,8 @@ class EvalCell:
         return bool(self.eval_config.get("timing"))
 
     def record_config(self) -> dict[str, Any]:
-        return {"train": self.train_config, "eval": self.eval_config, "axes": self.axes, "profile": self.profile}
+        return {"train": self.train_config, "eval": self.eval_config, "axes": self.axes, "profile": self.profile,
+                "sampler_info": self.sampler_info}
 
 
 @dataclass(frozen=True)
@@ -166,8 +169,9 @@ def check_metric_names(names: list[str], where: str) -> None:
             raise GridError(f"'{where}': unknown metric '{name}'{suggest(name, known)} (known: {', '.join(known)})")
 
 
-def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> None:
-    """Reject evaluation settings the model family cannot honour before anything trains."""
+def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> dict[str, Any]:
+    """Reject evaluation settings the model family cannot honour before anything trains; returns what the
+    sampler's registry entry says of this setting (name, label, step count and setting, NFE) for the record."""
     family = run.model.family
     if ev["metrics"]:
         try:
@@ -180,7 +184,8 @@ def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> None:
                 raise GridError(f"'eval.metrics': metric '{name}' applies to model families "
                                 f"{', '.join(spec.families)}, not '{family}'")
     try:  # the sampler's own rules (registry spec): applies to the family, reads these settings, S <= T
-        resolve_sampler(run.model, EvaluationConfig.from_flat(ev).sample)
+        sample = EvaluationConfig.from_flat(ev).sample
+        return resolve_sampler(run.model, sample).info(run.model, sample)
     except ConfigError as exc:
         noise = getattr(run.model, "noise", None)
         hint = ""
@@ -294,7 +299,7 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                         rule_matched[id(rule)] = True
                     if hits:
                         continue
-                    check_eval_applies(run, ev)
+                    sampler_info = check_eval_applies(run, ev)
                     axis_names.update(axes)
                     if spec.timing is not None and _timed(spec.timing.where, axes, {**run_dict, "eval": ev},
                                                           timing_keys_seen):
@@ -321,7 +326,7 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                                                   label=label, config=run_dict, axes=t_axes, unshared_for=eval_key)
                 evals[eval_key] = EvalCell(key=eval_key, study=spec.study, profile=spec.profile, seed=seed,
                                            label=label, parent=train_key, train_config=run_dict, eval_config=ev,
-                                           axes=dict(axes))
+                                           axes=dict(axes), sampler_info=sampler_info)
                 if spec.floor is not None:
                     fid = (config_hash(run_dict["data"]), ev["n"], seed)
                     if fid not in floors:

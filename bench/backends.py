@@ -4,12 +4,13 @@ Network parts: `torch` (eager, inference mode), `torch_compile` (inductor, where
 (ONNX Runtime on each requested provider). Samplers: `torch_loop` (the genlib sampler), `ort_net_loop`
 (the genlib sampler calling an ONNX Runtime network session once per step: STYLE seam 2),
 `ort_step_loop` (a Python loop over the exported single-step graph), `ort_graph` (the whole-sampler
-graph) and `diffusers_ddim` (diffusers' DDIMScheduler driving the same torch network; optional).
+graph) and `peer` (the sampler's peer-library implementation, e.g. a diffusers scheduler, driving the same
+torch network; optional). Every sampler backend reads the sampler's registry entry and never names a sampler.
 A backend that cannot run here raises `BackendUnavailable` with the reason; nothing here measures time.
 """
 from __future__ import annotations
 
-import copy
+import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from genlib.registry import Registry
 
 from bench.onnx_files import ExportInfo, random_feeds
+from bench.onnx_graph import history_names
 from bench.parity import ParityResult, check_parity
 from bench.parts import ExportConfig, PartGraph
 from bench.runtime import SessionConfig, bind_runner, make_session
@@ -90,15 +92,17 @@ class BackendSpec:
     applies: Callable[[Target], bool]
     uses_provider: bool  # fans out over ONNX Runtime providers
     baseline: bool = False  # the reference the others are compared with
+    torch_network: bool = False  # runs the trained torch network (its precision is the training's, fp32)
 
 
 BACKENDS: Registry[BackendSpec] = Registry("backend")
 
 
 def register(name: str, help: str, applies: Callable[[Target], bool], uses_provider: bool = False,
-             baseline: bool = False):
+             baseline: bool = False, torch_network: bool = False):
     def deco(fn: Callable[..., Prepared]) -> Callable[..., Prepared]:
-        BACKENDS.register(name, help=help)(BackendSpec(fn, applies, uses_provider, baseline))
+        BACKENDS.register(name, help=help)(BackendSpec(fn, applies, uses_provider, baseline,
+                                                       torch_network or baseline))
         return fn
 
     return deco
@@ -148,7 +152,7 @@ _COMPILED: dict[int, Any] = {}
 
 
 @register("torch_compile", "torch.compile (inductor) of the same module, compiled before timing",
-          applies=lambda t: _has_torch(t) and not t.is_sampler)
+          applies=lambda t: _has_torch(t) and not t.is_sampler, torch_network=True)
 def prepare_torch_compile(target: Target, batch: int, threads: int, **_) -> Prepared:
     device = _torch_device(target)
     inputs = [v.to(device) for k, v in target.feeds(batch).items() if k in target.part_graph.graph_inputs]
@@ -259,21 +263,22 @@ def prepare_ort_graph(target: Target, batch: int, threads: int, provider: str = 
 def prepare_ort_step_loop(target: Target, batch: int, threads: int, provider: str = "cpu", **_) -> Prepared:
     if target.step_path is None or not target.step_path.is_file():
         raise BackendUnavailable("no single-step graph beside the sampler export")
+    details = target.info.details
+    if "indices" not in details:
+        raise BackendUnavailable("the export records no step order (exported by an older genbench); export it again")
     session = ort_session(target.step_path, provider, threads)
     feeds = target.onnx_feeds(batch)
-    state_name = "x_T" if "x_T" in feeds else "z"
-    state = feeds[state_name]
+    state = feeds[details.get("start", "x_T")]
     noise = feeds.get("noise")
-    details = target.info.details
-    n = int(details.get("steps", 0))
-    indices = list(reversed(range(n))) if details.get("sampler") != "vae" else list(range(n))
-    index_arrays = [np.array([i], dtype=np.int64) for i in indices]
+    h_in, h_out = history_names(int(details.get("history", 0)))
+    index_arrays = [np.array([i], dtype=np.int64) for i in details["indices"]]
     base = {"noise": noise} if noise is not None else {}
+    wanted = ["x_next", *h_out]
 
     def call():
-        x = state
+        x, history = state, [np.zeros_like(state) for _ in h_in]
         for idx in index_arrays:
-            x = session.run(["x_next"], {**base, "x": x, "i": idx})[0]
+            x, *history = session.run(wanted, {**base, "x": x, **dict(zip(h_in, history)), "i": idx})
         return x
 
     parity = _parity_for(target, ort_session(target.onnx_path, provider, threads), provider)
@@ -281,70 +286,45 @@ def prepare_ort_step_loop(target: Target, batch: int, threads: int, provider: st
                     peak_rss_mb if provider == "cpu" else None, parity=parity)
 
 
-def with_net(model, net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-    """A shallow copy of `model` whose network is `net` (e.g. an ONNX session), so the family's own glue
-    (predict_prev, ...) runs over it; `model` is unchanged."""
-    other = copy.copy(model)
-    other.net = net
-    return other
+def onnx_part(session) -> Callable:
+    """An ONNX Runtime network session as a torch callable over its inputs in order; one output is returned
+    as a tensor, several as a tuple."""
+    names = [i.name for i in session.get_inputs()]
+
+    def call(*args: torch.Tensor):
+        outs = session.run(None, {n: a.detach().cpu().numpy() for n, a in zip(names, args)})
+        tensors = tuple(torch.from_numpy(o) for o in outs)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    return call
 
 
 @register("ort_net_loop", "the genlib sampler calling an ONNX Runtime network session once per step",
           applies=lambda t: _has_torch(t) and t.is_sampler, uses_provider=True)
 def prepare_ort_net_loop(target: Target, batch: int, threads: int, provider: str = "cpu", **_) -> Prepared:
-    from genlib.samplers import clip_x0_for, sample_chain, sample_ddim, sample_ddpm, sample_vae
+    from genlib.models import SAMPLERS
+    from genlib.samplers import run_program
 
     cfg = target.export_cfg.sample
-    model = target.run.model
-    feeds = target.feeds(batch)
+    spec = SAMPLERS.get(cfg.sampler)
+    parts = {}
     opened: list = []  # the sessions the loop calls: the provider they report is the one that runs
-
-    def session_for(part: str):
+    for part in spec.net_parts:
         sib = target.siblings.get(part)
         if sib is None:
             raise BackendUnavailable(f"needs the '{part}' export of the same run (bench it alongside)")
         if sib.info.valid is False:
             raise BackendUnavailable(f"the '{part}' export failed its parity check")
         opened.append(ort_session(sib.onnx_path, provider, threads))
-        return opened[-1]
+        parts[part] = onnx_part(opened[-1])
+    # the sampler's own program (the family's glue included) over the ONNX network parts, on the CPU
+    program = spec.program(target.run.model.with_parts(parts), cfg)
+    feeds = target.feeds(batch)
+    start, noise = feeds[program.start], feeds.get("noise")
 
-    if cfg.sampler == "vae":
-        dec, enc = session_for("decoder"), session_for("encoder")
+    def call():
+        return program.finish(run_program(program, start, noise=noise))
 
-        def decode(z):
-            return torch.from_numpy(dec.run(None, {"z": z.numpy()})[0])
-
-        def encode(x):
-            mu, L = enc.run(None, {"x": x.numpy()})
-            return torch.from_numpy(mu), torch.from_numpy(L)
-
-        def call():
-            return sample_vae(decode, encode, feeds["z"], passes=cfg.passes, reencode=cfg.reencode,
-                              noise=feeds.get("noise"))
-    else:
-        from genlib.models import SAMPLERS
-
-        sess = session_for(SAMPLERS.get(cfg.sampler).net_parts[0])  # the network part the sampler's steps call
-        out_name = sess.get_outputs()[0].name
-
-        def denoise(x_t, t):
-            return torch.from_numpy(sess.run([out_name], {"x_t": x_t.numpy(), "t": t.numpy()})[0])
-
-        clip = clip_x0_for(model, cfg)
-        x_T, noise = feeds["x_T"], feeds.get("noise")
-        if cfg.sampler == "chain":
-            # the family's predict_prev over the ONNX network (a step_eps chain's network outputs eps, not x_{t-1})
-            predict_prev = with_net(model, denoise).predict_prev
-
-            def call():
-                return sample_chain(predict_prev, x_T, model.schedule.T)
-        elif cfg.sampler == "ddim":
-            def call():
-                return sample_ddim(denoise, x_T, model.schedule, cfg.steps, eta=cfg.eta, clip_x0=clip, noise=noise)
-        else:
-            def call():
-                return sample_ddpm(denoise, x_T, model.schedule, cfg.steps, variance=cfg.variance, clip_x0=clip,
-                                   noise=noise)
     restore = _torch_threads(threads)  # the sampler's own arithmetic runs in torch
     parity = _parity_for(target, ort_session(target.onnx_path, provider, threads), provider)
     actual = opened[0].get_providers()[0]
@@ -355,55 +335,47 @@ def prepare_ort_net_loop(target: Target, batch: int, threads: int, provider: str
 PROVIDER_SHORT = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def diffusers_available() -> tuple[bool, str]:
+def peer_of(target: Target):
+    """The sampler's peer-library implementation (its registry entry's `peer`), or None."""
+    if target.export_cfg is None or target.part_graph is None:
+        return None
+    from genlib.models import SAMPLERS
+
+    return SAMPLERS.get(target.export_cfg.sample.sampler).peer
+
+
+def peer_available(peer) -> tuple[bool, str]:
     try:
-        import diffusers  # noqa: F401
+        importlib.import_module(peer.library)
     except ImportError:
-        return False, "diffusers is not installed (pip install 'diffusers>=0.30'; it is a benchmark-only dependency)"
+        return False, f"{peer.library} is not installed ({peer.install}; it is a benchmark-only dependency)"
     return True, ""
 
 
-@register("diffusers_ddim", "diffusers' DDIMScheduler driving the same torch network (optional dependency)",
-          applies=lambda t: _has_torch(t) and t.is_sampler and t.export_cfg is not None
-          and t.export_cfg.sample.sampler == "ddim")
-def prepare_diffusers_ddim(target: Target, batch: int, threads: int, **_) -> Prepared:
-    ok, reason = diffusers_available()
+@register("peer", "the same sampler in a peer library (e.g. diffusers' scheduler) driving the same torch network",
+          applies=lambda t: _has_torch(t) and t.is_sampler and peer_of(t) is not None, torch_network=True)
+def prepare_peer(target: Target, batch: int, threads: int, **_) -> Prepared:
+    peer = peer_of(target)
+    ok, reason = peer_available(peer)
     if not ok:
         raise BackendUnavailable(reason)
-    from diffusers import DDIMScheduler
-
-    from genlib.samplers import clip_x0_for
-
-    cfg = target.export_cfg.sample
-    model = target.run.model
     device = _torch_device(target)
-    net = model.net
-    box = clip_x0_for(model, cfg)  # diffusers clips to a symmetric range only
-    clip = box is not None and len(box[1]) == 1 and box[0][0] == -box[1][0]
-    scheduler = DDIMScheduler(num_train_timesteps=model.schedule.T,
-                              trained_betas=model.schedule.betas.numpy().astype(np.float64),
-                              clip_sample=clip, clip_sample_range=box[1][0] if clip else 1.0, set_alpha_to_one=True,
-                              prediction_type="epsilon", timestep_spacing="linspace")
-    feeds = target.feeds(batch)
-    x_T = feeds["x_T"].to(device)
-    noise = feeds.get("noise")
+    cfg = target.export_cfg.sample
+    run_peer = peer.build(target.run.model, cfg)
+    feeds = {k: v.to(device) for k, v in target.feeds(batch).items()}
+    start_name = (target.info.details or {}).get("start", "x_T")
+    x_T, noise = feeds[start_name], feeds.get("noise")
     restore = _torch_threads(threads)
 
     def call():
-        # What a diffusers user writes: a stateful scheduler, set_timesteps per generation, step() per t.
         with torch.inference_mode():
-            scheduler.set_timesteps(cfg.steps, device=device)
-            x = x_T
-            for k, t in enumerate(scheduler.timesteps):
-                eps = net(x, t.expand(x.shape[0]))
-                var_noise = noise[len(scheduler.timesteps) - 1 - k].to(device) if noise is not None else None
-                x = scheduler.step(eps, t, x, eta=cfg.eta, variance_noise=var_noise).prev_sample
-            return x
+            return run_peer(x_T, noise)
 
     with torch.inference_mode():
-        ours = target.part_graph.reference({k: v.to(device) for k, v in feeds.items()})["x0"]
+        ours = target.part_graph.reference(feeds)
+        state = next(v for k, v in ours.items() if k != "x")
         theirs = call()
-    notes = {"max_abs_diff_vs_genlib": float((ours - theirs).abs().max()),
-             "note": "diffusers spaces DDIM steps by T // S, genlib by rounding linspace(0, T-1, S)"}
+    notes = {"library": peer.library, "max_abs_diff_vs_genlib": float((state - theirs).abs().max()),
+             "note": peer.note}
     return Prepared(call, _sync_for(device), f"torch:{device.type}", str(device), _torch_memory(device), restore,
                     notes=notes)

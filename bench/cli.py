@@ -42,7 +42,7 @@ Backends (compared in one process, p50 latency with speed-ups over the torch bas
   parts:    torch (eager), torch_compile, ort (each provider)
   samplers: torch_loop (genlib sampler), ort_net_loop (genlib sampler calling an ONNX network per step),
             ort_step_loop (Python loop over the exported step graph), ort_graph (the whole-sampler graph),
-            diffusers_ddim (diffusers' DDIMScheduler on the same network; needs diffusers)
+            peer (the sampler in a peer library, e.g. diffusers' scheduler, on the same network; needs it installed)
 Exports that fail parity on a provider are not timed there (unless --allow-invalid; then stored as failed).
 """
 

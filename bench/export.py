@@ -12,7 +12,10 @@ import contextlib
 import io
 import json
 import logging
+import os
+import shutil
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,9 +32,10 @@ from genlib.provenance import provenance
 from genlib.train import LoadedRun
 
 from bench import onnx_graph
-from bench.onnx_files import SIDECAR_FORMAT, SIDECAR_VERSION, ExportInfo, export_info, io_spec, sidecar_path
+from bench.onnx_files import (SIDECAR_FORMAT, SIDECAR_VERSION, ExportInfo, export_info, io_spec, read_export,
+                              sidecar_path)
 from bench.parity import ParityResult, check_parity, unchecked
-from bench.parts import ExportConfig, ExportError, build_part, resolve_sampler
+from bench.parts import ExportConfig, ExportError, PartGraph, build_part, resolve_sampler
 
 EXPORTER = "torch.onnx.export(dynamo=True)"
 
@@ -50,6 +54,7 @@ class ExportResult:
     step_model: onnx.ModelProto | None = None
     step_path: Path | None = None
     export_info: ExportInfo | None = None  # the file's contract, as `bench.onnx_files.read_export` would give
+    part: PartGraph | None = None  # what was exported (module, feeds, torch reference)
 
     @property
     def valid(self) -> bool:
@@ -157,4 +162,63 @@ def export_part(run: LoadedRun, cfg: ExportConfig, out: str | Path, *, check: bo
     parity = check_parity(part, cfg, data, provider=parity_provider) if check else unchecked(cfg)
     info["parity"] = parity.to_dict()
     write_json(sidecar_path(out), info)
-    return ExportResult(out, info, parity, model, step_model, step_path, export_info(model, out, info))
+    return ExportResult(out, info, parity, model, step_model, step_path, export_info(model, out, info), part)
+
+
+# -- the export cache ---------------------------------------------------------------------------------------------
+@dataclass
+class CachedExport:
+    """An export found in (or just written to) a cache folder: its file, contract and resolved config; `part`
+    is the PartGraph when it was built now (so a caller need not build it again); `fresh` when exported now."""
+
+    path: Path
+    info: ExportInfo
+    cfg: ExportConfig
+    fresh: bool
+    part: PartGraph | None = None
+
+
+def reusable_export(path: Path, key: str) -> ExportInfo | None:
+    """The export at `path` when it is complete (sidecar and step graph present) and its sidecar has `key`."""
+    if not (path.is_file() and sidecar_path(path).is_file()):
+        return None
+    try:
+        info = read_export(path)
+    except Exception:  # a truncated or foreign file is exported again
+        return None
+    side = info.sidecar or {}
+    if side.get("export_key") != key:
+        return None
+    if side.get("step_graph") and not (path.parent / side["step_graph"]).is_file():
+        return None
+    return info
+
+
+def cached_export(run: LoadedRun, cfg: ExportConfig, folder: str | Path, *, stem: str | None = None,
+                  reuse: bool = True) -> CachedExport:
+    """The one export cache (timed grid cells and `genbench bench` alike): `cfg` for `run` in `folder` as
+    `<stem>.onnx` (default stem: the export key) with its sidecar (and `<stem>.step.onnx` for a sampler).
+    A file whose sidecar has the same export key is reused (unless reuse=False); otherwise the part is
+    exported behind the parity gate into a private temporary folder and renamed into place, the sidecar last
+    (it is what makes the export reusable), so concurrent workers never see half a file."""
+    folder = Path(folder)
+    if cfg.part == "sampler":
+        cfg = resolve_sampler(run, cfg)
+    key = export_key(run, cfg)
+    path = folder / f"{stem or key}.onnx"
+    info = reusable_export(path, key) if reuse else None
+    if info is not None:
+        return CachedExport(path, info, cfg, False)
+    tmp = folder / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        result = export_part(run, cfg, tmp / path.name)
+        sidecar = {**result.info, "path": str(path.resolve())}
+        write_json(sidecar_path(result.path), sidecar)
+        if result.step_path is not None:
+            os.replace(result.step_path, folder / result.step_path.name)
+        os.replace(result.path, path)
+        os.replace(sidecar_path(result.path), sidecar_path(path))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return CachedExport(path, export_info(result.model, path, sidecar), cfg, True, result.part)

@@ -7,9 +7,6 @@ the graph with the torch sampler's noise layout. It writes no store rows (the gr
 """
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -18,18 +15,17 @@ import numpy as np
 import torch
 
 from genlib import records
-from genlib.checkpoint import write_json
 from genlib.config import ConfigError
 from genlib.models import SampleConfig
+from genlib.samplers import draw_inputs
 from genlib.registry import UnknownNameError
 from genlib.store import Metric
 from genlib.train import LoadedRun
 
 from bench.backends import BACKENDS, Target
-from bench.export import export_key, export_part
-from bench.onnx_files import ExportInfo, export_info, read_export, sidecar_path
+from bench.export import CachedExport, cached_export, export_key
 from bench.parity import ParityResult
-from bench.parts import ExportConfig, build_part, resolve_sampler
+from bench.parts import ExportConfig, build_part, resolve_sampler, sampler_program
 from bench.runtime import PROVIDER_NAMES, SessionConfig, make_session
 from bench.suite import BenchConfig, BenchRow, run_benchmarks
 from bench.timing import TimingConfig
@@ -43,11 +39,17 @@ class TimingSettingsError(ConfigError):
 
 
 def sampler_backends() -> list[str]:
-    """The registered backends that time a whole sampler (a sampler target with its torch run and step graph;
-    diffusers_ddim applies to DDIM cells only and is skipped on others)."""
-    probe = Target(part="sampler", onnx_path=Path("-"), info=None, part_graph=object(), run=object(),  # type: ignore[arg-type]
-                   step_path=Path("-"), export_cfg=ExportConfig(part="sampler", sample=SampleConfig(sampler="ddim")))
-    return [n for n in BACKENDS.names() if BACKENDS.get(n).applies(probe)]
+    """The registered backends that time a whole sampler: those that apply to a sampler target with its torch run
+    and step graph, for some registered sampler (`peer` applies to samplers with a peer implementation only and
+    is skipped on the others)."""
+    from genlib.models import SAMPLERS
+
+    names = []
+    for sampler in SAMPLERS.names():
+        probe = Target(part="sampler", onnx_path=Path("-"), info=None, part_graph=object(), run=object(),  # type: ignore[arg-type]
+                       step_path=Path("-"), export_cfg=ExportConfig(part="sampler", sample=SampleConfig(sampler=sampler)))
+        names += [n for n in BACKENDS.names() if n not in names and BACKENDS.get(n).applies(probe)]
+    return sorted(names)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,56 +166,15 @@ def export_config_for(run: LoadedRun, sample_cfg: SampleConfig) -> ExportConfig:
     return resolve_sampler(run, ExportConfig(part="sampler", sample=replace(sample_cfg, sampler=spec.name, steps=steps)))
 
 
-def _reusable(path: Path, key: str) -> ExportInfo | None:
-    if not (path.is_file() and sidecar_path(path).is_file()):
-        return None
-    try:
-        info = read_export(path)
-    except Exception:  # a truncated or foreign file is exported again
-        return None
-    side = info.sidecar or {}
-    if side.get("export_key") != key:
-        return None
-    if side.get("step_graph") and not (path.parent / side["step_graph"]).is_file():
-        return None
-    return info
-
-
-def cached_export(run: LoadedRun, cfg: ExportConfig, exports_dir: str | Path) -> tuple[Path, ExportInfo, bool]:
-    """(path, info, exported now) of `cfg` for `run` in the cache folder: `<export_key>.onnx` with its sidecar
-    (and `<export_key>.step.onnx` for a sampler). A file whose sidecar has the same key is reused; otherwise the
-    part is exported behind the parity gate into a private temporary folder and renamed into place, the
-    sidecar last (it is what makes the export reusable), so concurrent workers never see half a file."""
-    exports_dir = Path(exports_dir)
-    if cfg.part == "sampler":
-        cfg = resolve_sampler(run, cfg)
-    key = export_key(run, cfg)
-    path = exports_dir / f"{key}.onnx"
-    info = _reusable(path, key)
-    if info is not None:
-        return path, info, False
-    tmp = exports_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        result = export_part(run, cfg, tmp / path.name)
-        sidecar = {**result.info, "path": str(path.resolve())}
-        write_json(sidecar_path(result.path), sidecar)
-        if result.step_path is not None:
-            os.replace(result.step_path, exports_dir / result.step_path.name)
-        os.replace(result.path, path)
-        os.replace(sidecar_path(result.path), sidecar_path(path))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path, export_info(result.model, path, sidecar), True
-
-
 def _parity_result(side: Mapping[str, Any]) -> ParityResult:
     return ParityResult(**{**side, "per_batch": tuple(side.get("per_batch", ()))})
 
 
-def _target(run: LoadedRun, cfg: ExportConfig, path: Path, info: ExportInfo) -> Target:
+def _target(run: LoadedRun, cached: CachedExport) -> Target:
+    path, info, cfg = cached.path, cached.info, cached.cfg
     step = path.with_name(path.stem + ".step.onnx")
-    target = Target(part=cfg.part, onnx_path=path, info=info, export_cfg=cfg, part_graph=build_part(run, cfg),
+    part_graph = cached.part if cached.part is not None else build_part(run, cfg)  # built once per export
+    target = Target(part=cfg.part, onnx_path=path, info=info, export_cfg=cfg, part_graph=part_graph,
                     run=run, step_path=step if step.is_file() else None)
     side = (info.sidecar or {}).get("parity")
     if side and side.get("provider") == PROVIDER_NAMES["cpu"]:
@@ -222,42 +183,24 @@ def _target(run: LoadedRun, cfg: ExportConfig, path: Path, info: ExportInfo) -> 
 
 
 # -- drawing through the graph --------------------------------------------------------------------------------
-def _feeds(run: LoadedRun, cfg: ExportConfig, inputs: set[str], b: int, gen: torch.Generator) -> dict[str, np.ndarray]:
-    """Graph inputs for b samples, drawn from `gen` in the torch sampler's order: the start (x_T, or the VAE's
-    prior z) first, then one draw per noisy step (diffusion: i = S-1 .. 1, the graph's noise[i]; noise[0] is
-    multiplied by 0) or per refinement pass (VAE: pass p uses noise[p])."""
-    model = run.model
-    if "z" in inputs:
-        k = run.config.model.latent_dim
-        feeds = {"z": torch.randn((b, k), generator=gen)}
-        if "noise" in inputs:
-            feeds["noise"] = torch.stack([torch.randn((b, k), generator=gen) for _ in range(cfg.sample.passes)])
-    else:
-        shape = (b, *model.sample_shape)
-        feeds = {"x_T": torch.randn(shape, generator=gen)}
-        if "noise" in inputs:
-            steps = int(cfg.sample.steps)
-            noise = torch.zeros((steps, *shape))
-            for i in reversed(range(1, steps)):
-                noise[i] = torch.randn(shape, generator=gen)
-            feeds["noise"] = noise
-    return {k: v.numpy() for k, v in feeds.items()}
-
-
 def make_draw(run: LoadedRun, cfg: ExportConfig, path: Path, provider: str, threads: int, seed: int = 0
               ) -> tuple[Callable[..., np.ndarray], str]:
     """(draw, the provider its session reports). draw(n, seed=`seed`, generator=None) runs the whole-sampler graph
-    in chunks of GENERATE_BATCH (genlib.train.generate's), one generator across chunks, as the torch path does."""
+    in chunks of GENERATE_BATCH (genlib.train.generate's), one generator across chunks, its inputs drawn by
+    `genlib.samplers.draw_inputs` in the torch loop's order (the start, then each noisy step's draw)."""
     session = make_session(path, SessionConfig(provider=provider, intra_op_threads=threads))
-    inputs = {i.name for i in session.get_inputs()}
+    program = sampler_program(run, cfg)
+    names = {i.name for i in session.get_inputs()}
 
     default_seed = seed
 
     def draw(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> np.ndarray:
         seed = default_seed if seed is None else seed
         gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
-        chunks = [session.run(["x"], _feeds(run, cfg, inputs, min(GENERATE_BATCH, n - i), gen))[0]
-                  for i in range(0, n, GENERATE_BATCH)]
+        chunks = []
+        for i in range(0, n, GENERATE_BATCH):
+            feeds = draw_inputs(program, min(GENERATE_BATCH, n - i), gen)
+            chunks.append(session.run(["x"], {k: v.numpy() for k, v in feeds.items() if k in names})[0])
         if not chunks:
             return np.empty((0, *run.model.sample_shape), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32)
@@ -303,17 +246,17 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     settings = timing if isinstance(timing, TimingSettings) else TimingSettings.from_dict(timing)
     exports_dir = Path(exports_dir)
     cfg = export_config_for(loaded_run, sample_cfg)
-    path, info, fresh = cached_export(loaded_run, cfg, exports_dir)
+    cached = cached_export(loaded_run, cfg, exports_dir)
+    path, info, fresh = cached.path, cached.info, cached.fresh
     exports = int(fresh)
-    target = _target(loaded_run, cfg, path, info)
+    target = _target(loaded_run, cached)
     if "ort_net_loop" in settings.backends:  # the torch loop calling exported network parts
         from genlib.models import SAMPLERS
 
         for part in SAMPLERS.get(cfg.sample.sampler).net_parts:
-            p_cfg = replace(ExportConfig(part=part), seed=cfg.seed)
-            p_path, p_info, p_fresh = cached_export(loaded_run, p_cfg, exports_dir)
-            exports += int(p_fresh)
-            target.siblings[part] = _target(loaded_run, p_cfg, p_path, p_info)
+            p_cached = cached_export(loaded_run, replace(ExportConfig(part=part), seed=cfg.seed), exports_dir)
+            exports += int(p_cached.fresh)
+            target.siblings[part] = _target(loaded_run, p_cached)
     rows = run_benchmarks([target], settings.bench_config(), progress=False)
     key = (info.sidecar or {}).get("export_key") or export_key(loaded_run, cfg)
     parity = dict((info.sidecar or {}).get("parity") or {"valid": False, "reason": "no parity verdict"})

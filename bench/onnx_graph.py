@@ -21,6 +21,11 @@ STEP_NEXT, STEP_OUT = "x_next", "out"
 WEIGHT_PREFIX = "w/"
 
 
+def history_names(history: int) -> tuple[list[str], list[str]]:
+    """The step graph's history inputs and outputs of a multistep sampler: h0, h1, ... and h0_next, ..."""
+    return [f"h{k}" for k in range(history)], [f"h{k}_next" for k in range(history)]
+
+
 class GraphCompositionError(ValueError):
     """A step graph does not have the interface the composer needs; the message names what is missing."""
 
@@ -108,16 +113,18 @@ def _rename_subgraph_refs(graph: GraphProto, rename: dict[str, str], prefix: str
                     n.input[k] = new
 
 
-def _step_interface(step: ModelProto) -> tuple[dict[str, onnx.ValueInfoProto], dict[str, onnx.ValueInfoProto]]:
+def _step_interface(step: ModelProto, history: int = 0
+                    ) -> tuple[dict[str, onnx.ValueInfoProto], dict[str, onnx.ValueInfoProto]]:
     inputs = {v.name: v for v in step.graph.input}
     outputs = {v.name: v for v in step.graph.output}
-    for name in (STEP_STATE, STEP_INDEX):
+    h_in, h_out = history_names(history)
+    for name in (STEP_STATE, *h_in, STEP_INDEX):
         if name not in inputs:
             raise GraphCompositionError(f"the step graph has no input '{name}' (inputs: {sorted(inputs)})")
-    for name in (STEP_NEXT, STEP_OUT):
+    for name in (STEP_NEXT, *h_out, STEP_OUT):
         if name not in outputs:
             raise GraphCompositionError(f"the step graph has no output '{name}' (outputs: {sorted(outputs)})")
-    extra = set(inputs) - {STEP_STATE, STEP_INDEX, STEP_NOISE}
+    extra = set(inputs) - {STEP_STATE, STEP_INDEX, STEP_NOISE, *h_in}
     if extra:
         raise GraphCompositionError(f"the step graph has unexpected inputs {sorted(extra)}")
     return inputs, outputs
@@ -132,45 +139,58 @@ def _value_info(name: str, like: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
 
 def compose_sampler(step: ModelProto, indices: Sequence[int], *, mode: Literal["unrolled", "loop"],
                     state_input: str, state_output: str | None, out_output: str,
-                    graph_name: str = "sampler") -> ModelProto:
+                    graph_name: str = "sampler", history: int = 0) -> ModelProto:
     """The whole sampler as one graph: apply `step` once per entry of `indices`, in order.
 
-    step: a model with inputs x (state), i (int64 (1,)) and optionally noise, outputs x_next and out.
-    indices: the table index i of each step, in execution order (e.g. S-1 .. 0 for DDIM); the loop form
-    needs them to be a contiguous run (descending or ascending). The composed graph takes `state_input`
-    (+ `noise`) and returns the final state as `state_output` (omitted when None) and `out` of it as
-    `out_output`. With no steps the graph is `out` of the input.
+    step: a model with inputs x (state), h0 .. h{history-1} (a multistep sampler's history, each shaped like x),
+    i (int64 (1,)) and optionally noise, and outputs x_next, h0_next .., and out. indices: the table index i
+    of each step, in execution order (e.g. S-1 .. 0 for DDIM); the loop form needs them to be a contiguous run
+    (descending or ascending). The composed graph takes `state_input` (+ `noise`); the history starts at zeros.
+    It returns the final state as `state_output` (omitted when None) and `out` of it as `out_output`. With no
+    steps the graph is `out` of the input.
     """
-    inputs, outputs = _step_interface(step)
+    inputs, outputs = _step_interface(step, history)
+    h_in, h_out = history_names(history)
     nodes = list(step.graph.node)
     init_names = {i.name for i in step.graph.initializer}
     weights = {name: WEIGHT_PREFIX + name for name in init_names}
     has_noise = STEP_NOISE in inputs
     shared = {**weights, **({STEP_NOISE: STEP_NOISE} if has_noise else {})}
 
-    state_nodes = _needed(nodes, [STEP_NEXT])
+    carried_in, carried_out = [STEP_STATE, *h_in], [STEP_NEXT, *h_out]
+    state_nodes = _needed(nodes, carried_out)
     out_nodes = _needed(nodes, [STEP_OUT], stop=[STEP_NEXT])
-    leaked = {v for n in out_nodes for v in n.input} & {STEP_STATE, STEP_INDEX, STEP_NOISE}
+    leaked = {v for n in out_nodes for v in n.input} & {STEP_STATE, STEP_INDEX, STEP_NOISE, *h_in}
     if leaked:
         raise GraphCompositionError(f"the step output '{STEP_OUT}' must depend on '{STEP_NEXT}' only, "
                                     f"but reads {sorted(leaked)}")
 
     graph_nodes: list[NodeProto] = []
     indices = [int(i) for i in indices]
-    final = state_input
+    finals = [state_input]
+    if history:  # the history starts at zeros shaped like the state
+        graph_nodes.append(helper.make_node("Shape", [state_input], ["init/shape"], name="init/shape"))
+        for name in h_in:
+            graph_nodes.append(helper.make_node("ConstantOfShape", ["init/shape"], [f"init/{name}"],
+                                                name=f"init/{name}",
+                                                value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])))
+            finals.append(f"init/{name}")
     if indices and mode == "unrolled":
         for j, idx in enumerate(indices):
             prefix = f"s{j}/"
             graph_nodes.append(helper.make_node("Constant", [], [prefix + STEP_INDEX], name=prefix + "index",
                                                 value=helper.make_tensor("i", TensorProto.INT64, [1], [idx])))
-            rename = {**shared, STEP_STATE: final}
+            rename = {**shared, **dict(zip(carried_in, finals))}
             graph_nodes += _renamed(state_nodes, rename, prefix)
-            final = prefix + STEP_NEXT
+            finals = [prefix + name for name in carried_out]
     elif indices and mode == "loop":
-        final = "loop/" + STEP_NEXT
-        graph_nodes += _loop_nodes(state_nodes, indices, inputs, shared, state_input, final)
+        loop_finals = ["loop/" + name for name in carried_out]
+        graph_nodes += _loop_nodes(state_nodes, indices, inputs, shared, finals, loop_finals, carried_in,
+                                   carried_out)
+        finals = loop_finals
     elif indices:
         raise GraphCompositionError(f"mode must be 'unrolled' or 'loop', got {mode!r}")
+    final = finals[0]
 
     graph_nodes += _renamed(out_nodes, {**weights, STEP_NEXT: final, STEP_OUT: out_output}, "out/")
     graph_outputs = [_value_info(out_output, outputs[STEP_OUT])]
@@ -196,8 +216,10 @@ def compose_sampler(step: ModelProto, indices: Sequence[int], *, mode: Literal["
 
 
 def _loop_nodes(state_nodes: list[NodeProto], indices: list[int], inputs: dict[str, onnx.ValueInfoProto],
-                shared: dict[str, str], state_input: str, final: str) -> list[NodeProto]:
-    """Loop(M = len(indices)) whose body maps the loop counter to the table index and runs one step."""
+                shared: dict[str, str], initial: list[str], finals: list[str], carried_in: list[str],
+                carried_out: list[str]) -> list[NodeProto]:
+    """Loop(M = len(indices)) whose body maps the loop counter to the table index and runs one step; the
+    state and history are loop-carried (initial values `initial`, final values `finals`)."""
     n = len(indices)
     descending = indices == list(range(indices[0], indices[0] - n, -1))
     ascending = indices == list(range(indices[0], indices[0] + n))
@@ -209,20 +231,22 @@ def _loop_nodes(state_nodes: list[NodeProto], indices: list[int], inputs: dict[s
         helper.make_node("Sub" if descending and n > 1 else "Add", [p + "first", "iter"], [p + "index0"]),
         helper.make_node("Constant", [], [p + "shape1"], value=helper.make_tensor("shape1", TensorProto.INT64, [1], [1])),
         helper.make_node("Reshape", [p + "index0", p + "shape1"], [p + STEP_INDEX]),
-        helper.make_node("Identity", ["state_in"], [p + STEP_STATE]),
     ]
+    body_nodes += [helper.make_node("Identity", [f"{name}_in"], [p + name]) for name in carried_in]
     body_nodes += _renamed(state_nodes, shared, p)
-    body_nodes += [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-                   helper.make_node("Identity", [p + STEP_NEXT], ["state_out"])]
+    body_nodes += [helper.make_node("Identity", ["cond_in"], ["cond_out"])]
+    body_nodes += [helper.make_node("Identity", [p + nxt], [f"{name}_out"]) for name, nxt in zip(carried_in, carried_out)]
     state_type = inputs[STEP_STATE]
     body = helper.make_graph(
         body_nodes, "step",
         [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), _value_info("state_in", state_type)],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), _value_info("state_out", state_type)])
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         *[_value_info(f"{name}_in", state_type) for name in carried_in]],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         *[_value_info(f"{name}_out", state_type) for name in carried_in]])
     trip = helper.make_node("Constant", [], ["loop/M"], value=helper.make_tensor("M", TensorProto.INT64, [], [n]))
     cond = helper.make_node("Constant", [], ["loop/cond"], value=helper.make_tensor("cond", TensorProto.BOOL, [], [True]))
-    loop = helper.make_node("Loop", ["loop/M", "loop/cond", state_input], [final], name="sampler_loop", body=body)
+    loop = helper.make_node("Loop", ["loop/M", "loop/cond", *initial], finals, name="sampler_loop", body=body)
     return [trip, cond, loop]
 
 

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from genlib.metrics import sliced_wasserstein
 from genlib.models import module_device

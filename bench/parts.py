@@ -2,10 +2,10 @@
 
 Network parts are what each model family declares (`GenerativeModel.parts`: decoder z -> x, encoder
 x -> mu, L, denoiser x_t, t -> eps, chain x_t, t -> x_{t-1}, ...); `network_part` turns any of them into a
-graph. Part `sampler` is one step module from `bench.wrappers` (DDIM / DDPM / chain step, or a VAE
-refinement pass) that `bench.onnx_graph` composes into the whole loop, with the torch sampler of
-`genlib.samplers` (the same step functions) as its reference; the sampler's registry spec
-(`genlib.models.SAMPLERS`) validates its settings and gives its step count. `ExportConfig` says what to build; this
+graph. Part `sampler` is the step of any registered sampler's program (`bench.wrappers.program_step`) that
+`bench.onnx_graph` composes into the whole loop, with the torch loop over the same program
+(`genlib.samplers.run_program`) as its reference and its inputs drawn in that loop's order; the sampler's
+registry spec (`genlib.models.SAMPLERS`) validates its settings and gives its step count. `ExportConfig` says what to build; this
 module exports nothing (`bench.export`) and checks nothing (`bench.parity`).
 """
 from __future__ import annotations
@@ -20,13 +20,14 @@ import torch.nn as nn
 
 from genlib.cli import UserError
 from genlib.config import ConfigError
-from genlib.models import MODELS, SampleConfig, family_parts
+from genlib.models import MODELS, SAMPLERS, SampleConfig, family_parts
 from genlib.models import resolve_sampler as resolve_sample_config
-from genlib.samplers import clip_x0_for, ddim_plan, ddpm_plan, resolve_x0_clip, sample_chain, sample_ddim, sample_ddpm, sample_vae
+from genlib.models.base import samplers_of
+from genlib.samplers import SamplerProgram, draw_inputs, resolve_x0_clip, run_program
 from genlib.train import LoadedRun
 
 from bench import onnx_graph
-from bench.wrappers import ChainStep, DDIMStep, DDPMStep, VAEPassStep
+from bench.wrappers import program_step
 
 DEFAULT_STEPS = 50
 UNROLL_MAX_STEPS = 256
@@ -96,7 +97,6 @@ class PartGraph:
     compose: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None
     details: dict = field(default_factory=dict)  # resolved sampler settings etc.
     metric_data: Callable[[], np.ndarray | None] | None = None  # held-out data for the sample metric
-    to_data_space: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -172,124 +172,102 @@ def build_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
     return sampler_part(run, cfg) if cfg.part == "sampler" else network_part(run, cfg)
 
 
-# The samplers with a whole-sampler graph (a step module in bench.wrappers), in the order 'auto' prefers.
-SAMPLER_GRAPHS = ("ddim", "ddpm", "chain", "vae")
-
-
 def resolve_sampler(run: LoadedRun, cfg: ExportConfig) -> ExportConfig:
     """Fill in sampler, steps, graph form and the x0 clip box for this run (the resolved config is what
-    gets recorded: the box as numbers, from `genlib.samplers.resolve_x0_clip`)."""
+    gets recorded: the box as numbers, from `genlib.samplers.resolve_x0_clip`). A config already resolved
+    (graph form set, box written) is returned as it is, so a cell resolves once."""
     family = _family(run)
-    allowed = [name for name in SAMPLER_GRAPHS if name in MODELS.get(family).samplers]
-    if not allowed:
+    with_graph = [name for name in samplers_of(family) if SAMPLERS.get(name).has_program]
+    if not with_graph:
         raise ExportError(f"part 'sampler' has no graph for model family '{family}' (its samplers "
-                          f"{', '.join(MODELS.get(family).samplers)} have no step graph): export its network "
+                          f"{', '.join(samplers_of(family))} have no step program): export its network "
                           f"parts instead ({', '.join(type(run.model).parts) or 'none'})")
-    sampler = allowed[0] if cfg.sample.sampler == "auto" else cfg.sample.sampler
+    if cfg.graph != "auto" and cfg.sample.sampler != "auto" and _is_resolved(run, cfg):
+        return cfg
+    default = MODELS.get(family).export_sampler or with_graph[0]
+    sampler = default if cfg.sample.sampler == "auto" else cfg.sample.sampler
     try:  # the sampler's own rules, as for genlib's sampling: applies to the family, reads these settings, S <= T
         spec = resolve_sample_config(run.config.model, SampleConfig(sampler=sampler))
         steps = cfg.sample.steps
-        if steps is None and "steps" in spec.settings:  # the deployment default: S = 50, capped at T
+        if steps is None and spec.step_setting == "steps":  # the deployment default: S = 50, capped at T
             steps = min(DEFAULT_STEPS, spec.steps(run.config.model, SampleConfig(sampler=sampler)))
         sample_cfg = replace(cfg.sample, sampler=sampler, steps=steps)
         resolve_sample_config(run.config.model, sample_cfg)
     except ConfigError as exc:
         raise ExportError(str(exc)) from None
-    if sampler not in allowed:
-        raise ExportError(f"sampler '{sampler}' has no step graph (graphs exist for: {', '.join(allowed)})")
+    if sampler not in with_graph:
+        raise ExportError(f"sampler '{sampler}' has no step graph (graphs exist for: {', '.join(with_graph)})")
     n = spec.steps(run.config.model, sample_cfg)
     graph = cfg.graph if cfg.graph != "auto" else ("unrolled" if n <= UNROLL_MAX_STEPS else "loop")
     return replace(cfg, sample=resolve_x0_clip(sample_cfg, run.model, _x_train(run)), graph=graph)
 
 
-def _as_list(v: tuple[float, ...] | None) -> list[float] | None:
-    return None if v is None else list(v)
-
-
-def sampler_details(cfg: ExportConfig, n: int, noisy: bool) -> dict:
-    """The resolved sampler settings recorded beside a sampler export."""
+def _is_resolved(run: LoadedRun, cfg: ExportConfig) -> bool:
+    """Whether `resolve_sampler` would return cfg unchanged: graph form and sampler named, S written, and the
+    clip box written where the sampler clips (so the training data is not read again)."""
     s = cfg.sample
-    return {"sampler": s.sampler, "steps": n, "graph": cfg.graph, "noise_input": noisy, "eta": s.eta,
-            "variance": s.variance, "clip_x0": s.clip_x0, "clip_low": _as_list(s.clip_low),
-            "clip_high": _as_list(s.clip_high),
-            "passes": s.passes, "reencode": s.reencode}
+    spec = SAMPLERS.get(s.sampler)
+    steps_set = spec.step_setting != "steps" or s.steps is not None
+    box_set = not s.clip_x0 or s.clip_low is not None or "clip_x0" not in spec.settings
+    return steps_set and box_set
+
+
+def _jsonable(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def sampler_details(run: LoadedRun, cfg: ExportConfig, program: SamplerProgram) -> dict:
+    """The resolved sampler recorded beside a sampler export: every setting it reads (by name, and their names
+    under 'settings'), its registry info (name, label, steps, NFE), the graph form, its start input, history
+    and step order (`ort_step_loop` replays it)."""
+    s = cfg.sample
+    spec = SAMPLERS.get(s.sampler)
+    info = spec.info(run.config.model, s)
+    return {**{k: _jsonable(getattr(s, k)) for k in spec.settings}, "settings": list(spec.settings),
+            "sampler": s.sampler, "steps": len(program.indices), "graph": cfg.graph, "noise_input": bool(program.noisy),
+            "label": info["label"], "step_setting": info["step_setting"], "nfe": info["nfe"], "start": program.start,
+            "history": program.history, "indices": list(program.indices)}
+
+
+def sampler_program(run: LoadedRun, cfg: ExportConfig) -> SamplerProgram:
+    """The program of a resolved sampler export config on this run (the same one genlib's sampling runs)."""
+    return SAMPLERS.get(cfg.sample.sampler).program(run.model, cfg.sample)
 
 
 def sampler_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
+    """Part 'sampler' of any registered sampler with a program: its `ProgramStep` (exported once, composed S
+    times), the torch loop over the same program as reference, and feeds drawn in the torch loop's order."""
     cfg = resolve_sampler(run, cfg)
-    s = cfg.sample
-    if s.sampler == "vae":
-        return _vae_sampler(run, cfg)
     model = run.model
-    net = model.net
-    shape = model.sample_shape
-    clip = clip_x0_for(model, s)
-    if s.sampler == "chain":
-        n, noisy = model.schedule.T, False
-        step: nn.Module = ChainStep(net, model.predict_prev, n, model.to_data_space)
-    elif s.sampler == "ddim":
-        n, noisy = s.steps, s.eta > 0
-        step = DDIMStep(net, ddim_plan(model.schedule, n, s.eta), model.to_data_space, clip)
-    else:
-        n, noisy = s.steps, True
-        step = DDPMStep(net, ddpm_plan(model.schedule, n, s.variance), model.to_data_space, clip)
-    step.to(model.device).eval()  # the tables follow the network's device
-    indices = list(reversed(range(n)))
+    program = sampler_program(run, cfg)
+    step = program_step(program, model.net).to(model.device).eval()  # the tables follow the network's device
+    h_in, h_out = onnx_graph.history_names(program.history)
+    noisy = bool(program.noisy)
 
     def feeds(b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-        f = {"x_T": _randn((b, *shape), g)}
-        if noisy:
-            f["noise"] = _randn((n, b, *shape), g)
-        return f
+        return draw_inputs(program, b, g)
 
+    @torch.no_grad()
     def reference(f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x_T, noise = f["x_T"], f.get("noise")
-        if s.sampler == "chain":
-            x0 = sample_chain(model.predict_prev, x_T, n)
-        elif s.sampler == "ddim":
-            x0 = sample_ddim(net, x_T, model.schedule, n, eta=s.eta, clip_x0=clip, noise=noise)
-        else:
-            x0 = sample_ddpm(net, x_T, model.schedule, n, variance=s.variance, clip_x0=clip, noise=noise)
-        return {"x0": x0, "x": model.to_data_space(x0)}
+        x = run_program(program, f[program.start], noise=f.get("noise"))
+        out = {"x": program.finish(x)}
+        if program.state_output is not None:
+            out[program.state_output] = x
+        return out
 
     b = 3
-    example = (torch.randn(b, *shape), torch.tensor([n - 1])) + ((torch.randn(n, b, *shape),) if noisy else ())
-    names = ["x", "i"] + (["noise"] if noisy else [])
-    dyn = {"x": {0: _batch_dim()}, "i": None, **({"noise": {1: _batch_dim()}} if noisy else {})}
+    example = (torch.randn(b, *program.start_shape),) + tuple(torch.zeros(b, *program.start_shape) for _ in h_in)
+    example += (torch.tensor([program.indices[0] if program.indices else 0]),)
+    if noisy:
+        example += (torch.randn(program.noise_slots, b, *program.noise_shape),)
+    dyn = ({0: _batch_dim()},) + tuple({0: _batch_dim()} for _ in h_in) + (None,) + (({1: _batch_dim()},) if noisy else ())
+    outputs = ([program.state_output] if program.state_output is not None else []) + ["x"]
     return PartGraph(
-        module=step, example=example, input_names=names, output_names=["x_next", "out"], dynamic_shapes=dyn,
-        make_feeds=feeds, reference=reference, graph_inputs=["x_T"] + (["noise"] if noisy else []),
-        graph_outputs=["x0", "x"], details=sampler_details(cfg, n, noisy),
-        compose=lambda m: onnx_graph.compose_sampler(m, indices, mode=cfg.graph, state_input="x_T",
-                                                     state_output="x0", out_output="x", graph_name=s.sampler),
-        metric_data=_held_out(run), to_data_space=model.to_data_space)
-
-
-def _vae_sampler(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
-    s = cfg.sample
-    net = run.model.net
-    k = run.config.model.latent_dim
-    K = s.passes
-    noisy = s.reencode == "sample" and K > 0
-    step = VAEPassStep(net, K, s.reencode).eval()
-
-    def feeds(b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-        f = {"z": _randn((b, k), g)}
-        if noisy:
-            f["noise"] = _randn((K, b, k), g)  # pass p uses noise[p], in the graph and in sample_vae
-        return f
-
-    def reference(f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": sample_vae(net.decode, net.encode, f["z"], passes=K, reencode=s.reencode, noise=f.get("noise"))}
-
-    b = 3
-    example = (torch.randn(b, k), torch.tensor([0])) + ((torch.randn(max(K, 1), b, k),) if noisy else ())
-    names = ["x", "i"] + (["noise"] if noisy else [])
-    dyn = {"x": {0: _batch_dim()}, "i": None, **({"noise": {1: _batch_dim()}} if noisy else {})}
-    return PartGraph(
-        module=step, example=example, input_names=names, output_names=["x_next", "out"], dynamic_shapes=dyn,
-        make_feeds=feeds, reference=reference, graph_inputs=["z"] + (["noise"] if noisy else []),
-        graph_outputs=["x"], details=sampler_details(cfg, K, noisy),
-        compose=lambda m: onnx_graph.compose_sampler(m, list(range(K)), mode=cfg.graph, state_input="z",
-                                                     state_output=None, out_output="x", graph_name="vae"),
-        metric_data=_held_out(run), to_data_space=lambda x: x)
+        module=step, example=example, input_names=["x", *h_in, "i"] + (["noise"] if noisy else []),
+        output_names=["x_next", *h_out, "out"], dynamic_shapes=dyn, make_feeds=feeds, reference=reference,
+        graph_inputs=[program.start] + (["noise"] if noisy else []), graph_outputs=outputs,
+        details=sampler_details(run, cfg, program),
+        compose=lambda m: onnx_graph.compose_sampler(m, program.indices, mode=cfg.graph, state_input=program.start,
+                                                     state_output=program.state_output, out_output="x",
+                                                     graph_name=cfg.sample.sampler, history=program.history),
+        metric_data=_held_out(run))

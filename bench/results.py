@@ -26,7 +26,14 @@ def _extra(row: BenchRow) -> dict:
             "precision": row.precision, "provider": row.provider,
             "parity": "n/a" if row.parity is None else ("valid" if parity.get("valid") else
                                                         "unchecked" if parity.get("valid") is None else "invalid"),
-            **{k: v for k, v in row.details.items() if k in ("sampler", "steps", "graph", "passes", "eta")}}
+            **sampler_extra(row.details)}
+
+
+def sampler_extra(details: dict) -> dict:
+    """The resolved sampler of an export's details as flat metric extras: name, label, steps, NFE, graph form
+    and every setting the sampler reads (eta, variance, passes, ...)."""
+    keys = ("sampler", "label", "steps", "nfe", "graph", *(details.get("settings") or ("eta", "passes")))
+    return {k: details[k] for k in keys if k in details and k not in ("clip_low", "clip_high")}
 
 
 def bench_metrics(row: BenchRow) -> list[Metric]:
@@ -81,8 +88,7 @@ def export_record(info: dict, *, study: str | None = None) -> tuple[RunRecord, l
     parity = info.get("parity") or {}
     valid = parity.get("valid")
     extra = {"part": info["part"], "precision": info.get("precision"), "opset": info.get("opset"),
-             "exporter": info.get("exporter"), **{k: v for k, v in (info.get("details") or {}).items()
-                                                   if k in ("sampler", "steps", "graph", "passes")}}
+             "exporter": info.get("exporter"), **sampler_extra(info.get("details") or {})}
     metrics = [records.metric("export", "export_time_s", info["export_time_s"], extra=extra),
                records.metric("export", "node_count", info["node_count"], extra=extra),
                records.metric("export", "file_size_bytes", info["file_size_bytes"], extra=extra)]

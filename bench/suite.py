@@ -22,8 +22,8 @@ from genlib.models import SAMPLERS, family_parts
 from genlib.train import LoadedRun
 
 from bench.backends import BACKENDS, BackendUnavailable, Target, clear_sessions
-from bench.export import export_key, export_part
-from bench.onnx_files import read_export, sidecar_path
+from bench.export import cached_export, export_key
+from bench.onnx_files import read_export
 from bench.parts import ExportConfig, ExportError, build_part, resolve_sampler
 from bench.runtime import resolve_providers
 from bench.timing import Timing, TimingConfig, time_call
@@ -85,28 +85,17 @@ class BenchRow:
 
 
 # --------------------------------------------------------------------------------------- targets
-def _reusable(path: Path, key: str) -> bool:
-    side = sidecar_path(path)
-    if not (path.is_file() and side.is_file()):
-        return False
-    try:
-        info = read_export(path)
-    except Exception:
-        return False
-    return (info.sidecar or {}).get("export_key") == key
-
-
 def export_for_bench(run: LoadedRun, cfg: ExportConfig, out_dir: Path, *, reuse: bool = True) -> Target:
-    """Export one part (or reuse a matching earlier export in out_dir) and wrap it as a Target."""
+    """Export one part into out_dir through the export cache (`bench.export.cached_export`: an earlier export
+    with the same key is reused) as `<part>-<precision>-<export key>.onnx`, and wrap it as a Target."""
     if cfg.part == "sampler":
         cfg = resolve_sampler(run, cfg)
-    key = export_key(run, cfg)
-    path = out_dir / f"{cfg.part}-{cfg.precision}-{key}.onnx"
-    # a fresh export hands back what it wrote; only a reused file is read
-    info = read_export(path) if reuse and _reusable(path, key) else export_part(run, cfg, path).export_info
-    step = path.with_name(path.stem + ".step.onnx")
-    return Target(part=cfg.part, onnx_path=path, info=info, export_cfg=cfg, part_graph=build_part(run, cfg),
-                  run=run, step_path=step if step.is_file() else None)
+    stem = f"{cfg.part}-{cfg.precision}-{export_key(run, cfg)}"
+    cached = cached_export(run, cfg, out_dir, stem=stem, reuse=reuse)
+    step = cached.path.with_name(cached.path.stem + ".step.onnx")
+    part_graph = cached.part if cached.part is not None else build_part(run, cached.cfg)
+    return Target(part=cfg.part, onnx_path=cached.path, info=cached.info, export_cfg=cached.cfg,
+                  part_graph=part_graph, run=run, step_path=step if step.is_file() else None)
 
 
 def targets_for_run(run: LoadedRun, parts: Sequence[str] | None, base: ExportConfig, out_dir: str | Path, *,
@@ -184,7 +173,7 @@ def run_benchmarks(targets: Sequence[Target], cfg: BenchConfig, *, progress: boo
 def _run_cell(target: Target, name: str, provider: str | None, batch: int, threads: int, cfg: BenchConfig) -> BenchRow:
     spec = BACKENDS.get(name)
     precision = target.export_cfg.precision if target.export_cfg else (target.info.sidecar or {}).get("precision", "fp32")
-    if spec.baseline or name in ("torch_compile", "diffusers_ddim"):
+    if spec.torch_network:
         precision = "fp32"  # torch runs the network as trained
     base = dict(target=target.name, part=target.part, backend=name, batch=batch, threads=threads, precision=precision,
                 onnx_path=str(target.onnx_path), export_key=(target.info.sidecar or {}).get("export_key"),

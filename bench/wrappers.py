@@ -1,117 +1,91 @@
 """Explicit export wrappers: the exact function each ONNX graph computes, as small nn.Modules.
 
-Network parts (decoder, denoiser, ...) are declared by each model family (`genlib.models.PartSpec`).
-Sampler steps (`DDIMStep`, `DDPMStep`, `ChainStep`, `VAEPassStep`) hold a `genlib.samplers.StepPlan`'s float32 tables as buffers and call the
-very step function the torch sampler loops over (`ddim_step`, `ddpm_step`, `chain_step`, `vae_pass`):
-this module holds no noise-process arithmetic, only indexing. Every step maps (x, i, noise) ->
-(x_next, out), `out` being x_next in data space; `bench.onnx_graph` composes S of them.
+Network parts (decoder, denoiser, ...) are declared by each model family (`genlib.models.PartSpec`). A
+sampler's step is its registry entry's program (`genlib.samplers.SamplerProgram`): `ProgramStep` holds the
+program's tables as buffers and calls the very step function the torch loop (`genlib.samplers.run_program`)
+calls, for every sampler alike; this module holds no noise-process arithmetic and names no sampler, only
+indexing. A step maps (x, h0 .., i, noise) -> (x_next, h0_next .., out), `out` being finish(x_next) in data
+space; `bench.onnx_graph` composes S of them.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from genlib.samplers import ClipBox, StepPlan, chain_step, clip_box, ddim_step, ddpm_step, take, vae_pass
+from genlib.samplers import SamplerProgram
 
 
-# ----------------------------------------------------------------------------------------- steps
 def noise_at(noise: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-    """noise[i] (B, ...) from the (S, B, ...) noise input, for a (1,) int64 index."""
+    """noise[i] (B, ...) from the (slots, B, ...) noise input, for a (1,) int64 index."""
     return noise.index_select(0, i)[0]
 
 
-class _Step(nn.Module):
-    """Common plumbing: the data-space view of a step's result."""
+class ProgramStep(nn.Module):
+    """One step of a sampler program: forward(x, *history, i[, noise]) -> (x_next, *history_next, out).
 
-    def __init__(self, net: nn.Module, to_data_space: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    `net` is the module holding the weights the program's step calls (registered here, so export and
+    `.to(device)` see them); the program's tables become buffers (they follow the module's device). A
+    program that injects noise reads noise[i] at every step: slots of steps without noise hold zeros, which
+    the steps multiply by a zero coefficient, as the torch loop adds none. Build one with `program_step`,
+    which picks the subclass whose forward has the program's exact inputs (torch.export needs a fixed
+    signature, not *args).
+    """
+
+    def __init__(self, program: SamplerProgram, net: nn.Module) -> None:
         super().__init__()
         self.net = net
-        self._to_data_space = to_data_space
-
-    def finish(self, x_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x_next, self._to_data_space(x_next)
-
-
-class _DiffusionStep(_Step):
-    """A DDIM or DDPM step over a StepPlan whose tables (and clip box) are float32 buffers."""
-
-    step: Callable[..., torch.Tensor]  # the genlib step function, set by each subclass
-
-    def __init__(self, net: nn.Module, plan: StepPlan, to_data_space, clip_x0=None) -> None:
-        super().__init__(net, to_data_space)
-        self._plan = plan
-        for name, table in plan.tables().items():
+        self._program = program
+        self._tables = tuple(program.tables)
+        for name, table in program.tables.items():
             self.register_buffer(name, table.clone())
-        box = clip_box(clip_x0, torch.zeros((), dtype=torch.float32))
-        self.has_clip = box is not None
-        if box is not None:
-            self.register_buffer("clip_low", box[0].clone())
-            self.register_buffer("clip_high", box[1].clone())
-        self.steps = plan.steps
-        self.stochastic = plan.stochastic
 
-    def plan(self) -> StepPlan:
-        """The plan over this module's buffers (they follow .to(device))."""
-        return self._plan.with_tables({name: getattr(self, name) for name in StepPlan.TABLES})
+    def tables(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self._tables}
 
-    def clip(self) -> ClipBox | None:
-        return (self.clip_low, self.clip_high) if self.has_clip else None
-
-    def forward(self, x: torch.Tensor, i: torch.Tensor, noise: torch.Tensor | None = None):
-        plan = self.plan()
-        # t has shape (1,) and broadcasts inside the network: the same values as genlib's (B,) timesteps,
-        # and ONNX Runtime can constant-fold the whole time-embedding path of an unrolled graph.
-        eps = self.net(x, take(plan.timesteps, i))
-        z = noise_at(noise, i) if self.stochastic else None
-        return self.finish(type(self).step(plan, i, x, eps, z, self.clip()))
+    def run(self, x: torch.Tensor, history: tuple[torch.Tensor, ...], i: torch.Tensor, noise: torch.Tensor | None):
+        z = noise_at(noise, i) if noise is not None else None
+        state = self._program.step(self.tables(), i, (x, *history), z)
+        return (*state, self._program.finish(state[0]))
 
 
-class DDIMStep(_DiffusionStep):
-    """One DDIM step (Song et al. 2021, eq. 12): `genlib.samplers.ddim_step` on a `ddim_plan`."""
-
-    step = staticmethod(ddim_step)
-
-
-class DDPMStep(_DiffusionStep):
-    """One ancestral step (Ho et al. 2020, Alg. 2): `genlib.samplers.ddpm_step` on a `ddpm_plan`."""
-
-    step = staticmethod(ddpm_step)
+class _Plain(ProgramStep):
+    def forward(self, x, i):
+        return self.run(x, (), i, None)
 
 
-class ChainStep(_Step):
-    """One step of the naive chain, `genlib.samplers.chain_step`: x_{t-1} = predict_prev(x_t, t), t = i.
-
-    `net` is the module that holds the weights; `predict_prev` the family's callable over it (which may
-    convert the network's output, e.g. a step-eps parameterisation, through `genlib.diffusion`).
-    """
-
-    step = staticmethod(chain_step)
-
-    def __init__(self, net: nn.Module, predict_prev: Callable, T: int, to_data_space) -> None:
-        super().__init__(net, to_data_space)
-        self._predict_prev = predict_prev
-        self.register_buffer("timesteps", torch.arange(T, dtype=torch.int64))
-        self.steps = T
-
-    def forward(self, x: torch.Tensor, i: torch.Tensor):
-        return self.finish(type(self).step(self._predict_prev, x, take(self.timesteps, i)))
+class _Noisy(ProgramStep):
+    def forward(self, x, i, noise):
+        return self.run(x, (), i, noise)
 
 
-class VAEPassStep(_Step):
-    """One refinement pass on the code, `genlib.samplers.vae_pass`: z -> decode -> re-encode -> z'.
+class _History1(ProgramStep):
+    def forward(self, x, h0, i):
+        return self.run(x, (h0,), i, None)
 
-    The state is the code z (B, k); `out` is decode(z'), so K composed passes give the sampler's x.
-    """
 
-    step = staticmethod(vae_pass)
+class _History1Noisy(ProgramStep):
+    def forward(self, x, h0, i, noise):
+        return self.run(x, (h0,), i, noise)
 
-    def __init__(self, net: nn.Module, passes: int, reencode: str) -> None:
-        super().__init__(net, lambda z: net.decode(z))
-        self.passes = passes
-        self.reencode = reencode
 
-    def forward(self, x: torch.Tensor, i: torch.Tensor, noise: torch.Tensor | None = None):
-        draw = noise_at(noise, i) if self.reencode == "sample" else None
-        return self.finish(type(self).step(self.net.encode, self.net.decode(x), self.reencode, draw))
+class _History2(ProgramStep):
+    def forward(self, x, h0, h1, i):
+        return self.run(x, (h0, h1), i, None)
+
+
+class _History2Noisy(ProgramStep):
+    def forward(self, x, h0, h1, i, noise):
+        return self.run(x, (h0, h1), i, noise)
+
+
+_BY_SIGNATURE = {(0, False): _Plain, (0, True): _Noisy, (1, False): _History1, (1, True): _History1Noisy,
+                 (2, False): _History2, (2, True): _History2Noisy}
+MAX_HISTORY = 2
+
+
+def program_step(program: SamplerProgram, net: nn.Module) -> ProgramStep:
+    """The export module of one step of `program` (history of up to MAX_HISTORY tensors)."""
+    cls = _BY_SIGNATURE.get((program.history, bool(program.noisy)))
+    if cls is None:
+        raise ValueError(f"a step with {program.history} history tensors has no export module (at most {MAX_HISTORY})")
+    return cls(program, net)

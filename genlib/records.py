@@ -15,7 +15,9 @@ config_json layout per kind (top-level keys; * optional):
                *"unshared_for": eval run key (a private training of share=False grids)}
     eval      {"train": RunConfig dict of the evaluated checkpoint, "eval": {SampleConfig fields, "n",
                "metrics": [names] | null, *"reference", *"settings": MetricsConfig dict, *"timing": a timed
-               grid cell's settings (bench.grid_timing.TimingSettings dict)}, "axes", "profile"}
+               grid cell's settings (bench.grid_timing.TimingSettings dict)}, "axes", "profile",
+               *"sampler_info": the sampler's registry entry on the setting (SamplerSpec.info: name, label,
+               steps, step_setting, nfe; derived, left out of config_key)}
     floor     {"train": null, "eval": {"n", "metrics", *"reference", *"settings"}, "data": DataConfig dict,
                "axes", "profile"}
     export    {"export": ExportConfig dict ({"part", "sample": SampleConfig dict, "graph", "precision", "opset",
@@ -28,7 +30,7 @@ config_json layout per kind (top-level keys; * optional):
 The "eval" dict is genlib.metrics.eval_config.EvaluationConfig's (`to_flat` / `record`). RunConfig dicts hold
 the training seed at "seed" and ExportConfig dicts at "export.seed"; `seed` on the row repeats it. Machine
 facts live in the `machine_json` column, never in a config. Bench metrics' extra holds the resolved sampler
-settings that ran (sampler, steps, eta, graph, passes) and the parity verdict. A timed eval row adds timing
+settings that ran (sampler, its label and NFE, steps, graph and the settings it reads) and the parity verdict. A timed eval row adds timing
 metrics (latency_ms_*, throughput_per_s) with split "backend/provider/bN/tN" (e.g.
 "ort_graph/CPUExecutionProvider/b1/t1", the provider that ran) and parity_max_abs_err with split "export";
 its quality metrics' extra says which path drew the scored samples ("samples_drawn_by": "ort_graph/<provider>"
@@ -89,12 +91,13 @@ ANALYTIC: dict[str, MetricDef] = {
 # Top-level config keys per kind: (required, optional).
 LAYOUT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "train": (frozenset({"train", "eval", "axes", "profile"}), frozenset({"unshared_for"})),
-    "eval": (frozenset({"train", "eval", "axes", "profile"}), frozenset()),
+    # sampler_info: the sampler's registry entry on the setting (name, label, steps, step_setting, nfe)
+    "eval": (frozenset({"train", "eval", "axes", "profile"}), frozenset({"sampler_info"})),
     "floor": (frozenset({"train", "eval", "data", "axes", "profile"}), frozenset()),
     "export": (frozenset({"export", "part", "run_key"}), frozenset()),
     "bench": (frozenset({"bench", "part", "target", "export", "export_key", "run_key"}), frozenset()),
     "analytic": (frozenset({"analytic"}), frozenset({"settings"})),
-    "study": (frozenset({"study", "profile", "claims"}), frozenset()),
+    "study": (frozenset({"study", "profile", "claims"}), frozenset({"plots"})),
 }
 
 
@@ -229,8 +232,9 @@ def data_config(config: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 BENCH_SETTINGS = ("part", "target", "backend", "provider", "precision", "batch", "threads", "sampler", "steps",
-                  "eta", "variance", "graph", "passes")
-RESOLVED_SAMPLER = ("sampler", "steps", "eta", "graph", "passes")  # bench metric extras: the values that ran
+                  "eta", "variance", "graph", "passes", "label", "nfe")
+# bench metric extras: the values that ran (label and nfe come from the sampler's registry entry)
+RESOLVED_SAMPLER = ("sampler", "steps", "eta", "variance", "graph", "passes", "label", "nfe")
 
 
 def bench_settings(config: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

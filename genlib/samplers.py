@@ -113,7 +113,13 @@ def predict_x0_eps(plan: StepPlan, i: Index, x: torch.Tensor, eps: torch.Tensor,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0_hat, eps_hat) at step i from the network's eps (B, ...). With a clip box, x0_hat is clipped to
     [low, high] and eps_hat recomputed from it, so the two stay consistent."""
-    sqrt_ab, sqrt_1mab = take(plan.sqrt_alpha_bar, i), take(plan.sqrt_one_minus_alpha_bar, i)
+    return x0_eps_at(plan.sqrt_alpha_bar, plan.sqrt_one_minus_alpha_bar, i, x, eps, clip)
+
+
+def x0_eps_at(sqrt_alpha_bar: torch.Tensor, sqrt_one_minus_alpha_bar: torch.Tensor, i: Index, x: torch.Tensor,
+              eps: torch.Tensor, clip: ClipBox | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`predict_x0_eps` over the two tables (S,) it reads, for solvers whose tables are not a StepPlan."""
+    sqrt_ab, sqrt_1mab = take(sqrt_alpha_bar, i), take(sqrt_one_minus_alpha_bar, i)
     x0 = x0_from_eps(x, eps, sqrt_ab, sqrt_1mab)  # DDIM eq. 12: x0 from eps
     if clip is not None:
         x0 = torch.maximum(torch.minimum(x0, clip[1]), clip[0])
@@ -257,29 +263,157 @@ def start_from_data(x_test: torch.Tensor, n: int, schedule: NoiseSchedule, gener
     return math.sqrt(alpha_bar_T) * x0 + math.sqrt(1.0 - alpha_bar_T) * eps  # eq. 4, t = T
 
 
-# ----------------------------------------------------------------------------------- torch loops
+# -------------------------------------------------------------------------------------- programs
+State = tuple[torch.Tensor, ...]  # (x, *history): every tensor (B, *start_shape)
+Step = Callable[[dict[str, torch.Tensor], Index, State, torch.Tensor | None], State]
+
+
+@dataclass(frozen=True)
+class SamplerProgram:
+    """One sampler on one model and settings: tables plus one pure step, the single description that the torch
+    loop (`run_program`), the exported whole-sampler graph (`bench.wrappers.ProgramStep`, composed by
+    `bench.onnx_graph`), its ONNX inputs (`draw_inputs`) and every timing backend read.
+
+    The step protocol is stateless (diffusers' uniform `step()`, without its scheduler state):
+    `step(tables, i, state, noise) -> state`, with state = (x, *history) and i the table index of the step (a
+    python int in the torch loop, a (1,) int64 tensor in a graph). A multistep solver carries `history` extra
+    tensors shaped like x (zeros before the first step); a second-order step calls its network twice inside.
+
+    start: graph input name of the start ('x_T' or 'z'), start_shape its per-sample shape; draw_start(n,
+    generator) draws it for the torch path (N(0, I), or a data start). indices: the table index of each step in
+    execution order (a contiguous run). tables: what the step indexes (coefficients, timesteps, the clip box);
+    an exported step holds them as buffers. noise_shape: per-sample shape of one fresh N(0, I) draw (None: no
+    noise is injected); noise_slots: the first axis of the `noise` input; noisy: the indices whose step consumes
+    a draw, in draw order (noise[i] feeds step i). finish(x) -> (B, *sample_shape) samples in data space;
+    state_output: the graph output holding the final state in model space (None: not exported).
+    """
+
+    start: str
+    start_shape: tuple[int, ...]
+    draw_start: Callable[[int, torch.Generator | None], torch.Tensor]
+    indices: tuple[int, ...]
+    tables: dict[str, torch.Tensor]
+    step: Step
+    finish: Callable[[torch.Tensor], torch.Tensor]
+    noise_shape: tuple[int, ...] | None = None
+    noise_slots: int = 0
+    noisy: tuple[int, ...] = ()
+    history: int = 0
+    state_output: str | None = "x0"
+
+    def __post_init__(self) -> None:
+        if not set(self.noisy) <= set(self.indices):
+            raise ValueError(f"noisy steps {sorted(set(self.noisy) - set(self.indices))} are not steps of the program")
+        order = [i for i in self.indices if i in set(self.noisy)]
+        if list(self.noisy) != order:
+            raise ValueError("noisy steps must be listed in execution order (they are the draw order)")
+        if self.noisy and (self.noise_shape is None or self.noise_slots <= max(self.noisy)):
+            raise ValueError("a program with noisy steps needs noise_shape and noise_slots > every noisy index")
+
+    def initial_state(self, start: torch.Tensor) -> State:
+        return (start,) + tuple(torch.zeros_like(start) for _ in range(self.history))
+
+
 def _noise(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, I) drawn on the CPU (the same values on every device) in like's dtype, moved to like's device."""
     return torch.randn(shape, generator=generator, dtype=like.dtype, device="cpu").to(like.device)
 
 
-def _step_noise(noise: torch.Tensor | None, i: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return noise[i].to(like) if noise is not None else _noise(tuple(like.shape), like, generator)
+def run_program(program: SamplerProgram, start: torch.Tensor, *, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None, each_step: Callable[[State], None] | None = None) -> torch.Tensor:
+    """The torch loop: steps in execution order from `start` (B, *start_shape); returns the final x (model space).
+
+    Fresh noise for the steps in `program.noisy`, drawn one step at a time from `generator` in that order, or
+    taken from noise[i] ((noise_slots, B, *noise_shape)) when given: `draw_inputs` lays the same draws out as
+    a graph input. each_step(state), if given, sees the state after every step."""
+    state = program.initial_state(start)
+    noisy = set(program.noisy)
+    for i in program.indices:
+        z = None
+        if i in noisy:
+            z = noise[i].to(start) if noise is not None else _noise((start.shape[0], *program.noise_shape), start,
+                                                                      generator)
+        state = program.step(program.tables, i, state, z)
+        if each_step is not None:
+            each_step(state)
+    return state[0]
 
 
-def _timesteps(t: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.full((like.shape[0],), int(t), dtype=torch.long, device=like.device)
+def draw_inputs(program: SamplerProgram, b: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """The inputs of b samples as the torch loop draws them from one generator: the start first, then one draw
+    per noisy step in `program.noisy` order into noise[i] (slots of steps without noise stay 0). CPU float32
+    tensors named as the exported graph's inputs ({start} and, when the program injects noise, 'noise')."""
+    start = program.draw_start(b, generator).cpu()
+    feeds = {program.start: start}
+    if program.noisy:
+        noise = torch.zeros((program.noise_slots, b, *program.noise_shape), dtype=start.dtype)
+        for i in program.noisy:
+            noise[i] = _noise((b, *program.noise_shape), start, generator)
+        feeds["noise"] = noise
+    return feeds
 
 
-def _run_plan(step: Callable, plan: StepPlan, denoise: Denoise, x_T: torch.Tensor, clip_x0,
-              generator: torch.Generator | None, noise: torch.Tensor | None) -> torch.Tensor:
-    """Steps i = S-1 .. 0, the network called at the original timesteps; noise drawn for i > 0 only."""
-    clip = clip_box(clip_x0, x_T)
-    x = x_T
-    for i in reversed(range(plan.steps)):
-        eps = torch.as_tensor(denoise(x, _timesteps(int(plan.timesteps[i]), x))).to(x)
-        z = _step_noise(noise, i, x, generator) if (plan.stochastic and i > 0) else None  # fresh noise per step
-        x = step(plan, i, x, eps, z, clip)
+def timestep_at(table: torch.Tensor, i: Index, x: torch.Tensor) -> torch.Tensor:
+    """The network's t for step i: (B,) in the torch loop, (1,) in a graph (it broadcasts inside the network,
+    and ONNX Runtime can constant-fold the time embedding of an unrolled graph)."""
+    t = take(table, i)
+    return t.expand(x.shape[0]) if isinstance(i, int) else t
+
+
+def clip_of(tables: dict[str, torch.Tensor]) -> ClipBox | None:
+    """The x0 clip box a program's tables hold, or None."""
+    return (tables["clip_low"], tables["clip_high"]) if "clip_low" in tables else None
+
+
+def with_clip(tables: dict[str, torch.Tensor], clip_x0: float | tuple[Any, Any] | None, like: torch.Tensor
+              ) -> dict[str, torch.Tensor]:
+    """tables plus the clip box (clip_low, clip_high) as tensors like `like`, when clipping is on."""
+    box = clip_box(clip_x0, like)
+    return tables if box is None else {**tables, "clip_low": box[0], "clip_high": box[1]}
+
+
+def _model_space(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def plan_program(plan: StepPlan, step: Callable, denoise: Denoise, x_like: torch.Tensor,
+                 clip_x0: float | tuple[Any, Any] | None = None, *,
+                 draw_start: Callable[[int, torch.Generator | None], torch.Tensor] | None = None,
+                 finish: Callable[[torch.Tensor], torch.Tensor] = _model_space) -> SamplerProgram:
+    """The program of a DDIM or DDPM plan: step i calls denoise(x, t_i) once, then `step` (ddim_step or
+    ddpm_step); fresh noise for i > 0 when the plan is stochastic. x_like: a tensor with the start's per-sample
+    shape, dtype and device (batch axis first)."""
+    shape = tuple(x_like.shape[1:])
+    tables = with_clip(plan.tables(), clip_x0, x_like)
+
+    def plan_step(tab: dict[str, torch.Tensor], i: Index, state: State, noise: torch.Tensor | None) -> State:
+        x = state[0]
+        eps = torch.as_tensor(denoise(x, timestep_at(tab["timesteps"], i, x))).to(x)
+        return (step(plan.with_tables({k: tab[k] for k in StepPlan.TABLES}), i, x, eps, noise, clip_of(tab)),)
+
+    indices = tuple(reversed(range(plan.steps)))
+    noisy = tuple(i for i in indices if i > 0) if plan.stochastic else ()
+    return SamplerProgram(start="x_T", start_shape=shape, draw_start=draw_start or _randn_start(shape, x_like),
+                          indices=indices, tables=tables, step=plan_step, finish=finish,
+                          noise_shape=shape if noisy else None, noise_slots=plan.steps if noisy else 0, noisy=noisy)
+
+
+def solver_program(step: Callable[..., State], denoise: Denoise, tables: dict[str, torch.Tensor],
+                   x_like: torch.Tensor, clip_x0: float | tuple[Any, Any] | None = None, *, history: int = 0,
+                   draw_start: Callable[[int, torch.Generator | None], torch.Tensor] | None = None,
+                   finish: Callable[[torch.Tensor], torch.Tensor] = _model_space) -> SamplerProgram:
+    """The program of a deterministic solver over S respaced steps: `tables` (each (S,), with 'timesteps')
+    plus the clip box, and step(denoise, tables, i, state, noise) -> state run for i = S-1 .. 0."""
+    shape = tuple(x_like.shape[1:])
+    steps = int(tables["timesteps"].shape[0])
+    return SamplerProgram(start="x_T", start_shape=shape, draw_start=draw_start or _randn_start(shape, x_like),
+                          indices=tuple(reversed(range(steps))), tables=with_clip(tables, clip_x0, x_like),
+                          step=lambda tab, i, state, noise: step(denoise, tab, i, state, noise), finish=finish,
+                          history=history)
+
+
+def _randn_start(shape: tuple[int, ...], like: torch.Tensor) -> Callable[[int, torch.Generator | None], torch.Tensor]:
+    return lambda n, generator: _noise((n, *shape), like, generator)
 
 
 @torch.no_grad()
@@ -294,7 +428,7 @@ def sample_ddpm(denoise: Denoise, x_T: torch.Tensor, schedule: NoiseSchedule, st
     from `generator`.
     """
     plan = ddpm_plan(schedule, steps or schedule.T, variance, dtype=x_T.dtype, device=x_T.device)
-    return _run_plan(ddpm_step, plan, denoise, x_T, clip_x0, generator, noise)
+    return run_program(plan_program(plan, ddpm_step, denoise, x_T, clip_x0), x_T, generator=generator, noise=noise)
 
 
 @torch.no_grad()
@@ -307,7 +441,22 @@ def sample_ddim(denoise: Denoise, x_T: torch.Tensor, schedule: NoiseSchedule, st
     deterministic, eta = 1 matches DDPM's small-variance ancestral step. Shapes as in `sample_ddpm`.
     """
     plan = ddim_plan(schedule, steps or schedule.T, eta, dtype=x_T.dtype, device=x_T.device)
-    return _run_plan(ddim_step, plan, denoise, x_T, clip_x0, generator, noise)
+    return run_program(plan_program(plan, ddim_step, denoise, x_T, clip_x0), x_T, generator=generator, noise=noise)
+
+
+def chain_program(predict_prev: Denoise, T: int, x_like: torch.Tensor, *,
+                  draw_start: Callable[[int, torch.Generator | None], torch.Tensor] | None = None,
+                  finish: Callable[[torch.Tensor], torch.Tensor] = _model_space) -> SamplerProgram:
+    """The naive chain as a program: T steps t = T-1 .. 0 of `chain_step`, no noise, no schedule."""
+    shape = tuple(x_like.shape[1:])
+    tables = {"timesteps": torch.arange(T, dtype=torch.int64, device=x_like.device)}
+
+    def step(tab: dict[str, torch.Tensor], i: Index, state: State, noise: torch.Tensor | None) -> State:
+        x = state[0]
+        return (chain_step(predict_prev, x, timestep_at(tab["timesteps"], i, x)),)
+
+    return SamplerProgram(start="x_T", start_shape=shape, draw_start=draw_start or _randn_start(shape, x_like),
+                          indices=tuple(reversed(range(T))), tables=tables, step=step, finish=finish)
 
 
 @torch.no_grad()
@@ -316,10 +465,29 @@ def sample_chain(predict_prev: Denoise, x_T: torch.Tensor, T: int) -> torch.Tens
 
     Each step regresses to a mean, so errors and blur accumulate: the failure the lecture shows.
     """
-    x = x_T
-    for t in reversed(range(T)):
-        x = chain_step(predict_prev, x, _timesteps(t, x))
-    return x
+    return run_program(chain_program(predict_prev, T, x_T), x_T)
+
+
+def vae_program(decode: Callable[[torch.Tensor], torch.Tensor],
+                encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None, z_like: torch.Tensor,
+                passes: int, reencode: Literal["mean", "sample"] = "mean", *,
+                draw_start: Callable[[int, torch.Generator | None], torch.Tensor] | None = None) -> SamplerProgram:
+    """VAE refinement as a program over the code: the state is z (B, k); pass p decodes z, re-encodes the
+    sample (`vae_pass`) and draws noise[p] for `sample`; finish decodes the last code."""
+    if passes < 0:
+        raise ValueError(f"passes must be >= 0, got {passes}")
+    if passes > 0 and encode is None:
+        raise ValueError("refinement passes need an encoder")
+    k = tuple(z_like.shape[1:])
+
+    def step(tab: dict[str, torch.Tensor], i: Index, state: State, noise: torch.Tensor | None) -> State:
+        return (vae_pass(encode, decode(state[0]), reencode, noise),)
+
+    indices = tuple(range(passes))
+    noisy = indices if reencode == "sample" else ()
+    return SamplerProgram(start="z", start_shape=k, draw_start=draw_start or _randn_start(k, z_like),
+                          indices=indices, tables={}, step=step, finish=decode, noise_shape=k if noisy else None,
+                          noise_slots=passes if noisy else 0, noisy=noisy, state_output=None)
 
 
 @torch.no_grad()
@@ -332,22 +500,14 @@ def sample_vae(decode: Callable[[torch.Tensor], torch.Tensor],
     mu (`mean`) or a reparameterised draw (`sample`). noise: optional (passes, B, k) draws for `sample`
     (pass p uses noise[p]); else drawn from `generator`. With return_passes, returns [x_pass0, ..., x_passk].
     """
-    if passes < 0:
-        raise ValueError(f"passes must be >= 0, got {passes}")
-    if passes > 0 and encode is None:
-        raise ValueError("refinement passes need an encoder")
     if noise is not None and reencode == "sample" and tuple(noise.shape[:2]) != (passes, z.shape[0]):
         raise ValueError(f"noise must have shape (passes={passes}, B={z.shape[0]}, k), got {tuple(noise.shape)}")
-    x = decode(z)
-    outs = [x]
-    for p in range(passes):
-        draw = None
-        if reencode == "sample":
-            draw = noise[p] if noise is not None else _noise(tuple(z.shape), z, generator)
-        z = vae_pass(encode, x, reencode, draw)
-        x = decode(z)
-        outs.append(x)
-    return outs if return_passes else x
+    program = vae_program(decode, encode, z, passes, reencode)
+    if not return_passes:
+        return program.finish(run_program(program, z, generator=generator, noise=noise))
+    outs = [decode(z)]
+    run_program(program, z, generator=generator, noise=noise, each_step=lambda state: outs.append(decode(state[0])))
+    return outs
 
 
 def fit_gaussian(codes: torch.Tensor, jitter: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:

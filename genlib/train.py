@@ -357,7 +357,7 @@ def generate(model: GenerativeModel, n: int, sample_cfg: SampleConfig | None = N
     gen = _seeded_generator(seed)
     model.net.eval()
     with torch.no_grad():
-        out = [spec.run(model, min(batch_size, n - i), cfg, gen).cpu() for i in range(0, n, batch_size)]
+        out = [spec.generate(model, min(batch_size, n - i), cfg, gen).cpu() for i in range(0, n, batch_size)]
     return torch.cat(out) if out else torch.empty(0, *model.sample_shape)
 
 

@@ -388,15 +388,13 @@ def bench_frame(data: StoreData) -> pd.DataFrame:
 
 
 def sampler_detail(row: pd.Series) -> str:
+    """A sampler row's label as its registry entry gave it (recorded with the export), with S."""
     if row.get("part") != "sampler" or not row.get("sampler"):
         return ""
-    text = str(row["sampler"])
+    label = row.get("label")
+    text = str(label) if isinstance(label, str) and label else str(row["sampler"])
     if isinstance(row.get("steps"), (int, float)) and math.isfinite(row["steps"]):
         text += f" S={int(row['steps'])}"
-    if row.get("sampler") == "ddim" and row.get("eta") is not None:
-        text += f" eta={row['eta']}"
-    if row.get("sampler") == "ddpm" and row.get("variance"):
-        text += f" {row['variance']}"
     return text
 
 
@@ -467,18 +465,23 @@ class SamplerSetting:
 
 
 def sampler_setting(cfg: dict[str, Any]) -> SamplerSetting | None:
+    """The sampler setting of an eval record, from what its registry entry recorded (`sampler_info`): None for
+    samplers whose step count is not the respaced steps S (quality-vs-steps plots and tables read S)."""
     ev = cfg.get("eval") or {}
-    sampler = ev.get("sampler")
-    if sampler not in ("ddpm", "ddim"):
-        return None
     T = setting_value(cfg, "model.noise.T")
     T = None if T is MISSING else T
-    steps = ev.get("steps") if ev.get("steps") is not None else T
+    info = cfg.get("sampler_info")
+    if not info:  # a record from before samplers recorded themselves: S is eval.steps, null meaning T
+        info = {"name": ev.get("sampler"), "step_setting": "steps" if T is not None else None,
+                "steps": ev.get("steps") if ev.get("steps") is not None else T}
+    if info.get("step_setting") != "steps":
+        return None
+    steps = info.get("steps")
     label = (cfg.get("axes") or {}).get("sampler")
     if not isinstance(label, str):
-        label = f"ddim eta={ev.get('eta')}" if sampler == "ddim" else f"ddpm {ev.get('variance')}"
+        label = info.get("label") or str(info.get("name"))
     scaled = setting_value(cfg, "model.noise.scaled")
-    return SamplerSetting(data_name(cfg) or "", T, None if scaled is MISSING else scaled, label, sampler,
+    return SamplerSetting(data_name(cfg) or "", T, None if scaled is MISSING else scaled, label, str(info.get("name")),
                           int(steps) if steps is not None else None, ev.get("eta"), ev.get("variance"))
 
 

@@ -30,8 +30,10 @@ class MetricSpec:
     higher_is_better: bool | None
     kinds: tuple[str, ...]  # ("image",), ("toy",) or both
     needs: Needs = "samples"
-    # model metrics: the families that have what the metric needs (None: any family)
-    families: tuple[str, ...] | None = None
+    # model metrics: the families that have what the metric needs (None: any family), as names or as a capability
+    # that families declare (GenerativeModel.provides, e.g. "reconstruction"), looked up when used, so a family
+    # registered later (a plugin's) counts
+    families_declared: tuple[str, ...] | str | None = None
     # what the dataset must provide: "labels" (the feature extractor is a classifier), "density" (closed form)
     uses: tuple[str, ...] = ()
     why: str = ""  # what the metric needs from a model, quoted when a family lacks it
@@ -39,20 +41,28 @@ class MetricSpec:
     compute: Callable[["EvalContext"], tuple[float, dict[str, Any]]] | None = field(
         default=None, repr=False, compare=False)
 
+    @property
+    def families(self) -> tuple[str, ...] | None:
+        if isinstance(self.families_declared, str):
+            from genlib.models import families_providing
+
+            return families_providing(self.families_declared)
+        return self.families_declared
+
 
 METRICS: Registry[MetricSpec] = Registry("metric")
 ORDER: list[str] = []  # registration order: the order defaults and listings use
 
 
 def register_metric(name: str, *, unit: str, higher_is_better: bool | None, kinds: tuple[str, ...],
-                    needs: Needs = "samples", families: tuple[str, ...] | None = None, uses: tuple[str, ...] = (),
+                    needs: Needs = "samples", families: tuple[str, ...] | str | None = None, uses: tuple[str, ...] = (),
                     why: str = ""):
     """Decorator: register `compute(ctx) -> (value, extra)` as metric `name`; its docstring's first line describes it."""
 
     def decorate(compute: Callable[["EvalContext"], tuple[float, dict[str, Any]]]):
         doc = (compute.__doc__ or "").strip().splitlines()
         spec = MetricSpec(name=name, unit=unit, higher_is_better=higher_is_better, kinds=tuple(kinds), needs=needs,
-                          families=families, uses=tuple(uses), why=why, description=doc[0] if doc else "",
+                          families_declared=families, uses=tuple(uses), why=why, description=doc[0] if doc else "",
                           compute=compute)
         METRICS.register(name, help=spec.description)(spec)
         ORDER.append(name)

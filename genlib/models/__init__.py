@@ -6,13 +6,14 @@ a new file (see `genlib.models.base`'s docstring) and its test, with no list to 
 import importlib
 import pkgutil
 
-from genlib.models.base import (MODELS, SAMPLE_FIELDS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec,
+from genlib.models.base import (MODELS, SAMPLE_FIELDS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, PeerSampler,
                                 SampleConfig, SamplerSpec, build_model, families_providing, family_parts, module_device,
-                                part_names, resolve_sampler)
+                                part_names, resolve_sampler, samplers_of)
 
 for _module in pkgutil.iter_modules(__path__):  # registration side effects (ae, ddpm, oracle, vae, ...)
     importlib.import_module(f"{__name__}.{_module.name}")
+importlib.import_module("genlib.solvers")  # solvers over the families' networks (DPM-Solver++, Heun, ...)
 
-__all__ = ["MODELS", "SAMPLERS", "SAMPLE_FIELDS", "GenerativeModel", "ModelConfig", "PartSpec",
+__all__ = ["MODELS", "SAMPLERS", "SAMPLE_FIELDS", "GenerativeModel", "ModelConfig", "PartSpec", "PeerSampler",
            "SampleConfig", "SamplerSpec", "build_model", "families_providing", "family_parts", "module_device",
-           "part_names", "resolve_sampler"]
+           "part_names", "resolve_sampler", "samplers_of"]

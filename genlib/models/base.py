@@ -32,6 +32,7 @@ and runs wherever settings are validated (`resolve_sampler`), before any work st
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from dataclasses import dataclass
@@ -119,29 +120,97 @@ _SETTINGS = tuple(f for f in SAMPLE_FIELDS if f != "sampler")
 
 @dataclass(frozen=True, kw_only=True)
 class SamplerSpec:
-    """One generation procedure: what it reads from a SampleConfig, how it runs, what its export needs.
+    """One generation procedure, owning everything about it; nothing outside its entry names a sampler.
 
-    run(model, n, cfg, generator) -> (n, *sample_shape) samples in data space (images in [0, 1]).
+    settings: the SampleConfig fields it reads (any other field set away from its default is refused).
     check(model_cfg, cfg) raises ConfigError for settings this model cannot honour (e.g. S > T).
-    steps(model_cfg, cfg) is the number of step-graph calls one sample batch takes (0: no step loop).
-    net_parts: the family's network parts the per-step loop calls (`ort_net_loop` times the sampler with
-    these exported beside it). step: the pure per-step function from `genlib.samplers` that both the torch
-    loop and the exported step graph call (None when the sampler has no step loop).
+    program(model, cfg) -> `genlib.samplers.SamplerProgram`: its tables, its pure step (one protocol for every
+      sampler: step(tables, i, (x, *history), noise) -> state), its start and noise draws in draw order, and
+      the data-space finish. The torch loop, the whole-sampler ONNX graph, the graph's feeds and every timing
+      backend are derived from it. Samplers without a step loop give `run` instead.
+    run(model, n, cfg, generator) -> (n, *sample_shape) samples in data space; derived from `program` when absent.
+    steps(model_cfg, cfg): the number of steps one sample batch takes (required with `program`).
+    step_setting: the setting that is its step count (e.g. 'steps'; plots of quality against steps read it).
+    nfe(model_cfg, cfg): network evaluations per sample batch (default: one per step).
+    net_parts: the family's network parts the steps call (the ONNX-network loop exports them beside the graph).
+    families: families (and their subclasses) it applies to besides those listing it in `samplers`.
+    label(cfg) -> the report label of a setting (default: the name and its non-default read settings but steps).
+    peer: an optional `PeerSampler`: the same sampler in a peer library, timed beside ours on the same network.
     """
 
     name: str
-    run: Callable[["GenerativeModel", int, "SampleConfig", torch.Generator], torch.Tensor]
     settings: tuple[str, ...] = ()
     check: Callable[["ModelConfig", "SampleConfig"], None] | None = None
+    program: Callable[["GenerativeModel", "SampleConfig"], Any] | None = None
+    run: Callable[["GenerativeModel", int, "SampleConfig", torch.Generator], torch.Tensor] | None = None
     steps: Callable[["ModelConfig", "SampleConfig"], int] | None = None
+    step_setting: str | None = None
+    nfe: Callable[["ModelConfig", "SampleConfig"], int] | None = None
     net_parts: tuple[str, ...] = ()
-    step: Callable[..., Any] | None = None
+    families: tuple[str, ...] = ()
+    label: Callable[["SampleConfig"], str] | None = None
+    peer: Any = None
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.settings if s not in _SETTINGS]
         if unknown:
             raise ValueError(f"sampler '{self.name}' names unknown settings {unknown} (SampleConfig has: "
                              f"{', '.join(_SETTINGS)})")
+        if (self.program is None) == (self.run is None):
+            raise ValueError(f"sampler '{self.name}' needs exactly one of program (a step loop) or run")
+        if self.program is not None and (self.steps is None or not self.net_parts):
+            raise ValueError(f"sampler '{self.name}' has a program, so it needs steps (its step count) and net_parts "
+                             "(the network parts its steps call)")
+        if self.step_setting is not None and self.step_setting not in self.settings:
+            raise ValueError(f"sampler '{self.name}': step_setting '{self.step_setting}' is not one of its settings")
+
+    @property
+    def has_program(self) -> bool:
+        return self.program is not None
+
+    def generate(self, model: "GenerativeModel", n: int, cfg: "SampleConfig", generator: torch.Generator
+                 ) -> torch.Tensor:
+        """n samples in data space: `run`, or the program's torch loop from its own start draw."""
+        if self.run is not None:
+            return self.run(model, n, cfg, generator)
+        from genlib.samplers import run_program
+
+        program = self.program(model, cfg)
+        return program.finish(run_program(program, program.draw_start(n, generator), generator=generator))
+
+    def network_evaluations(self, model_cfg: "ModelConfig", cfg: "SampleConfig") -> int:
+        if self.nfe is not None:
+            return self.nfe(model_cfg, cfg)
+        return self.steps(model_cfg, cfg) if self.steps is not None else 1
+
+    def describe(self, cfg: "SampleConfig") -> str:
+        """The report label of this sampler at `cfg`."""
+        if self.label is not None:
+            return self.label(cfg)
+        default = SampleConfig()
+        shown = [f"{s}={getattr(cfg, s)}" for s in self.settings
+                 if s not in (self.step_setting, "clip_low", "clip_high", "start") and getattr(cfg, s) != getattr(default, s)]
+        return " ".join([self.name, *shown])
+
+    def info(self, model_cfg: "ModelConfig", cfg: "SampleConfig") -> dict[str, Any]:
+        """What a result records about the sampler that ran: name, label, step count and setting, NFE."""
+        steps = self.steps(model_cfg, cfg) if self.steps is not None else None
+        return {"name": self.name, "label": self.describe(cfg), "steps": steps, "step_setting": self.step_setting,
+                "nfe": self.network_evaluations(model_cfg, cfg)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerSampler:
+    """The same sampler as a peer library implements it, driving the same torch network: `genbench bench` times
+    it beside ours (backend `peer`) and records how far its output is from ours on identical inputs.
+
+    build(model, cfg) -> call(x_T, noise) -> the final state in model space, for the inputs `draw_inputs` lays
+    out (noise (S, B, ...) or None). `library` is imported first; when missing, the backend says `install`."""
+
+    library: str
+    install: str
+    build: Callable[["GenerativeModel", "SampleConfig"], Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]]
+    note: str = ""
 
 
 SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
@@ -179,6 +248,8 @@ class GenerativeModel:
     # What the network offers to model metrics (genlib.metrics): "reconstruction" (net(x) -> x_hat, model
     # space), "posterior" (net.encode(x) -> (mu, scale), net.decode_raw(z), cfg.likelihood and cfg.obs_sigma).
     provides: ClassVar[tuple[str, ...]] = ()
+    # The sampler `genbench export --part sampler` builds by default (None: the family's first with a program).
+    export_sampler: ClassVar[str | None] = None
 
     def __init__(self, cfg: ModelConfig, sample_shape: tuple[int, ...], kind: str) -> None:
         self.cfg = cfg
@@ -199,7 +270,7 @@ class GenerativeModel:
     @torch.no_grad()
     def generate(self, n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
         """n samples in data space ([0, 1] for images), shape (n, *sample_shape), by the configured sampler."""
-        return self.resolve_sampler(cfg).run(self, n, cfg, generator)
+        return self.resolve_sampler(cfg).generate(self, n, cfg, generator)
 
     def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -217,7 +288,7 @@ class GenerativeModel:
     @property
     def device(self) -> torch.device:
         """Where the network is: a network of buffers only (the exact oracle) counts too."""
-        return module_device(self.net)
+        return module_device(self.net) if isinstance(self.net, torch.nn.Module) else torch.device("cpu")
 
     def to(self, device: torch.device | str) -> "GenerativeModel":
         self.net.to(device)
@@ -226,6 +297,18 @@ class GenerativeModel:
     def randn(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         """Standard normal noise drawn on the CPU generator (reproducible across devices), moved to the net's device."""
         return torch.randn(shape, generator=generator).to(self.device)
+
+    def with_parts(self, parts: dict[str, Callable]) -> "GenerativeModel":
+        """A shallow copy whose network is made of other implementations of its parts (e.g. ONNX Runtime
+        sessions, by part name), so the family's own glue and every sampler's program run over them. The
+        default serves a family whose samplers call one network part with the network's own signature; a
+        family whose steps call several parts (the VAE's encoder and decoder) overrides it."""
+        if len(parts) != 1:
+            raise NotImplementedError(f"family '{self.cfg.family}' does not say how to assemble its network from "
+                                      f"parts {sorted(parts)} (override GenerativeModel.with_parts)")
+        other = copy.copy(self)
+        other.net = next(iter(parts.values()))
+        return other
 
     def resolve_sampler(self, cfg: SampleConfig) -> SamplerSpec:
         """The sampler to run; see `resolve_sampler`."""
@@ -238,11 +321,11 @@ def resolve_sampler(model_cfg: ModelConfig, cfg: SampleConfig) -> SamplerSpec:
     Raises ConfigError when the sampler does not apply to the family, when a field the sampler would
     silently ignore is set, or when the sampler's own check fails (e.g. S > T).
     """
-    family = MODELS.get(model_cfg.family)
-    name = family.samplers[0] if cfg.sampler == "auto" else cfg.sampler
-    if name not in family.samplers:
+    available = samplers_of(model_cfg.family)
+    name = available[0] if cfg.sampler == "auto" else cfg.sampler
+    if name not in available:
         raise ConfigError(f"sampler '{name}' does not apply to model family '{model_cfg.family}' "
-                          f"(use one of: {', '.join(family.samplers)})")
+                          f"(use one of: {', '.join(available)})")
     spec = SAMPLERS.get(name)
     if spec.check is not None:
         spec.check(model_cfg, cfg)
@@ -254,6 +337,16 @@ def resolve_sampler(model_cfg: ModelConfig, cfg: SampleConfig) -> SamplerSpec:
     return spec
 
 
+def samplers_of(family: str) -> tuple[str, ...]:
+    """The samplers of a family: its own `samplers` (the first is its default), then every registered sampler
+    that names the family, or a family it derives from, in its `families`."""
+    cls = MODELS.get(family)
+    own = tuple(cls.samplers)
+    extra = tuple(name for name in SAMPLERS.names() if name not in own
+                  and any(f in MODELS and issubclass(cls, MODELS.get(f)) for f in SAMPLERS.get(name).families))
+    return own + extra
+
+
 def families_providing(capability: str) -> tuple[str, ...]:
     """The registered families whose network offers `capability` to metrics (see GenerativeModel.provides)."""
     return tuple(name for name in MODELS.names() if capability in MODELS.get(name).provides)
@@ -263,7 +356,7 @@ def family_parts(family: str) -> list[str]:
     """The parts worth exporting and timing for a family: its network parts, then 'sampler' when one of
     its samplers has a step loop."""
     cls = MODELS.get(family)
-    sampler = any(SAMPLERS.get(s).steps is not None for s in cls.samplers)
+    sampler = any(SAMPLERS.get(s).has_program for s in samplers_of(family))
     return list(cls.parts) + (["sampler"] if sampler else [])
 
 

@@ -11,7 +11,7 @@ bound to (`bind_data`, called by train and load_run), loaded once on first use.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -20,10 +20,11 @@ from genlib.data import DataConfig, from_symmetric, load_dataset, to_symmetric
 from genlib.diffusion import NoiseSchedule, NoiseScheduleConfig
 from genlib.losses import chain_mse_loss, ddpm_simple_loss
 from genlib.config import ConfigError
-from genlib.models.base import MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, SampleConfig, SamplerSpec
+from genlib.models.base import (MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, PeerSampler, SampleConfig,
+                                SamplerSpec)
 from genlib.models.nets import TimeMLP, UNet
-from genlib.samplers import (chain_step, clip_x0_for, ddim_step, ddpm_step, sample_chain, sample_ddim, sample_ddpm,
-                             start_from_data)
+from genlib.samplers import (SamplerProgram, chain_program, clip_x0_for, ddim_plan, ddim_step, ddpm_plan,
+                             ddpm_step, plan_program, start_from_data)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,39 +102,51 @@ class _DiffusionFamily(GenerativeModel):
         return torch.randint(0, self.schedule.T, (n,), generator=generator).to(self.device)
 
 
-def _clip(model: "_DiffusionFamily", cfg: SampleConfig):
-    """The x0 clip box (low, high) or None, by the one clip rule (genlib.samplers.clip_x0_for)."""
-    return clip_x0_for(model, cfg)
-
-
 def _check_respaced(model_cfg: DiffusionConfig, cfg: SampleConfig) -> None:
     if cfg.steps is not None and cfg.steps > model_cfg.noise.T:
         raise ConfigError(f"steps={cfg.steps} exceeds the training steps model.noise.T={model_cfg.noise.T}")
 
 
-def _respaced_steps(model_cfg: DiffusionConfig, cfg: SampleConfig) -> int:
+def respaced_steps(model_cfg: DiffusionConfig, cfg: SampleConfig) -> int:
+    """S, the respaced sampling steps of a diffusion sampler (eval.steps null means S = T)."""
     return cfg.steps or model_cfg.noise.T
 
 
-def _x_T(model: "DDPM", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
+def x_T_draw(model: "_DiffusionFamily", cfg: SampleConfig):
     """Where the reverse chain starts: N(0, I), or q(x_T | x0) from held-out data (`start: data`)."""
     if cfg.start == "data":
-        return start_from_data(model.held_out_x0(), n, model.schedule, generator)
-    return model.randn((n, *model.sample_shape), generator)
+        return lambda n, generator: start_from_data(model.held_out_x0(), n, model.schedule, generator)
+    return lambda n, generator: model.randn((n, *model.sample_shape), generator)
 
 
-def _run_ddpm(model: "DDPM", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-    x_T = _x_T(model, n, cfg, generator)
-    x0 = sample_ddpm(model.net, x_T, model.schedule, cfg.steps, variance=cfg.variance, clip_x0=_clip(model, cfg),
-                     generator=generator)
-    return model.to_data_space(x0)
+def diffusion_program(model: "_DiffusionFamily", cfg: SampleConfig, build: Callable[..., SamplerProgram]
+                      ) -> SamplerProgram:
+    """A sampler's program on this model: build(denoise, x_like, clip_x0=, draw_start=, finish=) with the
+    network as denoise, x_like (1, *sample_shape) on its device, the x0 clip box of `cfg`, the start of `cfg`
+    and the data-space finish (`plan_program` and `solver_program` take exactly these)."""
+    like = torch.zeros((1, *model.sample_shape), device=model.device)
+    return build(model.net, like, clip_x0=clip_x0_for(model, cfg), draw_start=x_T_draw(model, cfg),
+                 finish=model.to_data_space)
 
 
-def _run_ddim(model: "DDPM", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-    x_T = _x_T(model, n, cfg, generator)
-    x0 = sample_ddim(model.net, x_T, model.schedule, cfg.steps, eta=cfg.eta, clip_x0=_clip(model, cfg),
-                     generator=generator)
-    return model.to_data_space(x0)
+def diffusion_sampler(name: str, help: str, program, *, settings: tuple[str, ...], label=None, nfe=None,
+                      peer=None) -> SamplerSpec:
+    """Register a sampler over S respaced steps of a `ddpm`-family network (and the families derived from it,
+    such as the exact `oracle`): S <= T is checked, `steps` is its step count, it calls the denoiser."""
+    return SAMPLERS.register(name, help=help)(SamplerSpec(
+        name=name, program=program, settings=settings + ("steps", "start", "clip_x0", "clip_low", "clip_high"),
+        check=_check_respaced, steps=respaced_steps, step_setting="steps", net_parts=("denoiser",),
+        families=("ddpm",), label=label, nfe=nfe, peer=peer))
+
+
+def _ddpm_program(model: "DDPM", cfg: SampleConfig) -> SamplerProgram:
+    plan = ddpm_plan(model.schedule, respaced_steps(model.cfg, cfg), cfg.variance, device=model.device)
+    return diffusion_program(model, cfg, lambda net, like, **kw: plan_program(plan, ddpm_step, net, like, **kw))
+
+
+def _ddim_program(model: "DDPM", cfg: SampleConfig) -> SamplerProgram:
+    plan = ddim_plan(model.schedule, respaced_steps(model.cfg, cfg), cfg.eta, device=model.device)
+    return diffusion_program(model, cfg, lambda net, like, **kw: plan_program(plan, ddim_step, net, like, **kw))
 
 
 def _check_chain(model_cfg: ChainConfig, cfg: SampleConfig) -> None:
@@ -142,22 +155,48 @@ def _check_chain(model_cfg: ChainConfig, cfg: SampleConfig) -> None:
                           f"steps (it uses: no settings)")
 
 
-def _run_chain(model: "DenoiserChain", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-    x_T = model.randn((n, *model.sample_shape), generator)
-    return model.to_data_space(sample_chain(model.predict_prev, x_T, model.schedule.T))
+def _chain_program(model: "DenoiserChain", cfg: SampleConfig) -> SamplerProgram:
+    like = torch.zeros((1, *model.sample_shape), device=model.device)
+    return chain_program(model.predict_prev, model.schedule.T, like, draw_start=x_T_draw(model, cfg),
+                         finish=model.to_data_space)
 
 
-SAMPLERS.register("ddpm", help="DDPM ancestral sampling over S respaced steps (Ho et al. 2020, Alg. 2)")(SamplerSpec(
-    name="ddpm", run=_run_ddpm, settings=("steps", "variance", "start", "clip_x0", "clip_low", "clip_high"),
-    check=_check_respaced,
-    steps=_respaced_steps, net_parts=("denoiser",), step=ddpm_step))
-SAMPLERS.register("ddim", help="DDIM over S respaced steps with stochasticity eta (Song et al. 2021, eq. 12)")(
-    SamplerSpec(name="ddim", run=_run_ddim, settings=("steps", "eta", "start", "clip_x0", "clip_low", "clip_high"),
-                check=_check_respaced,
-                steps=_respaced_steps, net_parts=("denoiser",), step=ddim_step))
+def _diffusers_ddim(model: "DDPM", cfg: SampleConfig):
+    """diffusers' DDIMScheduler as a diffusers user writes it: stateful, set_timesteps per generation, step()
+    per t. It spaces steps by T // S where genlib rounds linspace(0, T-1, S), so the two differ in which t
+    they visit (the backend records by how much); it clips x0 to a symmetric range only."""
+    import numpy as np
+    from diffusers import DDIMScheduler
+
+    box = clip_x0_for(model, cfg)
+    clip = box is not None and len(box[1]) == 1 and box[0][0] == -box[1][0]
+    scheduler = DDIMScheduler(num_train_timesteps=model.schedule.T,
+                              trained_betas=model.schedule.betas.numpy().astype(np.float64),
+                              clip_sample=clip, clip_sample_range=box[1][0] if clip else 1.0, set_alpha_to_one=True,
+                              prediction_type="epsilon", timestep_spacing="linspace")
+    steps = respaced_steps(model.cfg, cfg)
+
+    def call(x_T: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        scheduler.set_timesteps(steps, device=x_T.device)
+        x = x_T
+        for k, t in enumerate(scheduler.timesteps):
+            eps = model.net(x, t.expand(x.shape[0]))
+            z = noise[len(scheduler.timesteps) - 1 - k].to(x) if noise is not None else None
+            x = scheduler.step(eps, t, x, eta=cfg.eta, variance_noise=z).prev_sample
+        return x
+
+    return call
+
+
+diffusion_sampler("ddpm", "DDPM ancestral sampling over S respaced steps (Ho et al. 2020, Alg. 2)", _ddpm_program,
+                  settings=("variance",), label=lambda cfg: f"ddpm {cfg.variance}")
+diffusion_sampler("ddim", "DDIM over S respaced steps with stochasticity eta (Song et al. 2021, eq. 12)",
+                  _ddim_program, settings=("eta",), label=lambda cfg: f"ddim eta={cfg.eta}",
+                  peer=PeerSampler(library="diffusers", install="pip install 'diffusers>=0.30'", build=_diffusers_ddim,
+                                   note="diffusers spaces DDIM steps by T // S, genlib by rounding linspace(0, T-1, S)"))
 SAMPLERS.register("chain", help="the naive repeated-denoiser chain: x_{t-1} = f(x_t, t), no noise injected")(
-    SamplerSpec(name="chain", run=_run_chain, check=_check_chain, steps=lambda model_cfg, cfg: model_cfg.noise.T,
-                net_parts=("chain",), step=chain_step))
+    SamplerSpec(name="chain", program=_chain_program, check=_check_chain,
+                steps=lambda model_cfg, cfg: model_cfg.noise.T, net_parts=("chain",)))
 
 
 class _TimeNetPart(torch.nn.Module):
@@ -185,6 +224,7 @@ def _time_net_part(help: str, output: str) -> PartSpec:
 class DDPM(_DiffusionFamily):
     config_cls = DDPMConfig
     samplers = ("ddpm", "ddim")
+    export_sampler = "ddim"  # the usual deployment choice
     parts = {"denoiser": _time_net_part("(x_t (B, *shape), t (B,) int64) -> eps (ddpm)", "eps")}
 
     def training_loss(self, x, step, total_steps, loss_cfg, generator):

@@ -7,8 +7,9 @@ come from `genlib.losses` and `genlib.kl_schedules`; refinement sampling from `g
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn as nn
@@ -19,7 +20,7 @@ from genlib.losses import decoded_mean, kl_standard_normal, negative_elbo, recon
 from genlib.models.ae import build_coder, decoder_part, encoder_feeds
 from genlib.models.base import MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, SampleConfig, SamplerSpec
 from genlib.records import MetricDef
-from genlib.samplers import sample_vae, vae_pass
+from genlib.samplers import SamplerProgram, vae_program
 
 MIN_SCALE = 1e-4  # keeps log det Sigma finite
 
@@ -85,15 +86,29 @@ class VAENet(nn.Module):
         return self.decode(self.encode(x)[0])
 
 
-def _run_vae(model: "VAE", n: int, cfg: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-    z = model.randn((n, model.cfg.latent_dim), generator)
-    return sample_vae(model.decode_data, model.net.encode, z, passes=cfg.passes, reencode=cfg.reencode,
-                      generator=generator)
+def _vae_program(model: "VAE", cfg: SampleConfig) -> SamplerProgram:
+    """Prior draws z (n, k) ~ N(0, I) refined `passes` times; every decode is `decode_data` (clamped where the
+    family clamps), in torch and in the exported graph alike."""
+    like = torch.zeros((1, model.cfg.latent_dim), device=model.device)
+    return vae_program(model.decode_data, model.net.encode, like, cfg.passes, cfg.reencode,
+                       draw_start=lambda n, generator: model.randn((n, model.cfg.latent_dim), generator))
 
 
 SAMPLERS.register("vae", help="VAE prior samples with k refinement passes (decode, re-encode, decode)")(SamplerSpec(
-    name="vae", run=_run_vae, settings=("passes", "reencode"), steps=lambda model_cfg, cfg: cfg.passes,
-    net_parts=("decoder", "encoder"), step=vae_pass))
+    name="vae", program=_vae_program, settings=("passes", "reencode"), steps=lambda model_cfg, cfg: cfg.passes,
+    step_setting="passes", nfe=lambda model_cfg, cfg: 2 * cfg.passes + 1, net_parts=("decoder", "encoder")))
+
+
+class _PartsNet:
+    """The VAE network's encode/decode served by other implementations of its parts (ONNX Runtime sessions)."""
+
+    def __init__(self, decode: Callable, encode: Callable | None) -> None:
+        self.decode, self._encode = decode, encode
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._encode is None:
+            raise ValueError("refinement passes need the encoder part")
+        return self._encode(x)
 
 
 class _GaussianEncoderPart(nn.Module):
@@ -124,6 +139,13 @@ class VAE(GenerativeModel):
         if self.cfg.likelihood == "bernoulli" and self.kind != "image":
             raise ValueError("model.likelihood 'bernoulli' needs data in [0, 1] (images); use 'gaussian' for 2-D toys")
         return VAENet(self.cfg, self.sample_shape, self.kind)
+
+    def with_parts(self, parts: dict[str, Callable]) -> "VAE":
+        """A copy whose decode/encode are the given 'decoder' ((B, k) -> x) and 'encoder' ((B, *shape) ->
+        (mu, L)) implementations; a full L serves as the scale (vae_pass reparameterises with it)."""
+        other = copy.copy(self)
+        other.net = _PartsNet(parts["decoder"], parts.get("encoder"))
+        return other
 
     def decode_data(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, k) -> E[x | z]; a Gaussian mean on images is clamped to the data range [0, 1] (samples, and what

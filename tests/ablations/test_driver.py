@@ -59,8 +59,10 @@ def test_grid_records_every_cell_once_with_the_record_contract(tmp_path, tiny, t
         row = runs.loc[cell.key]
         assert row["parent_key"] == cell.parent and runs.loc[cell.parent, "kind"] == "train"
         config = json.loads(row["config_json"])
-        assert set(config) == {"train", "eval", "axes", "profile"}
+        assert set(config) == {"train", "eval", "axes", "profile", "sampler_info"}
         assert config["eval"]["steps"] == config["axes"]["eval.steps"] and config["eval"]["n"] == 64
+        # the registry entry's own account of the setting: S, with null resolved to T
+        assert config["sampler_info"]["steps"] == (config["eval"]["steps"] or config["train"]["model"]["noise"]["T"])
         assert (db.parent / row["artifact_path"] / "samples.npy").is_file()
     by_run = metrics.groupby("run_key")["name"].apply(set).to_dict()
     assert all(by_run[c.key] == {"swd", "energy"} for c in plan.eval_cells)

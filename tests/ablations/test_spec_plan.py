@@ -58,9 +58,12 @@ def test_plan_is_deterministic(tiny):
 def test_record_config_contract(tiny):
     plan = _plan(tiny)
     ev = plan.eval_cells[0].record_config()
-    assert set(ev) == {"train", "eval", "axes", "profile"}
+    assert set(ev) == {"train", "eval", "axes", "profile", "sampler_info"}
     assert ev["profile"] == "quick" and ev["axes"] == {"train.lr": 0.001, "eval.steps": 2}
     assert ev["eval"]["n"] == 64 and ev["eval"]["sampler"] == "auto"
+    # what the sampler's registry entry says of the setting ('auto' resolved), left out of config_key
+    assert ev["sampler_info"]["name"] == "ddpm" and ev["sampler_info"]["steps"] == 2
+    assert ev["sampler_info"]["step_setting"] == "steps" and ev["sampler_info"]["label"] == "ddpm small"
     tr = plan.train_cells[0].record_config()
     assert tr["eval"] is None and tr["axes"] == {"train.lr": 0.001}
     fl = plan.floor_cells[0].record_config()

@@ -26,14 +26,16 @@ def _resolved(run, **kw) -> SampleConfig:
 
 @pytest.fixture
 def count_exports(monkeypatch):
+    import bench.export
+
     calls: list = []
-    real = gt.export_part
+    real = bench.export.export_part
 
     def counting(run, cfg, out, **kw):
         calls.append(cfg)
         return real(run, cfg, out, **kw)
 
-    monkeypatch.setattr(gt, "export_part", counting)
+    monkeypatch.setattr(bench.export, "export_part", counting)
     return calls
 
 
@@ -137,3 +139,32 @@ def test_timing_settings_are_checked_with_the_backend_registry():
     settings = TimingSettings.from_dict({"backends": "ort_graph", "batches": [1, 256]})
     assert settings.backends == ("ort_graph",) and TimingSettings.from_dict(settings.to_dict()) == settings
     assert replace(settings, target_s=0.5).bench_config().timing.target_s == 0.5
+
+
+def test_a_timed_cell_builds_its_graph_once_and_resolves_the_clip_box_once(runs, tmp_path, monkeypatch):
+    """Per export: one PartGraph (the export's own is handed to the timing target) and the clip box read from
+    the training data once (when the cell resolves it); a cached export builds its graph once too."""
+    import bench.export
+    import bench.parts
+    import genlib.samplers
+
+    run = runs("ddpm")
+    sample_cfg = _resolved(run, sampler="ddim", steps=4)
+    counts = {"build_part": 0, "x0_clip_bounds": 0}
+
+    def spy(module, name):
+        real = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            counts[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+
+    spy(bench.export, "build_part")
+    spy(gt, "build_part")
+    spy(genlib.samplers, "x0_clip_bounds")
+    time_eval_cell(run, sample_cfg, FAST, exports_dir=tmp_path)
+    assert counts == {"build_part": 1, "x0_clip_bounds": 0}  # the cell's box is already numbers
+    time_eval_cell(run, sample_cfg, FAST, exports_dir=tmp_path)  # from the cache: built once for timing
+    assert counts == {"build_part": 2, "x0_clip_bounds": 0}

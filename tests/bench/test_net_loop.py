@@ -30,10 +30,10 @@ def test_ort_net_loop_matches_the_torch_sampler_for_a_step_eps_chain(runs, tmp_p
     assert torch.max(torch.abs(raw - want)) > 1e-2
 
 
-def test_with_net_swaps_the_network_of_a_copy_only(runs):
+def test_with_parts_swaps_the_network_of_a_copy_only(runs):
     model = runs("chain_eps").model
     net = model.net
-    other = backends.with_net(model, lambda x_t, t: torch.zeros_like(x_t))
+    other = model.with_parts({"chain": lambda x_t, t: torch.zeros_like(x_t)})
     x_t, t = torch.ones(3, 2), torch.full((3,), 4)
     want = model.schedule.chain_prev_from_step_eps(x_t, t, torch.zeros(3, 2))
     assert torch.equal(other.predict_prev(x_t, t), want)

@@ -4,6 +4,7 @@ for every sampler graph at two batch sizes, in the unrolled and the Loop form an
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 
 import numpy as np
@@ -19,11 +20,30 @@ from bench.runtime import make_session
 from .conftest import PARITY_BATCHES
 
 
-def test_export_wrappers_call_the_genlib_step_functions():
-    assert wrappers.DDIMStep.step is samplers.ddim_step
-    assert wrappers.DDPMStep.step is samplers.ddpm_step
-    assert wrappers.ChainStep.step is samplers.chain_step
-    assert wrappers.VAEPassStep.step is samplers.vae_pass
+@pytest.mark.parametrize("case", ["ddim_eta0.5", "vae_sample"])
+def test_the_export_module_calls_the_programs_own_step(runs, case):
+    """program_step's forward calls the very step function the torch loop (run_program) calls: count both."""
+    from bench.parts import resolve_sampler, sampler_program
+
+    name, cfg = SAMPLER_GRAPHS[case]
+    run = runs(name)
+    program = sampler_program(run, resolve_sampler(run, cfg))
+    calls = []
+
+    def counted(*args):
+        calls.append(args[1])
+        return program.step(*args)
+
+    spied = dataclasses.replace(program, step=counted)
+    module = wrappers.program_step(spied, run.model.net)
+    feeds = samplers.draw_inputs(spied, 3, torch.Generator().manual_seed(0))
+    x = feeds[spied.start]
+    for i in spied.indices:
+        args = (x, torch.tensor([i])) + ((feeds["noise"],) if spied.noisy else ())
+        x = module(*args)[0]
+    graph_calls = len(calls)
+    samplers.run_program(spied, feeds[spied.start], noise=feeds.get("noise"))
+    assert graph_calls == len(calls) - graph_calls == len(spied.indices) > 0
 
 
 @pytest.mark.parametrize("name", ["ddim_step", "ddpm_step", "chain_step", "vae_pass"])

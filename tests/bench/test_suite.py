@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from genlib.models import SampleConfig
 from genlib.store import ResultsStore
 
-from bench.backends import BACKENDS, diffusers_available
+from bench.backends import BACKENDS
 from bench.parts import ExportConfig
 from bench.results import store_bench_rows, store_export
 from bench.suite import BenchConfig, run_benchmarks, speed_table, target_for_onnx, targets_for_run
@@ -104,16 +104,22 @@ def test_bare_onnx_file_gets_only_onnx_runtime_backends(ddpm_targets):
     assert all(r.parity["valid"] is True for r in rows if r.status == "ok")  # from the sidecar
 
 
-@pytest.mark.skipif(diffusers_available()[0], reason="diffusers is installed; the skip path needs it absent")
-def test_diffusers_backend_skips_with_the_install_hint(ddpm_targets):
-    cfg = BenchConfig(batches=(1,), threads=(1,), backends=("diffusers_ddim",), timing=QUICK)
+def _diffusers_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("diffusers") is not None
+
+
+@pytest.mark.skipif(_diffusers_installed(), reason="diffusers is installed; the skip path needs it absent")
+def test_peer_backend_skips_with_the_install_hint(ddpm_targets):
+    cfg = BenchConfig(batches=(1,), threads=(1,), backends=("peer",), timing=QUICK)
     [row] = run_benchmarks([t for t in ddpm_targets if t.part == "sampler"], cfg, progress=False)
     assert row.status == "skipped" and "pip install" in row.reason
 
 
-@pytest.mark.skipif(not diffusers_available()[0], reason="diffusers not installed (optional benchmark dependency)")
-def test_diffusers_ddim_drives_the_same_network(ddpm_targets):
-    cfg = BenchConfig(batches=(2,), threads=(1,), backends=("diffusers_ddim",), timing=QUICK)
+@pytest.mark.skipif(not _diffusers_installed(), reason="diffusers not installed (optional benchmark dependency)")
+def test_peer_ddim_drives_the_same_network(ddpm_targets):
+    cfg = BenchConfig(batches=(2,), threads=(1,), backends=("peer",), timing=QUICK)
     [row] = run_benchmarks([t for t in ddpm_targets if t.part == "sampler"], cfg, progress=False)
     assert row.status == "ok" and row.timing.p50_ms > 0
     assert row.notes["max_abs_diff_vs_genlib"] < 10  # same network, differently spaced steps
@@ -125,7 +131,7 @@ def test_bench_config_errors():
     with pytest.raises(ValueError, match="batches"):
         BenchConfig(batches=(0,))
     assert BenchConfig().thread_counts()[0] == 1
-    assert set(BACKENDS.names()) >= {"torch", "torch_compile", "ort", "torch_loop", "ort_graph", "diffusers_ddim"}
+    assert set(BACKENDS.names()) >= {"torch", "torch_compile", "ort", "torch_loop", "ort_graph", "peer"}
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ NETWORKS = {
     "ddim50_2d": ({"model": {"family": "ddpm"}, "data": {"name": "8gaussians"}}, "sampler"),
 }
 PART_BACKENDS = ("torch", "ort")
-SAMPLER_BACKENDS = ("torch_loop", "ort_net_loop", "ort_step_loop", "ort_graph", "diffusers_ddim")
+SAMPLER_BACKENDS = ("torch_loop", "ort_net_loop", "ort_step_loop", "ort_graph", "peer")
 BATCHES = (1, 16, 256)
 THREADS = 1  # per-backend benchmarks; the side-by-side test also sweeps threads
 

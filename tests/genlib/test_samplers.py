@@ -412,7 +412,8 @@ def test_sample_ae_with_fitted_gaussian_reproduces_its_moments(generator):
 def test_sampler_registry_names():
     from genlib.models import SAMPLERS  # the sampler specs (settings, run, step) over these functions
 
-    assert set(SAMPLERS.names()) == {"ae", "vae", "chain", "ddpm", "ddim"}
+    assert set(SAMPLERS.names()) == {"ae", "vae", "chain", "ddpm", "ddim", "dpm_solver_2m", "heun"}
     assert "Song" in SAMPLERS.describe("ddim") and "Ho" in SAMPLERS.describe("ddpm")
+    assert "Lu et al." in SAMPLERS.describe("dpm_solver_2m") and "Karras" in SAMPLERS.describe("heun")
     with pytest.raises(KeyError, match="did you mean 'ddim'"):
         SAMPLERS.get("dddim")

@@ -399,7 +399,8 @@ def _bench_row(w: _Writer, parent: str, part: str, backend: str, provider: str, 
     config = {"bench": {"backend": backend, "provider": provider, "batch": batch, "threads": threads,
                         "precision": precision, "timing": {"rounds": 20}, "cuda_graph": False},
               "part": part, "export": {"part": part, "precision": precision, "graph": details.get("graph", "auto"),
-                                       "sample": {k: v for k, v in details.items() if k != "graph"}}, "export_key": "e" + parent[-4:],
+                                       "sample": {k: v for k, v in details.items() if k not in ("graph", "label")}},
+              "export_key": "e" + parent[-4:],
               "run_key": parent, "machine": {"node": "fixture"}}
     failed = parity == "invalid"
     w.run("bench", None, f"{part}/{backend}/{provider}/b{batch}/t{threads}/{precision}", config, None, metrics,
@@ -408,7 +409,9 @@ def _bench_row(w: _Writer, parent: str, part: str, backend: str, provider: str, 
 
 
 def _bench(w: _Writer, steps_parent: str, vae_parent: str) -> None:
-    for sampler, eta_or_var in (("ddim", {"eta": 0.0}), ("ddpm", {"variance": "small"})):
+    # details as bench/results.py writes them: the sampler's registry label and the settings it reads
+    for sampler, eta_or_var in (("ddim", {"eta": 0.0, "label": "ddim eta=0.0"}),
+                                ("ddpm", {"variance": "small", "label": "ddpm small"})):
         for steps in (5, 50, 1000):
             for backend, provider, per_step in (("torch_loop", "torch:cpu", 0.30), ("ort_graph", "CPUExecutionProvider",
                                                                                     0.12)):
