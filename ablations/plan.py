@@ -288,7 +288,7 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                     run_key_doc = config_hash(doc_seeded)
                     run = resolved_runs.get(run_key_doc)
                     if run is None:
-                        run = resolved_runs[run_key_doc] = load_run_config(doc_seeded)
+                        run = resolved_runs[run_key_doc] = load_run_config(doc_seeded, resolve_data=True)
                     eval_key_doc = config_hash(eval_doc)
                     ev = resolved_evals.get(eval_key_doc)
                     if ev is None:

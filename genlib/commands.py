@@ -64,7 +64,7 @@ def run_train(args: argparse.Namespace) -> int:
     from genlib.store import ResultsStore
     from genlib.train import load_run_config, train, training_metrics
 
-    cfg = load_run_config(resolve_config_path(args.config), args.overrides)
+    cfg = load_run_config(resolve_config_path(args.config), args.overrides, resolve_data=True)
     check_writable(args.out, "--out", directory=True)
     check_device(cfg.train.device, "train.device")
     if args.store:

@@ -136,10 +136,17 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
         raise ConfigError(f"'{path or '<root>'}': {exc}") from None
 
 
+# Field metadata: a field added after results were stored, left out of the plain form (and so of run keys)
+# while it holds its default, so that configs which do not use it keep the keys they always had.
+OMIT_DEFAULT = "genbench_omit_default"
+
+
 def to_dict(cfg: Any) -> Any:
-    """The plain (YAML/JSON-able) form of a config, every field resolved, tuples as lists."""
+    """The plain (YAML/JSON-able) form of a config, every field resolved, tuples as lists (a field marked
+    OMIT_DEFAULT is left out while it holds its default)."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.init}
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                if f.init and not (f.metadata.get(OMIT_DEFAULT) and getattr(cfg, f.name) == f.default)}
     if isinstance(cfg, (tuple, list)):
         return [to_dict(v) for v in cfg]
     if isinstance(cfg, dict):

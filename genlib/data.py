@@ -7,8 +7,10 @@ not batch, augment or move data to a device, and never unpickles (np.load with a
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
+import hashlib
 import math
 import os
 import re
@@ -20,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from genlib.config import OMIT_DEFAULT
 from genlib.registry import Registry, UnknownNameError
 
 KINDS = ("image", "toy")
@@ -40,11 +43,18 @@ class DataConfig:
     # so digits (1,797) at 0.5 gives 898 train / 899 test, and MNIST t10k gives 5,000 / 5,000.
     test_fraction: float = 0.5
     seed: int = 0  # data seed: toy sampling and the train/test split (not the model seed)
+    # File-backed data only: what the files held when the run was planned ("sha256:<hex> <bytes> B", from
+    # data_fingerprint), so the run key follows the content, not the path; a file replaced at the same path
+    # gives new keys and never old results. Filled by `resolved()` (train, grid plans); loading data whose
+    # files no longer match it is refused. Empty (and out of the key) for registered datasets.
+    fingerprint: str = field(default="", metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("data.name must be a dataset name or idx:PATH / npz:PATH, got ''")
         object.__setattr__(self, "name", absolute_name(self.name))
+        if self.fingerprint and _file_form(self.name) is None:
+            raise ValueError(f"data.fingerprint applies to idx:PATH / npz:PATH data only, not '{self.name}'")
         if self.n_train <= 0:
             raise ValueError(f"data.n_train must be > 0, got {self.n_train}")
         if self.n_test <= 0:
@@ -53,6 +63,11 @@ class DataConfig:
             raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.seed < 0:
             raise ValueError(f"data.seed must be >= 0 (a numpy SeedSequence entropy), got {self.seed}")
+
+    def resolved(self) -> "DataConfig":
+        """This config with the current content fingerprint of its files (unchanged for registered data)."""
+        current = data_fingerprint(self.name)
+        return self if current == self.fingerprint else dataclasses.replace(self, fingerprint=current)
 
 
 def absolute_name(name: str) -> str:
@@ -460,10 +475,67 @@ def _load_cached(cfg: DataConfig, stamp: tuple | None) -> Dataset:
 
 
 def load_dataset(cfg: DataConfig | str) -> Dataset:
-    """Load (or fetch from the in-process cache) the dataset `cfg` names; a str is DataConfig(name=str)."""
+    """Load (or fetch from the in-process cache) the dataset `cfg` names; a str is DataConfig(name=str).
+    DataError when `cfg.fingerprint` is set and the files no longer hold that content."""
     if isinstance(cfg, str):
         cfg = DataConfig(name=cfg)
+    if cfg.fingerprint:
+        current = data_fingerprint(cfg.name)
+        if current != cfg.fingerprint:
+            raise DataError(f"data '{cfg.name}' changed since this run was configured (fingerprint "
+                            f"{cfg.fingerprint}, now {current}); results of the old content do not describe the "
+                            "new one: run the command again to plan with the new data, or restore the file")
     return _load_cached(cfg, _files_stamp(cfg.name))
+
+
+# ---------------------------------------------------------------- content fingerprints
+
+# sha256 of a file's bytes by (real path, device, inode, size, mtime_ns): a large file is hashed once a process.
+_DIGESTS: dict[tuple, str] = {}
+_HASH_CHUNK = 1 << 20
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        st = path.stat()
+        stamp = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp not in _DIGESTS:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK):
+                    h.update(chunk)
+            _DIGESTS[stamp] = h.hexdigest()
+    except OSError as exc:
+        raise DataError(f"cannot read data file '{path}': {exc.strerror or exc}") from None
+    return _DIGESTS[stamp]
+
+
+def _fingerprint_files(prefix: str, path: Path) -> list[Path]:
+    """The files a file-backed dataset reads: IDX images and their labels files; otherwise the file itself,
+    or every regular file directly inside a directory (any format a plugin registers)."""
+    if prefix == "idx":
+        images = [p for p in _find_idx_images(path) if p is not None] if path.is_dir() else [path]
+        return images + [lab for p in images if (lab := _labels_path(p)) is not None]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file())
+    return [path]
+
+
+def data_fingerprint(name: str) -> str:
+    """Content fingerprint of the files behind 'idx:PATH' / 'npz:PATH' (any FILE_FORMATS prefix):
+    "sha256:<16 hex> <total bytes> B" over each file's name and bytes; "" for a registered dataset.
+    DataError naming the path when it does not exist or cannot be read."""
+    form = _file_form(name)
+    if form is None:
+        return ""
+    prefix, path = form
+    if not path.exists():
+        raise DataError(f"data path '{path}' (data.name '{name}') does not exist")
+    h, total = hashlib.sha256(), 0
+    for file in _fingerprint_files(prefix, path):
+        h.update(f"{file.name}\0{_file_digest(file)}\0".encode())
+        total += file.stat().st_size
+    return f"sha256:{h.hexdigest()[:16]} {total} B"
 
 
 def describe_datasets() -> list[dict[str, Any]]:

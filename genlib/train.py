@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import math
 import shutil
@@ -22,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from genlib.checkpoint import (CheckpointError, atomic_write_text, check_run_target, clean_stale_siblings,
+from genlib.checkpoint import (ArtifactWriteError, CheckpointError, atomic_write_text, check_run_target, clean_stale_siblings,
                                 load_weights, make_temp_sibling, publish_dir, read_json, save_weights, write_json)
 from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml
 from genlib.data import DataConfig, Dataset, load_dataset
@@ -163,10 +164,19 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN, infinite or exploded past its bound; the message names the step and the last values."""
 
 
-def load_run_config(source: str | Path | dict, overrides: list[str] | dict | None = None) -> RunConfig:
-    """RunConfig from a YAML file (or dict) plus dotted overrides; errors name the bad key."""
+def load_run_config(source: str | Path | dict, overrides: list[str] | dict | None = None, *,
+                    resolve_data: bool = False) -> RunConfig:
+    """RunConfig from a YAML file (or dict) plus dotted overrides; errors name the bad key.
+
+    resolve_data: set data.fingerprint to what file-backed data holds now (a new run: train, grid plans),
+    so its run key follows the data's content; otherwise a stored fingerprint is kept (reloading a run)."""
     data = read_yaml(source) if isinstance(source, (str, Path)) else dict(source)
-    return from_dict(RunConfig, apply_overrides(data, overrides or []))
+    cfg = from_dict(RunConfig, apply_overrides(data, overrides or []))
+    if resolve_data:
+        data_cfg = cfg.data.resolved()
+        if data_cfg is not cfg.data:
+            cfg = dataclasses.replace(cfg, data=data_cfg)
+    return cfg
 
 
 @dataclass
@@ -211,6 +221,9 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool =
         if tmp_dir is not None:
             result.run_dir = publish_dir(tmp_dir, out_dir)
         return result
+    except ArtifactWriteError as exc:  # training is complete when its files are written
+        raise ArtifactWriteError(f"training of '{cfg.name}' (run key {cfg.run_key}) finished but was not saved: "
+                                 f"{exc}; '{out_dir}' holds what it held before") from None
     finally:
         torch.set_num_threads(previous_threads)
         if tmp_dir is not None and tmp_dir.exists():

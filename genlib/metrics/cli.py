@@ -91,7 +91,7 @@ def _eval_config(args: argparse.Namespace) -> tuple[EvaluationConfig, DataConfig
             raise ConfigError("'data.*' settings apply to --data; a run is evaluated on the data it was trained on")
         if args.data:
             data = apply_overrides(data, {"data.name": args.data})
-        data_cfg = from_dict(DataConfig, data.pop("data", None), "data")
+        data_cfg = from_dict(DataConfig, data.pop("data", None), "data").resolved()  # keyed by content
         return EvaluationConfig.from_sections(data, reference=args.reference), data_cfg
     except ConfigError as exc:
         raise UserError(f"--set: {exc}") from None

@@ -130,6 +130,56 @@ def test_set_applies_to_every_cell_its_config_and_run_key(grid_file, tmp_path, c
     assert {r["kind"]: r["done"] for r in status} == {"train": 2, "eval": 4, "floor": 2}
 
 
+def test_replacing_the_npz_reruns_every_cell_that_read_it(tmp_path, capsys):
+    grid = tiny_grid(seeds=[0], axes={"train.lr": [0.001]}, eval={"n": 100, "metrics": ["swd"]},
+                     floor={"metrics": ["swd"]})
+    grid_file = tmp_path / "toy.yaml"
+    grid_file.write_text(yaml.safe_dump(grid, sort_keys=False))
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32))
+    db = tmp_path / "results.db"
+    args = ["grid", "run", str(grid_file), "--store", str(db), "--executor", "serial", "--no-progress",
+            "--set", f"data.name=npz:{data}", "--set", "eval.n=100", "--set", "train.steps=5"]
+    assert main(args) == 0
+    assert "3 cells done and 0 failed" in capsys.readouterr().out
+    first = {c["train"]["data"]["fingerprint"] for c in _configs(db)["train"]}
+    np.savez(data, x=np.random.default_rng(1).normal(size=(300, 2)).astype(np.float32) + 5)  # same path
+    assert main(args) == 0
+    assert "3 cells done and 0 failed in this run (0 were already done" in capsys.readouterr().out
+    configs = _configs(db)
+    second = {c["train"]["data"]["fingerprint"] for c in configs["train"]} - first
+    assert len(first) == 1 and len(second) == 1 and len(configs["train"]) == 2 and len(configs["floor"]) == 2
+    assert {c["data"]["fingerprint"] for c in configs["floor"]} == first | second
+
+
+def _write_idx_images(path, images):
+    header = (0x803).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+    path.write_bytes(header + images.astype(np.uint8).tobytes())
+
+
+def test_replacing_an_idx_file_in_its_folder_plans_new_keys(tmp_path, capsys):
+    from ablations.plan import plan_grid
+    from ablations.spec import load_grid
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    _write_idx_images(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, size=(40, 8, 8)))
+    grid = tiny_grid(seeds=[0])
+    grid["base"]["data"] = {"name": f"idx:{folder}"}
+    grid["base"]["model"] = {"family": "ae", "latent_dim": 2, "hidden": [8]}
+    grid["eval"] = {"n": 8, "metrics": ["mse"]}
+    grid["axes"] = {"train.lr": [0.001, 0.002]}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    keys = lambda: sorted(c.key for c in plan_grid(load_grid(path)).cells)  # noqa: E731
+    before = keys()
+    assert keys() == before  # unchanged data: the same keys, so a resumed grid reuses its results
+    _write_idx_images(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, size=(40, 8, 8)))
+    after = keys()
+    assert not set(before) & set(after)
+
+
 @pytest.mark.parametrize("override,needle", [
     ("train.stpes=5", "did you mean 'train.steps'"),
     ("eval.stpes=5", "did you mean 'eval.steps'"),
