@@ -22,7 +22,7 @@ from reports.render import (Bullets, Column, Document, Gallery, Heading, Image, 
                             document_html, document_markdown, table_latex, verdict_markup, write_bytes, write_text)
 from reports.samples import MAX_GRIDS, SampleGrid, study_sample_grids
 from reports.stats import RULE
-from reports.tables import slug, speed_table, study_tables
+from reports.tables import slug, speed_table, study_slug, study_tables
 
 FORMATS = ("md", "html", "csv", "tex")
 CLAIMS_FORMATS = ("md", "html", "csv")
@@ -55,15 +55,15 @@ class StudySection:
 
     @property
     def anchor(self) -> str:
-        return f"study-{slug(self.study)}"
+        return f"study-{study_slug(self.study)}"
 
     @property
     def plots_anchor(self) -> str:
-        return f"plots-{slug(self.study)}"
+        return f"plots-{study_slug(self.study)}"
 
     @property
     def samples_anchor(self) -> str:
-        return f"samples-{slug(self.study)}"
+        return f"samples-{study_slug(self.study)}"
 
 
 def study_section(data: StoreData, study: str, max_grids: int = MAX_GRIDS) -> StudySection:
@@ -76,7 +76,7 @@ def _plot_image(plot: Plot) -> Image:
 
 
 def _grid_image(grid: SampleGrid) -> Image:
-    return Image(f"{SAMPLES_DIR}/{slug(grid.study)}/{grid.name}.png", grid.png, grid.caption)
+    return Image(f"{SAMPLES_DIR}/{study_slug(grid.study)}/{grid.name}.png", grid.png, grid.caption)
 
 
 def section_blocks(sec: StudySection) -> list:
@@ -135,7 +135,7 @@ def _summary_effect(r) -> str:
         return "n/a"
     iv = d.interval
     text = f"{iv.mean:+.4g}" if math.isfinite(iv.mean) else "n/a"
-    if iv.defined:
+    if iv.defined or (iv.n >= 2 and math.isinf(iv.low)):
         text += f" [{fmt_num(iv.low)}, {fmt_num(iv.high)}]"
     return text
 
@@ -161,11 +161,14 @@ def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]
                              "margin": fmt_num(p.margin) if p.margin is not None else "",
                              "mde": fmt_num(p.mde) if p.mde is not None else "",
                              "seeds": str(p.seeds_needed) if p.seeds_needed is not None else "",
+                             "test": (p.difference.test_label if p.difference is not None
+                                      else "analytic" if p.role == "analytic" else ""),
                              "studies": ", ".join(res.claim.studies)})
     blocks.append(TableBlock(Table("claims-summary", "Claims: verdicts of the primary tests",
                                    [Column("id", "#"), Column("claim", "claim"), Column("verdict", "verdict"),
                                     Column("effect", "effect [95% CI]"), Column("margin", "margin"),
                                     Column("mde", "MDE"), Column("seeds", "seeds for margin"),
+                                    Column("test", "decided by"),
                                     Column("studies", "studies")], summary_rows)))
     for res in results:
         claim = res.claim
@@ -194,10 +197,10 @@ def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]
 def _links(test: Any, anchors: set[str]) -> str:
     if not isinstance(test, Comparison):
         return ""
-    study = slug(test.study)
+    study = study_slug(test.study)
     group = test.where_dict.get("data.name")
     out = []
-    for anchor in ([f"table-{slug(f'{test.study}-{group}')}"] if group else []) + [f"table-{study}"]:
+    for anchor in ([f"table-{study}-{slug(group)}"] if group else []) + [f"table-{study}"]:
         if anchor in anchors:
             out.append(f"[table](#{anchor})")
             break

@@ -22,7 +22,7 @@ from reports.load import ReportError, StoreData, data_name, is_scalar
 from reports.plots import Plot, _err, _png
 from reports.render import Column, Stat, Table
 from reports.stats import t_interval
-from reports.tables import MetricInfo, metric_infos, slug, varying_axes
+from reports.tables import MetricInfo, metric_infos, slug, study_slug, varying_axes
 
 LATENCY = "latency_ms_p50"
 
@@ -201,7 +201,7 @@ def pareto_table(data: StoreData, study: str, group: str, info: MetricInfo, poin
     if drawn:
         notes.append("Quality samples drawn by: " + ", ".join(sorted(drawn))
                      + " (ort_graph: through the exported graph that passed the parity gate).")
-    return Table(slug(f"pareto-{group}" if study == "steps" else f"pareto-{study}-{group}"),
+    return Table(slug(f"pareto-{group}") if study == "steps" else f"pareto-{study_slug(study)}-{slug(group)}",
                  f"Quality vs latency ({study}, {group}, {info.key})", cols, rows, notes=notes)
 
 

@@ -31,7 +31,7 @@ from genlib.study_schema import PLOT_KINDS, PlotEntry
 from reports.load import MISSING, StoreData, is_scalar, setting_value
 from reports.render import Stat
 from reports.tables import (bench_frame, configurations, grid_metrics, metric_infos, sampler_detail,
-                            sampler_setting, slug, stat_of, training_first, varying_axes)
+                            sampler_setting, slug, stat_of, study_slug, training_first, varying_axes)
 
 DPI = 100
 HISTORY_FILE = "history.csv"  # training curves beside each checkpoint (genlib.train writes it)
@@ -350,7 +350,7 @@ def draw_lines(data: StoreData, study: str, entry: PlotEntry) -> list[Plot]:
             ax.set_visible(False)
         default = f"{', '.join(i.key for i in infos)} vs {x_label}" + (
             f" per {', '.join(_short(k) for k in entry.colour)}" if entry.colour else "")
-        out.append(Plot(f"{slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
+        out.append(Plot(f"{study_slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
                         f"{_title(entry, default)} ({group}): mean ± 95% CI over seeds", _png(fig), study))
     return out
 
@@ -394,7 +394,7 @@ def draw_trade_off(data: StoreData, study: str, entry: PlotEntry) -> list[Plot]:
         title = _title(entry, f"{y_metric} vs {x_metric} over {entry.along}")
         ax.set_title(f"{title} ({group})", fontsize=10)
         ax.grid(alpha=0.3)
-        out.append(Plot(f"{slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
+        out.append(Plot(f"{study_slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
                         f"{title} ({group}): mean ± 95% CI over seeds", _png(fig), study))
     return out
 
@@ -459,7 +459,7 @@ def draw_training_curves(data: StoreData, study: str, entry: PlotEntry) -> list[
         axes[0].legend(fontsize=8, title=_short(colour_keys[0]) if len(colour_keys) == 1 else None)
     n_seeds = max(len(h) for h in lines.values())
     title = _title(entry, "Training curves")
-    return [Plot(f"{slug(study)}-{slug(entry.name)}", f"{title} (mean over up to {n_seeds} seed(s); from each run's "
+    return [Plot(f"{study_slug(study)}-{slug(entry.name)}", f"{title} (mean over up to {n_seeds} seed(s); from each run's "
                  f"{HISTORY_FILE})", _png(fig), study)]
 
 
@@ -497,7 +497,7 @@ def draw_bars(data: StoreData, study: str, entry: PlotEntry) -> list[Plot]:
         for ax in axes[len(infos):]:
             ax.set_visible(False)
         title = _title(entry, f"Study {study}")
-        out.append(Plot(f"{slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
+        out.append(Plot(f"{study_slug(study)}-{slug(entry.name)}{_suffix(groups, group)}",
                         f"{title} ({group}): each metric per setting, mean ± 95% CI over seeds", _png(fig), study))
     return out
 

@@ -9,6 +9,7 @@ provider, batch and threads with their parity status (quality against latency of
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -30,6 +31,15 @@ STEPS_STUDY = "steps"  # the sampler study (its plots read the sampler settings 
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def study_slug(study: str) -> str:
+    """A study's part of report file names and anchors, one per study: the name itself when it is already
+    lower-case letters, digits, '-' and '_'; otherwise its slug plus a short hash of the name, so that names
+    which slugify alike ('a/b' and 'a-b', 'Mine' and 'mine') never share a file."""
+    text = str(study)
+    base = re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-") or "x"
+    return base if base == text else f"{base}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def _hashable(value: Any) -> Any:
@@ -247,11 +257,11 @@ def study_tables(data: StoreData, study: str) -> list[Table]:
     tables = []
     for group in groups:
         frame = ev[ev["data_name"] == group] if group is not None else ev
-        name = study if len(groups) == 1 else f"{study}-{group}"
+        name = study_slug(study) if len(groups) == 1 else f"{study_slug(study)}-{slug(group)}"
         title = f"Study {study}" + (f": {group}" if group else "")
         notes = _unfinished_note(data, study, group, ("train", "eval"))
         if frame.empty:
-            tables.append(Table(slug(name), title, [Column("setting", "setting")], [],
+            tables.append(Table(name, title, [Column("setting", "setting")], [],
                                 notes=notes or ["No finished evaluations."]))
             continue
         runs = frame.drop_duplicates("run_key")
@@ -319,7 +329,7 @@ def study_tables(data: StoreData, study: str) -> list[Table]:
                      "the value a perfect model would reach at this sample size.", *notes]
         notes = [f"Mean ± 95% t-interval over seeds; best value in bold "
                  f"(↑ higher is better, ↓ lower is better, →v closest to v).", *notes]
-        tables.append(Table(slug(name), title, columns, rows, reference, notes))
+        tables.append(Table(name, title, columns, rows, reference, notes))
     return tables
 
 
@@ -486,4 +496,4 @@ def sampler_setting(cfg: dict[str, Any]) -> SamplerSetting | None:
 
 
 __all__ = ["BENCH_FIELDS", "MetricInfo", "bench_frame", "configurations", "differing_keys", "grid_metrics", "mark_best", "metric_infos", "model_label",
-           "per_seed", "slug", "speed_table", "stat_of", "study_tables", "varying_axes"]
+           "per_seed", "slug", "speed_table", "study_slug", "stat_of", "study_tables", "varying_axes"]

@@ -173,3 +173,36 @@ def test_sample_lookup_order_and_formats(tmp_path):
     for samples in (np.zeros((5, 8, 8)), np.zeros((4, 2)), np.zeros((3, 8, 8, 1))):
         check_png(render_samples(samples))
     assert render_samples(np.zeros((4, 7))) is None  # neither images nor 2-D points
+
+
+@pytest.mark.parametrize("names", [("vae_sweep", "vae-sweep"), ("mine", "Mine"), ("a/b", "a-b")])
+def test_studies_whose_names_slugify_alike_keep_their_own_files(tmp_path, names):
+    from reports_fixture import _cell, _digits, _eval_cfg, _train_cfg, _Writer
+
+    model = {"family": "vae", "latent_dim": 8, "hidden": [16], "covariance": "diagonal"}
+    values = {names[0]: 0.125, names[1]: 0.875}
+    with ResultsStore(tmp_path / "r.db") as store:
+        w = _Writer(store, tmp_path)
+        for study, mse in values.items():
+            for beta in (1, 4):
+                for seed in (0, 1):
+                    axes = {"loss.beta": beta}
+                    _cell(w, study, seed, _train_cfg(study, seed, "digits", model,
+                                                     {"beta": float(beta), "kl_schedule": {"kind": "constant"}}),
+                          axes, axes, _eval_cfg(["mse"], sampler="vae"), {"mse": mse * beta}, exact=("mse",),
+                          samples=_digits(seed, 0.5 if study == names[0] else 0.0) if seed == 0 else None)
+    out = build_report(tmp_path / "r.db", tmp_path / "out", formats=("md", "csv"), claims=False)
+    csvs = sorted((tmp_path / "out").rglob("*.csv"))
+    means = {}
+    for path in csvs:
+        frame = pd.read_csv(path)
+        col = next(c for c in frame.columns if c.startswith("mse"))
+        means[path.name] = sorted(frame[col].astype(str))
+    assert len(csvs) == 2, [p.name for p in csvs]
+    assert {tuple(v) for v in means.values()} == {tuple(sorted(str(v) for v in (0.125, 0.5))),
+                                                  tuple(sorted(str(v) for v in (0.875, 3.5)))}
+    pngs = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert len(pngs) == len(set(pngs)) and len({p.split("/")[1] for p in pngs if p.startswith("samples/")}) == 2
+    md = out["md"].read_text()
+    for png in pngs:
+        assert md.count(f"({png})") == 1, png  # each image belongs to one section
