@@ -7,10 +7,14 @@ files of two runs. Weights load with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
+import errno
+import glob
+import io
 import json
 import os
 import pickle  # only for its exception type: loading is weights-only
 import shutil
+import tarfile
 import tempfile
 import uuid
 from pathlib import Path
@@ -26,6 +30,16 @@ class CheckpointError(RuntimeError):
     """A run directory or checkpoint file is missing, corrupt or incompatible; the message names the file."""
 
 
+class ArtifactWriteError(CheckpointError):
+    """An artifact could not be written because of the medium (full disk, quota, read-only file system);
+    the message names the path and says that nothing half-written was left."""
+
+
+# errno -> what the medium says, for the failures a user fixes by freeing space or choosing another place.
+MEDIUM_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                 errno.EROFS: "the file system is read-only"}
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it: restore it at once
     os.umask(mask)
@@ -33,10 +47,18 @@ def _umask() -> int:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call write(tmp_path) on a temporary file beside `path`, fsync it and rename it onto `path`."""
+    """Call write(tmp_path) on a temporary file beside `path`, fsync it and rename it onto `path`.
+
+    The temporary file is `.NAME.<pid>-<random>.tmp`; those of dead processes (a SIGKILL mid-write) are removed
+    by the next write to the same path. A full disk, quota or read-only file system raises ArtifactWriteError
+    naming `path`; `path` is then left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _medium_error(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -45,9 +67,30 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise _medium_error(path, exc) from None
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+def _medium_error(path: Path, exc: OSError) -> OSError | ArtifactWriteError:
+    """ArtifactWriteError for a full disk, quota or read-only medium; `exc` itself otherwise."""
+    reason = MEDIUM_ERRNOS.get(exc.errno)
+    if reason is None:
+        return exc
+    return ArtifactWriteError(f"cannot write '{path}': {reason} ({exc.strerror}); nothing half-written was left "
+                              "and any previous file there is unchanged; free space (or choose another place) and "
+                              "run again")
+
+
+def _clean_stale_temps(path: Path) -> None:
+    """Remove `.NAME.<pid>-*.tmp` files beside `path` whose writing process no longer runs."""
+    prefix = f".{path.name}."
+    for sibling in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = sibling.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            sibling.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -158,10 +201,59 @@ def publish_dir(tmp: str | Path, final: str | Path) -> Path:
     return final
 
 
+# -- directories as bytes (artifacts that travel between machines) ----------------------------------------
+def pack_dir(path: str | Path) -> bytes:
+    """The regular files of directory `path` (recursively) as one uncompressed tar, in sorted order, with no
+    owner, time or mode of the writing machine: the same files give the same bytes."""
+    path = Path(path)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+            info = tarfile.TarInfo(file.relative_to(path).as_posix())
+            info.size = file.stat().st_size
+            info.mode = 0o644
+            with open(file, "rb") as fh:
+                tar.addfile(info, fh)
+    return buf.getvalue()
+
+
+def unpack_dir(data: bytes, final: str | Path, *, replace: bool = True) -> Path:
+    """Unpack `pack_dir` bytes into the directory `final`, built in a temporary sibling and renamed into place
+    (`publish_dir`), so `final` is always whole. replace=False keeps an existing `final` (a cache another
+    process filled first) and discards the new copy. Members outside the directory are refused."""
+    final = Path(final)
+    if not replace and final.is_dir():
+        return final
+    tmp = make_temp_sibling(final)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar.getmembers():
+                name = Path(member.name)
+                if not member.isfile() or name.is_absolute() or ".." in name.parts:
+                    raise CheckpointError(f"refusing to unpack '{member.name}' into '{final}': not a plain "
+                                          "file inside the directory")
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        if replace:
+            return publish_dir(tmp, final)
+        try:
+            os.rename(tmp, final)  # fails when another process published `final` first: keep theirs
+        except OSError:
+            if not final.is_dir():
+                raise
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_weights(path: str | Path, payload: dict[str, Any]) -> Path:
     """Save {'state_dict': ..., plus plain metadata} as a versioned genbench checkpoint."""
     data = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    return atomic_write(path, lambda p: torch.save(data, p))
+    buffer = io.BytesIO()  # serialised first: a failed write is then a plain OSError with its errno,
+    torch.save(data, buffer)  # not torch's "unexpected pos" RuntimeError
+    return atomic_write(path, lambda p: p.write_bytes(buffer.getbuffer()))
 
 
 def load_weights(path: str | Path) -> dict[str, Any]:

@@ -300,3 +300,56 @@ def test_a_loss_below_the_bound_is_not_stopped(tiny_train, monkeypatch):
 def test_a_diverging_learning_rate_is_stopped_while_the_loss_is_finite(model, tiny_train):
     with pytest.raises(TrainingDivergedError, match=r"past the divergence bound"):
         train(config(tiny_train, model, **{"train.lr": 10.0}), progress=False)
+
+
+# -- a full disk: one line naming the path, exit 2, nothing half-written ----------------------------------
+def full_disk(monkeypatch):
+    """Every data write through genlib.checkpoint.atomic_write fails as on a full file system (ENOSPC)."""
+    import errno
+
+    real = os.fsync
+
+    def fsync(fd):
+        if os.path.isfile(f"/proc/self/fd/{fd}") or not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_full_disk_during_train_is_one_line_and_keeps_the_old_run(old_run, tiny_train, tmp_path, monkeypatch,
+                                                                   capsys):
+    run_dir, key = old_run
+    before = snapshot(run_dir)
+    cfg_path = write_config(tmp_path / "c.yaml", tiny_train)
+    full_disk(monkeypatch)
+    code = main(["train", cfg_path, "--out", str(run_dir), "--overwrite", "--quiet", "--set", "seed=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "the disk is full" in err and "finished but was not saved" in err
+    assert str(run_dir) in err and "run key" in err
+    assert snapshot(run_dir) == before  # the previous run is untouched
+    assert siblings(tmp_path) == ["c.yaml", "run"]  # no temporary directory or file left
+    code = main(["train", cfg_path, "--out", str(tmp_path / "new"), "--quiet"])
+    assert code == 2 and "disk is full" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_full_disk_during_sample_is_one_line_and_leaves_nothing(old_run, tmp_path, monkeypatch, capsys):
+    run_dir, _ = old_run
+    full_disk(monkeypatch)
+    out = tmp_path / "x.npz"
+    assert main(["sample", "--run", str(run_dir), "--n", "8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"cannot write '{out}': the disk is full" in err
+    assert siblings(tmp_path) == ["run"]
+
+
+def test_a_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
+    from genlib.checkpoint import atomic_write_text
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".model.onnx.{int(dead.stdout)}-abcd1234.tmp"
+    stale.write_bytes(b"half")
+    alive = tmp_path / f".model.onnx.{os.getpid()}-0000ffff.tmp"  # a writer still running keeps its file
+    alive.write_bytes(b"busy")
+    atomic_write_text(tmp_path / "model.onnx", "done")
+    assert siblings(tmp_path) == [alive.name, "model.onnx"]
