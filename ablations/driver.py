@@ -77,7 +77,21 @@ def store_lock(store_path: Path) -> Iterator[None]:
             via = f" (reached through '{store_path}')" if Path(store_path).absolute() != real else ""
             raise GridRunError(f"another grid run is writing '{real}'{via} (lock '{lock_path}'); wait for it "
                                "to finish or use another --store") from None
-        yield
+        # The file itself, by identity (device and inode): a hard link or a bind mount has another name, and so
+        # another lock file above, but the same inode. flock is separate from SQLite's own fcntl locks.
+        store_fh = open(real, "ab")
+        try:
+            fcntl.flock(store_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            st = os.fstat(store_fh.fileno())
+            store_fh.close()
+            raise GridRunError(f"another grid run is writing '{real}' under another name (a hard link or bind mount "
+                               f"of the same file: device {st.st_dev}, inode {st.st_ino}); wait for it to finish or "
+                               "use another --store") from None
+        try:
+            yield
+        finally:
+            store_fh.close()
     finally:
         fh.close()
 

@@ -81,3 +81,25 @@ def test_an_edited_grid_rerun_into_one_store_is_never_pooled(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tiny (eval): 2 configurations share a cell's settings, differing in train.steps" in out
     assert db.read_bytes() == before  # status opens the store read-only
+
+
+def test_a_second_driver_through_a_hard_link_is_refused(tmp_path):
+    import os
+
+    real = tmp_path / "real" / "results.db"
+    real.parent.mkdir()
+    ResultsStore(real).close()
+    link = tmp_path / "elsewhere" / "hard.db"
+    link.parent.mkdir()
+    os.link(real, link)  # another name, the same inode: SQLite would keep two -wal files for one database
+    with store_lock(real):
+        with pytest.raises(GridRunError, match=r"another grid run is writing '.*elsewhere/hard.db' under another "
+                                               r"name \(a hard link or bind mount of the same file: device \d+, inode"):
+            with store_lock(link):
+                pass
+    with store_lock(link):
+        with pytest.raises(GridRunError, match="under another name"):
+            with store_lock(real):
+                pass
+    with store_lock(real):  # released on exit: the next run takes it
+        pass
