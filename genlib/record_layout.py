@@ -63,6 +63,25 @@ def upgrade_v1_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+# Sampling settings the evaluation config gained after schema v1, with the values every v1 evaluation used. A v1
+# grid evaluation cell's run key hashed its evaluation config without them; on migration the settings are filled
+# in and the cell re-keyed as the planner now keys it, so a resumed v1 store reruns no evaluation.
+V1_EVAL_ADDED = {"start": "prior", "clip_low": None, "clip_high": None}
+
+
+def upgrade_v1_eval(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """A v1 grid evaluation config with the settings added since (V1_EVAL_ADDED) at their v1 values."""
+    return {**V1_EVAL_ADDED, **ev}
+
+
+def grid_eval_key(study: str, parent_key: str, ev: Mapping[str, Any], seed: int) -> str:
+    """The run key the grid planner gives an evaluation cell (ablations.plan): sha256 prefix of the canonical
+    JSON of {study, parent, eval, seed}, as genlib.config.config_hash computes it."""
+    text = json.dumps({"study": study, "parent": parent_key, "eval": ev, "seed": seed}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 # ExportConfig's own keys. Before it embedded the SampleConfig (schema-v1 stores, export sidecars of
 # version 1), the sampler settings sat beside them at the top level.
 EXPORT_OWN_KEYS = ("part", "graph", "precision", "opset", "parity_batches", "atol", "rtol", "seed")

@@ -200,6 +200,7 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.executemany("UPDATE runs SET config_json=?, config_key=?, machine_json=? WHERE run_key=?",
                          [(json.dumps(configs[k], sort_keys=True, separators=(",", ":")), key_of(k),
                            json.dumps(machines[k], sort_keys=True) if k in machines else None, k) for k in configs])
+        _rekey_v1_grid_evals(conn)
         conn.execute("DROP VIEW IF EXISTS results")
         conn.execute(_VIEW)
         conn.execute("CREATE INDEX IF NOT EXISTS runs_by_config ON runs (study, config_key)")
@@ -208,6 +209,32 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _rekey_v1_grid_evals(conn: sqlite3.Connection) -> None:
+    """Give v1 grid evaluation cells the run keys the planner computes now (record_layout.grid_eval_key over the
+    evaluation config with the settings added since v1), so resuming the grid finds them done. A row is re-keyed
+    only when its v1 key is provably the planner's hash of its own config; its metrics and children follow."""
+    rows = conn.execute("SELECT run_key, study, parent_key, seed, config_json FROM runs WHERE kind='eval' AND "
+                        "study IS NOT NULL AND parent_key IS NOT NULL AND seed IS NOT NULL").fetchall()
+    taken = {r[0] for r in conn.execute("SELECT run_key FROM runs")}
+    conn.execute("PRAGMA defer_foreign_keys=ON")  # metrics move with their run inside this transaction
+    for old, study, parent, seed, text in rows:
+        config = json.loads(text)
+        ev = config.get("eval") if isinstance(config, dict) and isinstance(config.get("train"), dict) else None
+        if not isinstance(ev, dict) or record_layout.grid_eval_key(study, parent, ev, seed) != old:
+            continue
+        upgraded = record_layout.upgrade_v1_eval(ev)
+        new = record_layout.grid_eval_key(study, parent, upgraded, seed)
+        if new == old or new in taken:
+            continue
+        taken.add(new)
+        config = {**config, "eval": upgraded}
+        conn.execute("UPDATE runs SET run_key=?, config_json=?, config_key=? WHERE run_key=?",
+                     (new, json.dumps(config, sort_keys=True, separators=(",", ":")),
+                      record_layout.config_key("eval", config), old))
+        conn.execute("UPDATE metrics SET run_key=? WHERE run_key=?", (new, old))
+        conn.execute("UPDATE runs SET parent_key=? WHERE parent_key=?", (new, old))
 
 
 def _create(conn: sqlite3.Connection) -> None:
