@@ -106,6 +106,15 @@ def holds_run(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
 
 
+def _run_files(path: Path) -> list[str]:
+    """The files genbench wrote in run directory `path`: RUN_FILES and any that its meta.json lists."""
+    try:
+        listed = json.loads((path / "meta.json").read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        listed = []
+    return [*RUN_FILES, *(f for f in listed if isinstance(f, str))]
+
+
 def check_run_target(path: str | Path, *, overwrite: bool) -> None:
     """Refuse to write a run onto `path` when it is a file, a directory of other things, or (unless
     `overwrite`) an existing run. An absent path or an empty directory is fine."""
@@ -115,6 +124,11 @@ def check_run_target(path: str | Path, *, overwrite: bool) -> None:
     if holds_run(path):
         if not overwrite:
             raise CheckpointError(f"run directory '{path}' already holds a run; pass --overwrite to replace it")
+        foreign = sorted(set(os.listdir(path)) - set(_run_files(path)))
+        if foreign:  # replacing the directory would delete them: genbench replaces only what it wrote
+            raise CheckpointError(f"run directory '{path}' also holds '{foreign[0]}', which genbench did not write "
+                                  f"({len(foreign)} such entr{'y' if len(foreign) == 1 else 'ies'}); --overwrite "
+                                  "replaces a whole run directory, so move them out first or choose another --out")
     elif path.is_dir() and any(path.iterdir()):
         raise CheckpointError(f"'{path}' is a non-empty directory that is not a genbench run; choose another --out")
 

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from genlib.checkpoint import (ArtifactWriteError, CheckpointError, atomic_write_text, check_run_target, clean_stale_siblings,
+from genlib.checkpoint import (RUN_FILES, ArtifactWriteError, CheckpointError, atomic_write_text, check_run_target, clean_stale_siblings,
                                 load_weights, make_temp_sibling, publish_dir, read_json, save_weights, write_json)
 from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml
 from genlib.data import DataConfig, Dataset, load_dataset
@@ -305,6 +305,7 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
         "train_wall_s": wall_s,
         "train_steps_per_s": steps / wall_s if wall_s > 0 else float("inf"),
         "final": history[-1] if history else {},
+        "files": list(RUN_FILES),  # what genbench wrote here: all that --overwrite may replace
         **({"ema_decay": cfg.train.ema_decay, "ema_init_weight": ema_init_weight} if ema is not None else {}),
         **device_info(device),
         **provenance(),

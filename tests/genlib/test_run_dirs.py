@@ -71,8 +71,7 @@ def test_an_existing_run_is_refused_before_training(old_run, tiny_train, monkeyp
 
 
 def test_overwrite_replaces_the_run_whole(old_run, tiny_train, tmp_path):
-    run_dir, old_key = old_run
-    (run_dir / "samples.png").write_bytes(b"from the old run")
+    run_dir, old_key = old_run  # (a file genbench did not write is refused: see the test of the user's own files)
     new_cfg = config(tiny_train, seed=1)
     result = train(new_cfg, run_dir, progress=False, overwrite=True)
     assert result.run_dir == run_dir and new_cfg.run_key != old_key
@@ -353,3 +352,20 @@ def test_a_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path
     alive.write_bytes(b"busy")
     atomic_write_text(tmp_path / "model.onnx", "done")
     assert siblings(tmp_path) == [alive.name, "model.onnx"]
+
+
+def test_overwrite_refuses_a_run_directory_holding_the_users_own_files(old_run, tiny_train, tmp_path, capsys):
+    run_dir, _ = old_run
+    (run_dir / "notes.txt").write_text("my notes")
+    (run_dir / "samples").mkdir()
+    before = snapshot(run_dir / "samples") | {"notes.txt": b"my notes"}
+    cfg_path = write_config(tmp_path / "c.yaml", tiny_train)
+    assert main(["train", cfg_path, "--out", str(run_dir), "--quiet", "--overwrite", "--set", "seed=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"genbench train: error: run directory '{run_dir}' also holds 'notes.txt', which genbench did "
+                   "not write (2 such entries); --overwrite replaces a whole run directory, so move them out first "
+                   "or choose another --out"]
+    assert (run_dir / "notes.txt").read_bytes() == b"my notes" and (run_dir / "samples").is_dir() and before
+    (run_dir / "notes.txt").unlink()
+    (run_dir / "samples").rmdir()
+    assert main(["train", cfg_path, "--out", str(run_dir), "--quiet", "--overwrite", "--set", "seed=1"]) == 0
