@@ -3,6 +3,8 @@
 8: the closed-form KL(N(mu, Sigma) || N(0, I)) against a Monte Carlo estimate E_q[log q(z) - log p(z)]
    with its standard error, for a full covariance Sigma = L L^T;
 9: KL(p || q) against KL(q || p) for two fixed Gaussians (the asymmetry);
+9b: Sanov's coin: the exact binomial log-probability that n fair flips show a heads fraction >= q, against
+   -n KL(Bernoulli(q) || Bernoulli(1/2)), for a biased q and for the all-heads coin (q = 1);
 10: alpha_bar_T of the unscaled linear schedule (1e-4..0.02) at T = 100, and of the scaled one.
 Rows follow the record contract (genlib.records, kind "analytic"). Everything is computed with genlib's
 own functions (losses, diffusion), so the checks test the code that trains the models.
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from scipy import special, stats
 
 from genlib import records
 from genlib.config import config_hash
@@ -61,12 +65,44 @@ def alpha_bar_T(T: int = 100, scaled: bool = False) -> list[Metric]:
                            extra={"T": T, "schedule": "linear", "scaled": scaled})]
 
 
+def bernoulli_kl(q: float, p: float) -> float:
+    """KL(Bernoulli(q) || Bernoulli(p)) in nats; +inf where q puts mass on an outcome p never shows."""
+    total = 0.0
+    for a, b in ((q, p), (1.0 - q, 1.0 - p)):
+        if a > 0.0:
+            total += math.inf if b == 0.0 else a * math.log(a / b)
+    return total
+
+
+def sanov_coin(q: float, n: int, p: float = 0.5) -> list[Metric]:
+    """Claim 9b: log P(n flips of Bernoulli(p) show a heads fraction >= q), exact (binomial upper tail), and
+    KL(Q || P) for Q = Bernoulli(q). Sanov / Chernoff: -(1/n) log P -> KL(Q || P), from above, with a gap of at most
+    log(n + 1) / n when n q is an integer (the method of types). extra also holds the other direction: KL(P || Q)
+    and log P(n flips of Q show a heads fraction <= p), both degenerate (inf, -inf) for the all-heads coin q = 1."""
+    k = math.ceil(n * q - 1e-9)  # fewest heads with fraction >= q
+    # log P(heads >= k): the pmf summed in log space (binom.logsf underflows to -inf by n = 10^4)
+    log_prob = float(special.logsumexp(stats.binom.logpmf(np.arange(k, n + 1), n, p)))
+    reverse = (float(special.logsumexp(stats.binom.logpmf(np.arange(0, math.floor(n * p + 1e-9) + 1), n, q)))
+               if q < 1.0 else -math.inf)  # the all-heads coin never shows a tail
+    extra = {"q": q, "p": p, "n": n, "heads_at_least": k, "kl_reverse": bernoulli_kl(p, q),
+             "reverse_log_prob": reverse}
+    extra = {key: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for key, v in extra.items()}
+    return [records.metric("analytic", "sanov_log_prob", log_prob, extra=extra),
+            records.metric("analytic", "sanov_kl", bernoulli_kl(q, p), extra=extra)]
+
+
+SANOV_Q = 0.7  # n q is an integer at n = 10, 100, 1000, 10000
+SANOV_N = (10, 100, 1000, 10000)
+SANOV_ALL_HEADS_N = (10, 100, 1000)
+
 CHECKS = {
     "kl_closed_form_vs_monte_carlo": kl_closed_form_vs_monte_carlo,
     "kl_asymmetry": kl_asymmetry,
     "alpha_bar_T_unscaled_T100": lambda: alpha_bar_T(100, scaled=False),
     "alpha_bar_T_scaled_T100": lambda: alpha_bar_T(100, scaled=True),
     "alpha_bar_T_linear_T1000": lambda: alpha_bar_T(1000, scaled=False),
+    **{f"sanov_coin_q{SANOV_Q:g}_n{n}": (lambda n=n: sanov_coin(SANOV_Q, n)) for n in SANOV_N},
+    **{f"sanov_all_heads_n{n}": (lambda n=n: sanov_coin(1.0, n)) for n in SANOV_ALL_HEADS_N},
 }
 
 

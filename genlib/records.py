@@ -87,6 +87,7 @@ ANALYTIC: dict[str, MetricDef] = {
     "kl_closed_form": MetricDef("nats", None), "kl_monte_carlo": MetricDef("nats", None),
     "kl_forward": MetricDef("nats", None), "kl_reverse": MetricDef("nats", None),
     "alpha_bar_T": MetricDef("", None),
+    "sanov_log_prob": MetricDef("nats", None), "sanov_kl": MetricDef("nats", None),
 }
 # Top-level config keys per kind: (required, optional).
 LAYOUT: dict[str, tuple[frozenset[str], frozenset[str]]] = {

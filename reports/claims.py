@@ -2,7 +2,7 @@
 
 A grid run stores its study's definition as a `kind="study"` row (`genlib.records`), whose claims each hold a
 pre-registered primary test and secondary tests (`genlib.study_schema.ClaimTest`, the one declaration of a test's
-keys): so a user's own grid is decided like a bundled one. Only the analytic checks (claims 8, 9 and the
+keys): so a user's own grid is decided like a bundled one. Only the analytic checks (claims 8, 9, 9b and the
 closed-form part of 10) live in this file.
 A `Comparison` contrasts two settings of one study on one metric, each side one configuration (never pooled:
 a side holding several, or sides differing beyond the axis, is inconclusive naming the keys that differ);
@@ -14,6 +14,8 @@ check) hold:
     kl_forward = KL(p||q) and kl_reverse = KL(q||p) (nats) in one run, with "std_error" in extra when they are
     Monte Carlo estimates.
     alpha_bar_T (unit "") with extra {"T": 100, "schedule": "linear", "scaled": false}.
+    sanov_log_prob (log P(heads fraction >= q) for n flips of Bernoulli(p), exact) and sanov_kl = KL(Q||P) (nats)
+    in one run, extra {"q", "p", "n", "kl_reverse", "reverse_log_prob"} (non-finite values as strings).
 Only claims whose studies or checks are in the store are listed; nothing is filled in from elsewhere.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from genlib.study_schema import ClaimTest as StoredTest
 from reports.load import StoreData, same_value, select_rows, setting_value
 from reports.render import fmt_num
 from reports.stats import (ALPHA, LEVEL, POWER, RULE, Difference, Interval, Verdict, difference, holm, mde,
-                           seeds_needed, t_interval, verdict)
+                           seeds_needed, sign_flip_min_p, sign_flip_min_seeds, t_interval, verdict)
 from reports.tables import per_seed
 
 ANALYTIC_STUDY = "analytic"
@@ -187,7 +189,7 @@ class Comparison(StoredTest):
         if diff is None or t_iv is None or r_iv is None:
             return CheckResult(**base, verdict="inconclusive" if got.undecided else "not measured", measured=got.why)
         v = verdict(diff, self.direction, self.margin, p_adjusted=p_adjusted)
-        d_mde, need = mde(diff.sd, diff.n), seeds_needed(diff.sd, self.margin)
+        d_mde, need = mde(diff.sd, diff.n, test=diff.test), seeds_needed(diff.sd, self.margin, test=diff.test)
         return CheckResult(**base, verdict=v, measured=_effect_text(diff, t_iv, r_iv, self.margin, d_mde, need,
                                                                      p_adjusted),
                            difference=diff, treatment=t_iv, reference=r_iv, mde=d_mde, seeds_needed=need,
@@ -226,10 +228,15 @@ def _effect_text(diff: Difference, t_iv: Interval, r_iv: Interval, margin: float
     effect = f"{iv.mean:+.4g}" if math.isfinite(iv.mean) else "n/a"
     if iv.defined:
         effect += f", {int(round(iv.level * 100))}% CI [{fmt_num(iv.low)}, {fmt_num(iv.high)}]"
+    elif iv.n >= 2 and math.isinf(iv.low):
+        effect += (f", {int(round(iv.level * 100))}% CI (-inf, inf): the exact test's smallest p at {iv.n} seeds is "
+                   f"{sign_flip_min_p(iv.n):.4g}")
     else:
         effect += " (no interval: fewer than 2 seeds)"
     p = f"p {_p_text(diff.p_value)}" + (f", Holm-adjusted p {_p_text(p_adjusted)}" if p_adjusted is not None else "")
-    power = (f"MDE {fmt_num(d_mde)} at {diff.n} seeds" if math.isfinite(d_mde) else "MDE n/a (fewer than 2 seeds)")
+    power = (f"MDE {fmt_num(d_mde)} at {diff.n} seeds" if math.isfinite(d_mde) else
+             f"no effect is detectable at {diff.n} seeds (the exact test needs {sign_flip_min_seeds()})"
+             if math.isinf(d_mde) else "MDE n/a (fewer than 2 seeds)")
     power += (f"; {need} seeds give {int(POWER * 100)}% power at the margin" if need is not None
               else "; seeds for the margin unknown" if not math.isfinite(diff.sd) else
               "; the margin is out of reach of any practical number of seeds")
@@ -325,6 +332,59 @@ def _check_alpha_bar(data: StoreData) -> tuple[Verdict, str]:
     return _every_run(verdicts), "; ".join(texts)
 
 
+SANOV_RTOL = 1e-9  # the all-heads coin: log P = -n KL(Q || P) to rounding
+
+
+def _as_float(value: Any) -> float:
+    """A stored number, or a non-finite one stored as its string ('inf', '-inf')."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _prob_text(log_prob: float) -> str:
+    """A probability from its log, as e^(log) where the float would underflow."""
+    return f"{math.exp(log_prob):.4g}" if log_prob > -700 else f"e^({fmt_num(log_prob)})"
+
+
+def _check_sanov(data: StoreData) -> tuple[Verdict, str]:
+    runs = _analytic_runs(data, ("sanov_log_prob", "sanov_kl"))
+    if not runs:
+        return "not measured", "no analytic run with both sanov_log_prob and sanov_kl"
+    biased: dict[float, list[tuple[int, float, float]]] = {}
+    verdicts: list[Verdict] = []
+    texts = []
+    for found in runs:
+        log_prob, extra = found["sanov_log_prob"]
+        kl = found["sanov_kl"][0]
+        q, n = _as_float(extra.get("q")), int(extra.get("n", 0))
+        if q == 1.0:  # all heads: P = 2^-n = e^{-n KL(Q||P)} exactly; the reverse direction is impossible
+            exact = abs(log_prob + n * kl) <= SANOV_RTOL * max(1.0, n * kl)
+            reverse = _as_float(extra.get("kl_reverse")) == math.inf and _as_float(extra.get("reverse_log_prob")) == -math.inf
+            verdicts.append("supported" if exact and reverse else "contradicted")
+            texts.append(f"all-heads coin, n = {n}: P = {_prob_text(log_prob)} (log {fmt_num(log_prob)}), "
+                         f"e^(-n KL(Q||P)) = e^({fmt_num(-n * kl)}); KL(P||Q) = {extra.get('kl_reverse')}, so n fair-"
+                         f"looking flips of the all-heads coin have probability {math.exp(_as_float(extra.get('reverse_log_prob'))):g}")
+        else:
+            biased.setdefault(q, []).append((n, log_prob, kl))
+    for q, rows in biased.items():
+        rows.sort()
+        parts, gaps, ok = [], [], True
+        for n, log_prob, kl in rows:
+            gap = -log_prob / n - kl
+            bound = math.log(n + 1) / n if abs(n * q - round(n * q)) < 1e-9 else math.inf
+            ok = ok and -1e-12 <= gap <= bound  # Chernoff from below, the method of types from above
+            gaps.append(gap)
+            parts.append(f"n = {n}: P = {_prob_text(log_prob)}, -(1/n) log P = {fmt_num(-log_prob / n)}, "
+                         f"gap {gap:.3g} (log(n+1)/n = {bound:.3g})")
+        shrinking = all(b < a for a, b in zip(gaps, gaps[1:]))
+        verdicts.append("supported" if ok and shrinking and len(rows) >= 2 else
+                        "contradicted" if not ok else "inconclusive")
+        texts.append(f"fair coin P, Q = Bernoulli({q:g}), KL(Q||P) = {fmt_num(rows[0][2])} nats: " + "; ".join(parts))
+    return _every_run(verdicts), "; ".join(texts)
+
+
 ANALYTIC_CHECKS = {
     "kl_closed_form_vs_monte_carlo": (
         ("kl_closed_form", "kl_monte_carlo"), _check_kl_match,
@@ -342,6 +402,14 @@ ANALYTIC_CHECKS = {
         f"alpha_bar_T of the unscaled linear schedule at T = 100 is about {ALPHA_BAR_EXPECTED}",
         f"supported when the stored value lies within {ALPHA_BAR_EXPECTED} ± {ALPHA_BAR_TOLERANCE}, "
         "contradicted otherwise"),
+    "sanov_coin": (
+        ("sanov_log_prob", "sanov_kl"), _check_sanov,
+        "n fair flips look like flips of Q = Bernoulli(q) with probability about e^(-n KL(Q||P)): -(1/n) log P "
+        "approaches KL(Q||P) as n grows (exact binomial tails), and equals it for the all-heads coin",
+        "supported when, for each biased q, 0 <= -(1/n) log P - KL(Q||P) <= log(n+1)/n at every stored n (Chernoff "
+        "below, the method of types above) and the gap shrinks with n, and for the all-heads coin log P = "
+        f"-n KL(Q||P) to {SANOV_RTOL:g} relative with KL(P||Q) infinite and probability 0 in that direction; "
+        "contradicted when a bound fails"),
 }
 
 
@@ -349,7 +417,7 @@ ANALYTIC_CHECKS = {
 class AnalyticCheck:
     """A check on kind='analytic' rows (layout in the module docstring)."""
 
-    check: Literal["kl_closed_form_vs_monte_carlo", "kl_asymmetry", "alpha_bar_T"]
+    check: Literal["kl_closed_form_vs_monte_carlo", "kl_asymmetry", "alpha_bar_T", "sanov_coin"]
     study: str = ANALYTIC_STUDY
 
     @property
@@ -413,6 +481,9 @@ ANALYTIC_CLAIMS: tuple[Claim, ...] = (
     Claim(id="8", text="The closed-form Gaussian KL matches its Monte Carlo estimate.",
           primary=AnalyticCheck(check="kl_closed_form_vs_monte_carlo")),
     Claim(id="9", text="KL divergence is asymmetric.", primary=AnalyticCheck(check="kl_asymmetry")),
+    Claim(id="9b", text="If we have iid draws from P, the probability that they look like draws from Q is around "
+                        "e^{-n D(Q||P)} (Sanov's coin: a fair P against a biased and an all-heads Q).",
+          primary=AnalyticCheck(check="sanov_coin")),
     Claim(id="10a", text="A short linear schedule without rescaling leaves x_T far from N(0, I) (alpha_bar_T about "
                          "0.36 at T = 100).", primary=AnalyticCheck(check="alpha_bar_T")),
 )
@@ -506,7 +577,8 @@ def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
                             "ci_low": d.low if d and d.defined else None, "ci_high": d.high if d and d.defined else None,
                             "n": d.n if d else 0, "margin": t.margin, "mde": t.mde, "seeds_needed": t.seeds_needed,
                             "p_value": t.p_value, "p_holm": t.p_adjusted,
-                            "method": t.difference.method if t.difference else "", "measured": t.measured})
+                            "method": t.difference.method if t.difference else "",
+                            "decided_by": t.difference.test_name if t.difference else "", "measured": t.measured})
     return pd.DataFrame.from_records(records)
 
 
