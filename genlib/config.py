@@ -154,8 +154,43 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
+# The most nodes a YAML document may hold once its aliases are expanded. Aliases let a small file describe an
+# exponentially large value ("billion laughs": 9 levels of 10 aliases, 10^9 items); anything that walks the
+# value (copies, error messages, hashing) would expand it, so it is refused before it is built.
+MAX_YAML_NODES = 1_000_000
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """Nodes of the document with every alias expanded, counted in time linear in its distinct nodes (stops
+    counting past MAX_YAML_NODES)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        kids = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else list(node.value)
+        if children_done:
+            sizes[id(node)] = min(MAX_YAML_NODES + 1, 1 + sum(sizes.get(id(k), 0) for k in kids))
+            continue
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in sizes)
+    return sizes[id(root)]
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a mapping with a repeated key (safe_load silently keeps the last)."""
+    """yaml.SafeLoader that refuses a mapping with a repeated key (safe_load silently keeps the last) and a
+    document that expands past MAX_YAML_NODES nodes through aliases."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None and _expanded_nodes(node) > MAX_YAML_NODES:
+            raise ConfigError(f"the YAML expands to more than {MAX_YAML_NODES:,} values through its aliases "
+                              "('&anchor' / '*anchor'); refused before building it (an alias bomb?)")
+        return node
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):

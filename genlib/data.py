@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import io
 import math
 import os
 import re
@@ -107,6 +108,9 @@ class Dataset:
         if self.x_train.ndim < 2 or self.x_test.shape[1:] != self.x_train.shape[1:]:
             raise ValueError(f"dataset '{self.name}': x_train {self.x_train.shape} and x_test "
                              f"{self.x_test.shape} must be (N, *sample_shape) with the same sample_shape")
+        if 0 in self.x_train.shape or 0 in self.x_test.shape:
+            raise DataError(f"dataset '{self.name}': x_train {self.x_train.shape} and x_test {self.x_test.shape} "
+                            "must hold at least one sample each, and every sample dimension must be >= 1")
         for x_key, y_key in (("x_train", "y_train"), ("x_test", "y_test")):
             y = getattr(self, y_key)
             if y is not None and y.shape != (len(getattr(self, x_key)),):
@@ -280,7 +284,11 @@ def _read_idx(path: Path, what: str) -> np.ndarray:
         raise DataError(f"cannot read IDX {what} file '{path}': {exc.strerror}") from None
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+                raw = gz.read(NPZ_MAX_BYTES + 1)  # bounded: a small .gz may inflate to gigabytes
+            if len(raw) > NPZ_MAX_BYTES:
+                raise DataError(f"IDX {what} file '{path}' decompresses to more than the "
+                                f"{NPZ_MAX_BYTES / 2**30:g} GiB limit for data; refused")
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"IDX {what} file '{path}' starts with the gzip magic 1f 8b but does not "
                             f"decompress ({exc}); expected a complete gzip stream") from None
@@ -295,6 +303,8 @@ def _read_idx(path: Path, what: str) -> np.ndarray:
         raise DataError(f"IDX {what} file '{path}' is truncated: expected a {header_bytes}-byte header, "
                         f"found {len(raw)} bytes")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    if 0 in dims:
+        raise DataError(f"IDX {what} file '{path}' has header shape {dims}; expected every dimension >= 1")
     expected, found = math.prod(dims), len(raw) - header_bytes
     if found != expected:
         problem = "is truncated" if found < expected else "has trailing bytes"
@@ -378,11 +388,18 @@ def _npz_samples(path: Path, key: str, x: np.ndarray) -> tuple[str, np.ndarray]:
     else:
         raise DataError(f"'{key}' in npz file '{path}' has shape {x.shape}; expected images (N, H, W) or "
                         "(N, C, H, W), or 2-D points (N, 2)")
+    if 0 in x.shape:
+        raise DataError(f"'{key}' in npz file '{path}' has shape {x.shape}; expected at least one sample and "
+                        "every sample dimension >= 1")
     if kind == "image" and x.dtype == np.uint8:
         return kind, x.astype(np.float32) / 255.0
-    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
-        raise DataError(f"'{key}' in npz file '{path}' is {x.dtype}; expected finite floats"
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"'{key}' in npz file '{path}' is {x.dtype}; expected floats"
                         + (" in [0, 1] or uint8 0..255" if kind == "image" else ""))
+    bad = int(x.size - np.isfinite(x).sum())
+    if bad:
+        raise DataError(f"'{key}' in npz file '{path}' holds {bad} non-finite value{'s' * (bad > 1)} (NaN or "
+                        "infinity); expected finite numbers")
     if kind == "image" and (x.min() < 0 or x.max() > 1):
         raise DataError(f"'{key}' in npz file '{path}' has values in [{x.min():g}, {x.max():g}]; "
                         "expected float images in [0, 1] or uint8 0..255")
@@ -395,16 +412,39 @@ def _npz_labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
+# The most bytes the arrays of one .npz may hold once decompressed. Checked against each member's declared size
+# before anything is read (zipfile refuses a member longer than it declares), so a small compressed file that
+# inflates to many gigabytes is refused at once instead of exhausting memory.
+NPZ_MAX_BYTES = 4 * 2**30
+
+
+def _check_npz_sizes(path: Path, archive: zipfile.ZipFile) -> None:
+    total = sum(info.file_size for info in archive.infolist())
+    if total > NPZ_MAX_BYTES:
+        packed = sum(info.compress_size for info in archive.infolist())
+        raise DataError(f"npz file '{path}' decompresses to {total / 2**30:.2f} GiB ({packed / 2**20:.1f} MiB "
+                        f"compressed), over the {NPZ_MAX_BYTES / 2**30:g} GiB limit for data; refused before reading")
+
+
 @FILE_FORMATS.register("npz")
 def _load_npz(cfg: DataConfig, path: Path) -> Dataset:
     """NumPy .npz with 'x' [+ 'y'] (split by test_fraction) or 'x_train'/'x_test' [+ labels]."""
     if not path.is_file():
         raise DataError(f"npz file '{path}' does not exist")
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"cannot read npz file '{path}': {exc.strerror or exc}") from None
+    if magic == b"\x93NUMPY":
+        raise DataError(f"'{path}' holds a single .npy array; expected an .npz archive with {_NPZ_EXPECTED}")
+    if not magic.startswith(b"PK"):
+        raise DataError(f"'{path}' is not an .npz archive (a zip file starting 'PK'; it starts with {magic!r}); "
+                        f"expected numpy.savez output with {_NPZ_EXPECTED}")
+    try:
         npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise DataError(f"'{path}' holds a single .npy array; expected an .npz archive with {_NPZ_EXPECTED}")
         with npz:
+            _check_npz_sizes(path, npz.zip)
             arrays = {key: npz[key] for key in npz.files}
     except DataError:
         raise

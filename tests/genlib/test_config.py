@@ -229,3 +229,26 @@ def test_example_config_yaml_round_trip(path, tmp_path):
     assert dump_yaml(again) == text  # the resolved form is a fixed point
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 1  # type: ignore[misc]
+
+
+def test_a_yaml_alias_bomb_is_refused_fast_and_small(tmp_path):
+    import time
+    import tracemalloc
+
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):  # 9 levels of 9: 9^9 = 387 million items once expanded
+        lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"^config file '.*bomb.yaml': the YAML expands to more than 1,000,000 "
+                                          r"values through its aliases"):
+        read_yaml(path)
+    elapsed = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 2 and peak < 200e6, (elapsed, peak)
+    shared = "base: &b {lr: 0.001, steps: 10}\none: *b\ntwo: {<<: *b, steps: 20}\n"  # ordinary anchors still work
+    (tmp_path / "ok.yaml").write_text(shared)
+    assert read_yaml(tmp_path / "ok.yaml")["two"] == {"lr": 0.001, "steps": 20}

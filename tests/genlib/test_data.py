@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from genlib import data
-from genlib.config import ConfigError, from_dict
+from genlib.config import ConfigError, from_dict, to_dict
 from genlib.data import (DATASETS, DataConfig, DataError, Dataset, describe_datasets, from_symmetric,
                          load_dataset, to_symmetric)
 from genlib.registry import UnknownNameError
@@ -297,6 +297,77 @@ def test_npz_never_unpickles(tmp_path):
     np.savez(path, x=np.array([{"a": 1}, None], dtype=object))
     with pytest.raises(DataError, match="objects.npz"):
         load_dataset(f"npz:{path}")
+
+
+def test_npz_decompression_bomb_is_refused_before_reading(tmp_path, monkeypatch):
+    import genlib.data as data_module
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, x=np.zeros((2000, 1, 64, 64), dtype=np.float32))  # 33 MB of zeros in ~30 kB
+    assert path.stat().st_size < 200_000
+    monkeypatch.setattr(data_module, "NPZ_MAX_BYTES", 8 * 2**20)
+    reads = []
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: reads.append(key))
+    with pytest.raises(DataError, match=r"^npz file '.*bomb.npz' decompresses to 0.03 GiB \(0.0 MiB compressed\), "
+                                        r"over the 0.0078125 GiB limit for data; refused before reading$"):
+        load_dataset(f"npz:{path}")
+    assert reads == []  # no member was read
+
+
+def test_idx_gzip_bomb_is_refused(tmp_path, monkeypatch):
+    import genlib.data as data_module
+
+    path = _write_idx(tmp_path / "images-idx3-ubyte.gz", 0x803, np.zeros((4000, 32, 32)), compress=True)
+    monkeypatch.setattr(data_module, "NPZ_MAX_BYTES", 2**20)
+    with pytest.raises(DataError, match="decompresses to more than the .* limit for data"):
+        load_dataset(f"idx:{path}")
+
+
+@pytest.mark.parametrize("shape", [(100, 0, 8), (0, 8, 8), (100, 8, 0)])
+def test_zero_size_dimensions_are_refused(tmp_path, shape):
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.zeros(shape, dtype=np.float32))
+    with pytest.raises(DataError, match=rf"'x' in npz file '.*empty.npz' has shape \({shape[0]}, 1, "
+                                        rf"{shape[1]}, {shape[2]}\); expected at least one sample"):
+        load_dataset(f"npz:{path}")
+    idx = tmp_path / "images-idx3-ubyte"
+    idx.write_bytes(_idx_bytes(0x803, np.zeros(shape, dtype=np.uint8)))
+    with pytest.raises(DataError, match=rf"has header shape \({', '.join(map(str, shape))}\); expected every "
+                                        "dimension >= 1"):
+        load_dataset(f"idx:{idx}")
+
+
+def test_npz_messages_say_what_is_wrong(tmp_path):
+    text = tmp_path / "notes.npz"
+    text.write_text("x,y\n1,2\n")
+    with pytest.raises(DataError, match=r"is not an .npz archive \(a zip file starting 'PK'; it starts with b'x,y"):
+        load_dataset(f"npz:{text}")
+    nan = tmp_path / "nan.npz"
+    x = np.zeros((10, 2), dtype=np.float32)
+    x[3, 1] = np.nan
+    np.savez(nan, x=x)
+    with pytest.raises(DataError, match=r"'x' in npz file '.*nan.npz' holds 1 non-finite value \(NaN or infinity\)"):
+        load_dataset(f"npz:{nan}")
+
+
+def test_fingerprint_follows_content_not_path_or_mtime(tmp_path):
+    import os
+
+    from genlib.data import DataConfig, data_fingerprint
+
+    path = tmp_path / "points.npz"
+    np.savez(path, x=np.zeros((20, 2)))
+    cfg = DataConfig(name=f"npz:{path}").resolved()
+    assert cfg.fingerprint.startswith("sha256:") and cfg.fingerprint == data_fingerprint(cfg.name)
+    os.utime(path, (1, 1))  # touched, same bytes: same fingerprint, so results are reused
+    assert data_fingerprint(cfg.name) == cfg.fingerprint
+    assert len(load_dataset(cfg).x_train) == 10
+    np.savez(path, x=np.ones((20, 2)))
+    assert data_fingerprint(cfg.name) != cfg.fingerprint
+    with pytest.raises(DataError, match=r"data 'npz:.*points.npz' changed since this run was configured"):
+        load_dataset(cfg)
+    assert DataConfig(name="digits").resolved() == DataConfig(name="digits")
+    assert "fingerprint" not in to_dict(DataConfig(name="digits"))  # registered data: keys unchanged
 
 
 def test_cache_reloads_a_rewritten_file(tmp_path):
