@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,10 @@ RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.init)
 # The evaluation config of a cell is genlib's EvaluationConfig (SampleConfig + n + metrics), flat in YAML.
 EVAL_FIELDS = EvaluationConfig.FLAT_FIELDS
 DEFAULT_EVAL_N = EvaluationConfig().n
+# The most evaluation cells (axis values x seeds, summed over blocks) one grid may plan. Planning costs a few
+# milliseconds a cell; the limit is checked before any cell is expanded, so a mistyped million-value axis is
+# refused at once (ablations/README.md).
+MAX_GRID_CELLS = 20_000
 
 
 class GridError(ConfigError):
@@ -171,14 +176,58 @@ def _check_keys(data: dict, allowed: tuple[str, ...], where: str) -> None:
                             f"(valid keys: {', '.join(allowed)})")
 
 
+def _value_id(value: Any) -> Any:
+    """A hashable stand-in equal for values that records.same_value calls equal (true is not 1, 64 is 64.0)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("num", float(value))
+    try:
+        hash(value)
+        return ("value", value)
+    except TypeError:
+        return ("json", json.dumps(value, sort_keys=True, default=repr))
+
+
 def _values(value: Any, where: str, *, unique: bool = True) -> list:
     if not isinstance(value, list) or not value:
         raise GridError(f"{where} must be a non-empty list of values, got {value!r}")
+    if len(value) > MAX_GRID_CELLS:
+        raise GridError(f"{where} lists {len(value):,} values, more than the {MAX_GRID_CELLS:,} cells a grid may "
+                        "plan; split it into several studies")
     if unique:
-        for i, v in enumerate(value):
-            if any(same_value(v, w) for w in value[:i]):
+        seen: set = set()
+        for v in value:  # linear: a set of stand-ins, not every earlier value
+            key = _value_id(v)
+            if key in seen:
                 raise GridError(f"{where} lists the value {v!r} twice; each value of an axis must appear once")
+            seen.add(key)
     return list(value)
+
+
+def _check_study_name(name: str, where: str) -> str:
+    """A study name goes into file names, report anchors and one-line status rows: no control characters,
+    and no '.' or '..' path part."""
+    bad = next((c for c in name if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise GridError(f"{where}: study name {name!r} contains the control character {bad!r}; use letters, "
+                        "digits, '-' and '_'")
+    if any(part in (".", "..") for part in name.replace("\\", "/").split("/")) or not name.strip():
+        raise GridError(f"{where}: study name {name!r} is empty or has a '.' or '..' part; use letters, digits, "
+                        "'-' and '_'")
+    return name
+
+
+def _check_grid_size(blocks: tuple[Block, ...], seeds: tuple[int, ...], where: str) -> None:
+    """Refuse, before expanding anything, a grid of more than MAX_GRID_CELLS evaluation cells."""
+    total = 0
+    for b in blocks:
+        per_block = math.prod([len(v) for v in b.axes.values()] + [len(next(iter(g.values()))) for g in b.zip]
+                              + [len(o) for o in b.variants.values()])
+        total += per_block * max(1, len(seeds))
+    if total > MAX_GRID_CELLS:
+        raise GridError(f"{where} expands to {total:,} evaluation cells, more than the {MAX_GRID_CELLS:,} a grid may "
+                        "plan; split it into several studies or shorten its axes")
 
 
 def _overrides(value: Any, where: str) -> dict[str, Any]:
@@ -681,6 +730,8 @@ def parse_grid(data: dict, *, profile: str | None = None, path: Path | None = No
     name = study or data.get("study") or (path.stem if path else None)
     if not name or not isinstance(name, str):
         raise GridError(f"{where}: needs a 'study' name (or a file to take the name from)")
+    _check_study_name(name, where)
+    _check_grid_size(blocks, seeds, where)
     spec = GridSpec(study=name, path=path, profile=profile, base=base, eval=eval_cfg, blocks=blocks, seeds=seeds,
                     floor=floor, profiles=tuple(profiles), timing=timing,
                     description=str(prof.get("description") or data.get("description") or ""))

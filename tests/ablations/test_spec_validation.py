@@ -129,3 +129,36 @@ def test_zero_workers_or_threads_is_a_usage_error(argv, option, tmp_path, monkey
     assert exc.value.code == 2
     assert f"argument {option}: must be an integer >= 1, got {argv[-1]}" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()
+
+
+# -- sizes and names -----------------------------------------------------------------------------------
+def test_a_million_value_axis_is_refused_at_once(tiny):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(GridError, match=r"^grid: 'axes'.eval.n lists 1,000,000 values, more than the 20,000 cells"):
+        parse_grid({**tiny, "axes": {"eval.n": list(range(100, 1_000_100))}})
+    assert time.perf_counter() - start < 10
+
+
+def test_checking_an_axis_for_repeats_is_linear(tiny):
+    import time
+
+    start = time.perf_counter()
+    spec = parse_grid({**tiny, "axes": {"eval.n": list(range(100, 10_100)), "train.lr": [0.001]}, "seeds": [0]})
+    assert time.perf_counter() - start < 2 and len(spec.blocks[0].axes["eval.n"]) == 10_000
+    with pytest.raises(GridError, match="lists the value 1.0 twice"):  # 1 and 1.0 are one value; true is not 1
+        parse_grid({**tiny, "axes": {"train.lr": [True, 1, 2, 1.0]}})
+
+
+def test_axes_whose_product_is_too_large_are_refused_before_expanding(tiny):
+    grid = {**tiny, "axes": {"eval.n": list(range(100, 300)), "train.lr": [i / 1000 for i in range(1, 201)]}}
+    with pytest.raises(GridError, match=r"expands to 80,000 evaluation cells, more than the 20,000 a grid may plan"):
+        parse_grid(grid)
+
+
+@pytest.mark.parametrize("name", ["..", "a/../b", ".", "two\nlines", "tab\there", "  "])
+def test_study_names_with_control_characters_or_dot_parts_are_refused(tiny, name):
+    with pytest.raises(GridError, match=r"^grid: study name .* (contains the control character|is empty or has "
+                                        r"a '\.' or '\.\.' part)"):
+        parse_grid({**tiny, "study": name})
