@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from genlib.cli import UserError, check_store_writable, check_writable, existing_path, int_list, str_list
+from genlib.precisions import PRECISIONS
+from genlib.registry import suggest
 
 # The parts of the shipped families (each family declares its own: genlib.models), spelled out for --help so
 # that building the parser does not import torch and onnx (a test keeps the two equal).
@@ -24,10 +26,15 @@ EXPORT_EPILOG = """examples:
   genbench export --run runs/ddpm --part sampler --sampler ddpm --steps 100 --out ddpm100.onnx
   genbench export --run runs/vae --part sampler --passes 2 --out vae_refine2.onnx
   genbench export --run runs/ddpm --part denoiser --fp16 --out eps_fp16.onnx      # float16 for GPUs
+  genbench export --run runs/ddpm --part sampler --sampler dpm_solver_2m --steps 10 --out dpm10.onnx
+  genbench export --run runs/ddpm --part sampler --precision int8_static --out s_int8.onnx   # calibrated on
+                                                                  # the step's inputs at each of its steps
 
 Every export is checked against torch at two batch sizes (a sampler against the torch sampler on
 the same noise, plus a sample metric). The verdict, exporter, opset, node count, file size and
-export time go to FILE.onnx.json. An export over tolerance is written but marked invalid (exit 1).
+export time go to FILE.onnx.json. An fp32 export over tolerance is written but marked invalid (exit 1); a
+lower precision (fp16, int8_dynamic, int8_static) is measured, not gated: its error against torch, the
+conversion and its calibration (source, size, method) are recorded in the sidecar.
 Sampler graphs take the noise as inputs: x_T (B, ...) and, for stochastic samplers, noise (S, B, ...);
 they return x0 (model space, as genlib's samplers) and x (data space).
 """
@@ -37,6 +44,7 @@ BENCH_EPILOG = """examples:
   genbench bench --run runs/vae --batch 1,256 --threads 1 --store results.db
   genbench bench --run runs/ddpm --parts sampler --steps 50 --batch 1 --backends torch_loop,ort_step_loop,ort_graph
   genbench bench --onnx ddim50.onnx --providers cuda               # on a GPU machine: IO binding, device time only
+  genbench bench --run runs/ddpm --parts sampler --precisions fp32,int8_dynamic,int8_static --batch 1,256
 
 Backends (compared in one process, p50 latency with speed-ups over the torch baseline):
   parts:    torch (eager), torch_compile, ort (each provider)
@@ -60,6 +68,15 @@ def _common_export_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--graph", choices=["auto", "unrolled", "loop"], default="auto",
                    help="loop: ONNX Loop, size constant in S; unrolled: faster (t-only work is constant-folded); "
                         "auto: unrolled up to 256 steps")
+    q = p.add_argument_group("int8 (--precision int8_dynamic / int8_static)")
+    q.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile"], default="minmax",
+                   help="int8_static: how activation ranges are set from the calibration data (default minmax)")
+    q.add_argument("--calibration-size", type=int, default=64, metavar="N",
+                   help="int8_static: calibration samples (a sampler: N trajectories, the step's inputs at each of "
+                        "its own steps; a denoiser: N draws of q(x_t | x0) over all t; a decoder: N prior draws)")
+    q.add_argument("--per-channel", action="store_true", help="int8: one weight scale per output channel")
+    q.add_argument("--reduce-range", action="store_true",
+                   help="int8: 7-bit weights (for CPUs without VNNI, where 8-bit products can saturate)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18)")
     p.add_argument("--parity-batches", type=int_list, default=[1, 64], metavar="B1,B2",
                    help="batch sizes of the parity check (default 1,64)")
@@ -67,6 +84,38 @@ def _common_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtol", type=float, default=None, help="parity tolerance override (relative to max |torch|)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",
                    help="device for the torch side (export and reference); default cpu")
+
+
+PRECISION_CHOICES = PRECISIONS
+
+
+def _checked_precisions(names: list[str], flag: str) -> tuple[str, ...]:
+    """Known precisions the installed ONNX Runtime can produce, refused in one line before any export."""
+    from bench.precision import PrecisionError, check_available
+
+    for name in names:
+        if name not in PRECISION_CHOICES:
+            raise UserError(f"{flag}: unknown precision '{name}'{suggest(name, list(PRECISION_CHOICES))} "
+                            f"(expected one of: {', '.join(PRECISION_CHOICES)})")
+        try:
+            check_available(name)
+        except PrecisionError as exc:
+            raise UserError(f"{flag}: {exc}") from None
+    if len(set(names)) != len(names):
+        raise UserError(f"{flag}: repeated values in {','.join(names)}")
+    return tuple(names)
+
+
+def _precision(args: argparse.Namespace) -> str:
+    if args.fp16 and args.precision not in (None, "fp16"):
+        raise UserError(f"--fp16 contradicts --precision {args.precision}")
+    return _checked_precisions([args.precision or ("fp16" if args.fp16 else "fp32")], "--precision")[0]
+
+
+def _precisions(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.precisions and args.fp16:
+        raise UserError("give --precisions or --fp16, not both")
+    return _checked_precisions(list(args.precisions or (["fp32", "fp16"] if args.fp16 else ["fp32"])), "--precisions")
 
 
 def _export_config(args: argparse.Namespace, part: str, precision: str):
@@ -78,7 +127,9 @@ def _export_config(args: argparse.Namespace, part: str, precision: str):
         sample = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, variance=args.variance,
                               passes=args.passes, reencode=args.reencode)
         return ExportConfig(part=part, sample=sample, graph=args.graph, precision=precision, opset=args.opset,
-                            parity_batches=tuple(args.parity_batches), atol=args.atol, rtol=args.rtol)
+                            parity_batches=tuple(args.parity_batches), atol=args.atol, rtol=args.rtol,
+                            calibration_method=args.calibration_method, calibration_size=args.calibration_size,
+                            per_channel=args.per_channel, reduce_range=args.reduce_range)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -106,7 +157,12 @@ def add_export_parser(subparsers) -> None:
                    help="a part the run's family declares; shipped: "
                         + "; ".join(f"{n}: {what}" for n, what in EXPORT_PARTS.items()))
     p.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="where to write the graph")
-    p.add_argument("--fp16", action="store_true", help="float16 network (float32 inputs/outputs), for GPUs")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
+                   help="fp32 (default); fp16 (network in half, float32 inputs/outputs); int8_dynamic (int8 weights, "
+                        "activations quantized at run time); int8_static (QDQ int8 weights and activations, "
+                        "calibrated on the sampler's own steps). Lower precisions are measured against torch, "
+                        "never refused for their error")
+    p.add_argument("--fp16", action="store_true", help="shorthand for --precision fp16")
     p.add_argument("--store", type=Path, default=None, metavar="DB", help="also record the export in this results store")
     _common_export_args(p)
     p.set_defaults(func=run_export)
@@ -122,7 +178,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.store is not None:
         check_store_writable(args.store)
     run = _load_run(args.run, args.device)
-    cfg = _export_config(args, args.part, "fp16" if args.fp16 else "fp32")
+    cfg = _export_config(args, args.part, _precision(args))
     result = export_part(run, cfg, args.out)
     info = result.info
     print(f"wrote {result.path} ({info['file_size_bytes'] / 1024:.1f} KiB, {info['node_count']} nodes, opset "
@@ -130,13 +186,22 @@ def run_export(args: argparse.Namespace) -> int:
     if result.step_model is not None:
         print(f"wrote {result.path.with_name(result.path.stem + '.step.onnx')} (the single step, for per-step loops)")
     p = result.parity
-    status = "valid" if p.valid else "INVALID"
-    print(f"parity {status} on {p.provider}: max abs error {p.max_abs_err:.3g} (tolerance {p.tolerance:.3g}) at "
-          f"batches {', '.join(str(b) for b in cfg.parity_batches)}")
+    batches = ', '.join(str(b) for b in cfg.parity_batches)
+    if p.gated:
+        status = "valid" if p.valid else "INVALID"
+        print(f"parity {status} on {p.provider}: max abs error {p.max_abs_err:.3g} (tolerance {p.tolerance:.3g}) at "
+              f"batches {batches}")
+    else:
+        print(f"{cfg.precision} measured against torch fp32 on {p.provider} (not gated): max abs error "
+              f"{p.max_abs_err:.3g} at batches {batches}")
+        cal = (info.get("precision_facts") or {}).get("calibration")
+        if cal:
+            print(f"calibration: {cal['size']} samples, {cal['method']}, {cal['runs']} runs: {cal['source']}")
     if p.metric and p.metric.get("onnx") is not None:
         m = p.metric
+        verdict = ('agree' if m['agree'] else 'DISAGREE') if p.gated else 'measured'
         print(f"sample metric {m['name']}: onnx {m['onnx']:.5g} vs torch {m['torch']:.5g} "
-              f"({'agree' if m['agree'] else 'DISAGREE'}, tolerance {m['tolerance']:.2g})")
+              f"({verdict}, tolerance {m['tolerance']:.2g})")
     if args.store is not None:
         from genlib.store import ResultsStore
 
@@ -171,7 +236,9 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--parts", type=str_list, default=None, metavar="NAMES",
                    help="parts of the run to time (default: the family's own, e.g. vae decoder,encoder,sampler; "
                         "ddpm denoiser,sampler; denoiser_chain chain,sampler; ae decoder,encoder)")
-    p.add_argument("--fp16", action="store_true", help="also time float16 exports")
+    p.add_argument("--precisions", type=str_list, default=None, metavar="fp32,int8_static",
+                   help=f"export and time each of these precisions (of: {', '.join(PRECISION_CHOICES)}); default fp32")
+    p.add_argument("--fp16", action="store_true", help="shorthand for --precisions fp32,fp16")
     p.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
                    help="where exports go (default RUN/onnx); matching exports are reused")
     p.add_argument("--store", type=Path, default=None, metavar="DB", help="record results in this results store")
@@ -202,6 +269,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     resolve_providers(list(cfg.providers) if cfg.providers else None)  # fail before any export
+    precisions = _precisions(args)
     if args.out_dir is not None:
         check_writable(args.out_dir, "--out-dir", directory=True)
     if args.csv is not None:
@@ -214,8 +282,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         run = _load_run(args.run, args.device)
         base = _export_config(args, "decoder", "fp32")
         out_dir = args.out_dir or (Path(args.run) / "onnx")
-        targets = targets_for_run(run, args.parts, base, out_dir,
-                                  precisions=("fp32", "fp16") if args.fp16 else ("fp32",))
+        targets = targets_for_run(run, args.parts, base, out_dir, precisions=precisions)
         for t in targets:
             s = t.info.sidecar or {}
             par = s.get("parity") or {}

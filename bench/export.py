@@ -31,7 +31,7 @@ from genlib.models import module_device
 from genlib.provenance import provenance
 from genlib.train import LoadedRun
 
-from bench import onnx_graph
+from bench import onnx_graph, precision
 from bench.onnx_files import (SIDECAR_FORMAT, SIDECAR_VERSION, ExportInfo, export_info, io_spec, read_export,
                               sidecar_path)
 from bench.parity import ParityResult, check_parity, unchecked
@@ -99,6 +99,37 @@ def _rename_batch_dim(model: onnx.ModelProto, batch_axis: dict[str, int]) -> Non
             dims[axis].dim_param = "batch"
 
 
+def network_nodes(model: onnx.ModelProto) -> set[str]:
+    """Names of the exported module's nodes inside its network (what fp16 converts; the rest stays float32)."""
+    blocked = set(onnx_graph.fp16_blocked_nodes(model))
+    return {n.name for n in model.graph.node if n.name not in blocked}
+
+
+def _convert(part: PartGraph, cfg: ExportConfig, model: onnx.ModelProto, network: set[str]
+             ) -> tuple[onnx.ModelProto, dict]:
+    """The graph at cfg.precision, with the facts of the conversion. fp16 keeps every node outside the network
+    in float32 (a composed sampler's nodes are named '<step>/<node>'); int8_static calibrates on
+    `part.calibration` (cfg.calibration_size samples, seeded)."""
+    facts: dict = {}
+
+    def calibration() -> list[dict]:
+        runs = part.calibration(cfg.calibration_size, torch.Generator().manual_seed(cfg.seed + 104729))
+        names = {v.name for v in model.graph.input}
+        facts["calibration"] = {"source": part.calibration_source, "size": cfg.calibration_size,
+                                "method": cfg.calibration_method, "runs": len(runs), "seed": cfg.seed + 104729}
+        return [{k: v.detach().cpu().numpy() for k, v in r.items() if k in names} for r in runs]
+
+    keep = [n.name for n in model.graph.node if n.name.split("/", 1)[-1] not in network] if cfg.precision == "fp16" else ()
+    try:
+        converted, done = precision.convert(model, cfg.precision, keep_fp32_nodes=keep,
+                                            calibration=calibration if part.calibration is not None else None,
+                                            calibration_method=cfg.calibration_method, per_channel=cfg.per_channel,
+                                            reduce_range=cfg.reduce_range)
+    except precision.PrecisionError as exc:
+        raise ExportError(str(exc)) from None
+    return converted, {**done, **facts}
+
+
 def export_key(run: LoadedRun, cfg: ExportConfig) -> str:
     """Hash of (the run's key, the resolved export config): equal keys mean the same graph."""
     return config_hash({"run_key": run.config.run_key, "export": to_dict(cfg)})
@@ -121,14 +152,20 @@ def export_part(run: LoadedRun, cfg: ExportConfig, out: str | Path, *, check: bo
     start = time.perf_counter()
     exported = torch_export_onnx(part.module, part.example, part.input_names, part.output_names,
                                  part.dynamic_shapes, cfg.opset)
-    if cfg.precision == "fp16":
-        exported = onnx_graph.to_float16(exported)
+    network = network_nodes(exported)
+    precision_facts: dict = {}
+    if cfg.precision.startswith("int8"):
+        # a sampler's single step is quantized (its weights once; calibrated on its inputs at each of the
+        # sampler's steps), then composed: the quantizer rewrites weights per node, which shared weights forbid
+        exported, precision_facts = _convert(part, cfg, exported, network)
     step_model = None
     if part.compose is not None:
-        step_model = exported
+        step_model = exported if cfg.precision != "fp16" else None
         model = part.compose(exported)
     else:
         model = exported
+    if cfg.precision == "fp16":  # converted whole: the composed graph's casts stay at its inputs and outputs
+        model, precision_facts = _convert(part, cfg, model, network)
     _rename_batch_dim(model, BATCH_AXIS)
     meta = {"genbench.part": cfg.part, "genbench.run_key": run.config.run_key,
             "genbench.export_key": export_key(run, cfg), "genbench.export_config": json.dumps(to_dict(cfg)),
@@ -151,7 +188,8 @@ def export_part(run: LoadedRun, cfg: ExportConfig, out: str | Path, *, check: bo
         "run": {"run_dir": str(run.run_dir), "run_key": run.config.run_key, "family": run.config.model.family,
                 "config": to_dict(run.config), "sample_shape": list(run.model.sample_shape), "kind": run.model.kind},
         "exporter": EXPORTER, "torch_version": torch.__version__, "opset": cfg.opset,
-        "precision": cfg.precision, "node_count": onnx_graph.count_nodes(model.graph),
+        "precision": cfg.precision, "precision_facts": precision_facts,
+        "node_count": onnx_graph.count_nodes(model.graph),
         "top_level_node_count": len(model.graph.node), "file_size_bytes": len(data),
         "export_time_s": export_s, "inputs": _batchify(io_spec(model.graph.input), BATCH_AXIS),
         "outputs": _batchify(io_spec(model.graph.output), BATCH_AXIS),

@@ -17,6 +17,7 @@ import torch
 from genlib import records
 from genlib.config import ConfigError
 from genlib.models import SampleConfig
+from genlib.precisions import CALIBRATION_METHODS
 from genlib.samplers import draw_inputs
 from genlib.registry import UnknownNameError
 from genlib.store import Metric
@@ -30,7 +31,8 @@ from bench.runtime import PROVIDER_NAMES, SessionConfig, make_session
 from bench.suite import BenchConfig, BenchRow, run_benchmarks
 from bench.timing import TimingConfig
 
-TIMING_KEYS = ("backends", "providers", "batches", "threads", "target_s", "min_rounds", "warmup_rounds")
+TIMING_KEYS = ("backends", "providers", "batches", "threads", "target_s", "min_rounds", "warmup_rounds",
+               "calibration_method", "calibration_size", "per_channel")
 GENERATE_BATCH = 4096  # genlib.train.generate's batch: draws in chunks of this size, as the torch path does
 
 
@@ -67,6 +69,10 @@ class TimingSettings:
     target_s: float = 0.2
     min_rounds: int = 5
     warmup_rounds: int = 2
+    # cells at precision int8_*: how their graph is quantized (bench.parts.ExportConfig's settings)
+    calibration_method: str = "minmax"
+    calibration_size: int = 64
+    per_channel: bool = False
 
     def __post_init__(self) -> None:
         for name in self.backends:
@@ -94,6 +100,12 @@ class TimingSettings:
             self.timing_config()
         except ValueError as exc:
             raise TimingSettingsError(str(exc)) from None
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise TimingSettingsError(f"calibration_method: unknown '{self.calibration_method}' (expected one of: "
+                                      f"{', '.join(CALIBRATION_METHODS)})")
+        if isinstance(self.calibration_size, bool) or not isinstance(self.calibration_size, int) \
+                or self.calibration_size < 1:
+            raise TimingSettingsError(f"calibration_size: needs an integer >= 1, got {self.calibration_size!r}")
 
     def timing_config(self) -> TimingConfig:
         return TimingConfig(warmup_rounds=self.warmup_rounds, min_rounds=self.min_rounds, target_s=self.target_s,
@@ -117,7 +129,7 @@ class TimingSettings:
             if key in data:
                 value = data[key]
                 kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        for key in ("target_s", "min_rounds", "warmup_rounds"):
+        for key in ("target_s", "min_rounds", "warmup_rounds", "calibration_method", "calibration_size", "per_channel"):
             if key in data:
                 kwargs[key] = data[key]
         try:
@@ -128,9 +140,19 @@ class TimingSettings:
             raise TimingSettingsError(f"{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backends": list(self.backends), "providers": list(self.providers), "batches": list(self.batches),
-                "threads": list(self.threads), "target_s": self.target_s, "min_rounds": self.min_rounds,
-                "warmup_rounds": self.warmup_rounds}
+        out = {"backends": list(self.backends), "providers": list(self.providers), "batches": list(self.batches),
+               "threads": list(self.threads), "target_s": self.target_s, "min_rounds": self.min_rounds,
+               "warmup_rounds": self.warmup_rounds}
+        quant = {"calibration_method": self.calibration_method, "calibration_size": self.calibration_size,
+                 "per_channel": self.per_channel}
+        defaults = {"calibration_method": "minmax", "calibration_size": 64, "per_channel": False}
+        out.update({k: v for k, v in quant.items() if v != defaults[k]})  # defaults left out: keys stay as before
+        return out
+
+    def export_settings(self, precision: str) -> dict[str, Any]:
+        """The ExportConfig fields of a cell at `precision`."""
+        return {"precision": precision, "calibration_method": self.calibration_method,
+                "calibration_size": self.calibration_size, "per_channel": self.per_channel}
 
 
 @dataclass
@@ -157,13 +179,15 @@ class TimedEval:
 
 
 # -- the cell's sampler as an export ------------------------------------------------------------------------
-def export_config_for(run: LoadedRun, sample_cfg: SampleConfig) -> ExportConfig:
+def export_config_for(run: LoadedRun, sample_cfg: SampleConfig, **export: Any) -> ExportConfig:
     """The ExportConfig of the very sampler `sample_cfg` runs on this checkpoint: its sampler name ('auto'
     resolved as genlib does), S (None = T, as genlib samples; never the export's own default), eta,
-    variance, clip rule and box, refinement passes. Resolved (graph form, box) as `export_part` records it."""
+    variance, clip rule and box, refinement passes. Resolved (graph form, box) as `export_part` records it.
+    export: further ExportConfig fields (precision and its calibration)."""
     spec = run.model.resolve_sampler(sample_cfg)
     steps = spec.steps(run.config.model, sample_cfg) if "steps" in spec.settings else None
-    return resolve_sampler(run, ExportConfig(part="sampler", sample=replace(sample_cfg, sampler=spec.name, steps=steps)))
+    return resolve_sampler(run, ExportConfig(part="sampler", sample=replace(sample_cfg, sampler=spec.name, steps=steps),
+                                             **export))
 
 
 def _parity_result(side: Mapping[str, Any]) -> ParityResult:
@@ -194,8 +218,18 @@ def make_draw(run: LoadedRun, cfg: ExportConfig, path: Path, provider: str, thre
 
     default_seed = seed
 
+    last: dict = {}
+
     def draw(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> np.ndarray:
         seed = default_seed if seed is None else seed
+        if generator is None and last.get("key") == (n, int(seed)):
+            return last["samples"].copy()  # the same draw again (fidelity, then quality): computed once
+        samples = _draw(n, seed, generator)
+        if generator is None:
+            last.update(key=(n, int(seed)), samples=samples)
+        return samples.copy()
+
+    def _draw(n: int, seed: int, generator: torch.Generator | None) -> np.ndarray:
         gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
         chunks = []
         for i in range(0, n, GENERATE_BATCH):
@@ -236,16 +270,20 @@ def timing_metrics(rows: list[BenchRow], key: str, exported: bool) -> list[Metri
 
 # -- the cell --------------------------------------------------------------------------------------------------
 def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: TimingSettings | Mapping[str, Any], *,
-                   exports_dir: str | Path, seed: int = 0) -> TimedEval:
+                   exports_dir: str | Path, seed: int = 0, precision: str = "fp32", n: int | None = None) -> TimedEval:
     """Export, check, time and wrap the sampler of one evaluation cell.
 
     sample_cfg: the cell's SampleConfig with its clip box resolved (genlib.samplers.resolve_x0_clip), so the
     export is the sampler the cell evaluates. timing: TimingSettings or its dict (a grid cell's eval.timing).
     exports_dir: the export cache folder. seed: the default seed of `draw`. Backends that run ONNX are timed
-    only where the export passed parity; the torch sampler always is."""
+    only where the export passed parity; the torch sampler always is. precision: the graph's (genlib.precisions);
+    below fp32 the cell also measures, against the fp32 graph of the same sampler (exported or cached): the
+    fidelity of n samples drawn from identical noise (per-sample L2 distance, mean and max) and the speed-up of
+    `ort_graph` over fp32 timed back to back in this process; and for every precision the graph's size and its
+    cold start (session creation plus a first call at batch 1)."""
     settings = timing if isinstance(timing, TimingSettings) else TimingSettings.from_dict(timing)
     exports_dir = Path(exports_dir)
-    cfg = export_config_for(loaded_run, sample_cfg)
+    cfg = export_config_for(loaded_run, sample_cfg, **settings.export_settings(precision))
     cached = cached_export(loaded_run, cfg, exports_dir)
     path, info, fresh = cached.path, cached.info, cached.fresh
     exports = int(fresh)
@@ -273,9 +311,63 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     if parity.get("valid"):
         draw, provider = make_draw(loaded_run, cfg, path, settings.providers[0], torch.get_num_threads(), seed)
     drawn_by = f"ort_graph/{provider}" if provider else f"torch_loop/torch:{loaded_run.model.device.type}"
+    extra = {"precision": cfg.precision, "export_key": key}
+    metrics.append(records.metric("eval", "model_size_bytes", float(path.stat().st_size), split="export", extra=extra))
+    cold_ms, cold_provider = cold_start_ms(path, target, settings.providers[0])
+    metrics.append(records.metric("eval", "cold_start_ms", cold_ms, split=timing_split("ort_graph", cold_provider, 1, 1),
+                                  extra=extra))
+    if draw is not None and n is not None:
+        fp32_cfg = replace(cfg, precision="fp32")
+        fp32 = cached if cfg.precision == "fp32" else cached_export(loaded_run, fp32_cfg, exports_dir)
+        exports += int(fp32.fresh and fp32 is not cached)
+        ref_draw, _ = make_draw(loaded_run, fp32_cfg, fp32.path, settings.providers[0], torch.get_num_threads(), seed)
+        metrics += fidelity_metrics(draw(n, seed), ref_draw(n, seed), {**extra, "reference_export_key":
+                                                                       (fp32.info.sidecar or {}).get("export_key")})
+        if cfg.precision != "fp32":
+            metrics += speedup_metrics(loaded_run, cached, fp32, settings, extra)
     return TimedEval(metrics=metrics, parity=parity, export_key=key, export_path=path, exports=exports,
                      device=device if provider is None else _ort_device(provider, device), provider=provider,
                      draw=draw, drawn_by=drawn_by, rows=rows)
+
+
+def fidelity_metrics(samples: np.ndarray, reference: np.ndarray, extra: dict) -> list[Metric]:
+    """Fidelity to fp32 from identical noise: per-sample L2 distance (data space) between this graph's samples and
+    the fp32 graph's, its mean and max over the n samples (exactly 0 for the fp32 graph itself)."""
+    dist = np.sqrt(((samples.reshape(len(samples), -1).astype(np.float64)
+                     - reference.reshape(len(reference), -1).astype(np.float64)) ** 2).sum(axis=1))
+    extra = {**extra, "n": int(len(dist))}
+    return [records.metric("eval", "fidelity_l2_mean", float(dist.mean()), split="fidelity", extra=extra),
+            records.metric("eval", "fidelity_l2_max", float(dist.max()), split="fidelity", extra=extra)]
+
+
+def speedup_metrics(run: LoadedRun, cached: CachedExport, fp32: CachedExport, settings: TimingSettings,
+                    extra: dict) -> list[Metric]:
+    """The speed-up of this graph over the fp32 graph (p50 ratio, fp32 / this), both timed with `ort_graph` back
+    to back in this process at each provider, batch and threads: never assumed, and < 1 where slower."""
+    cfg = replace(settings.bench_config(), backends=("ort_graph",))
+    mine = {(r.provider, r.batch, r.threads): r for r in run_benchmarks([_target(run, cached)], cfg, progress=False)}
+    base = run_benchmarks([_target(run, fp32)], cfg, progress=False)
+    out = []
+    for r in base:
+        other = mine.get((r.provider, r.batch, r.threads))
+        if r.timing is None or other is None or other.timing is None:
+            continue
+        split = timing_split("ort_graph", r.provider, r.batch, r.threads)
+        out.append(records.metric("eval", "speedup_vs_fp32", r.timing.p50_ms / other.timing.p50_ms, split=split,
+                                  extra={**extra, "fp32_p50_ms": r.timing.p50_ms, "p50_ms": other.timing.p50_ms}))
+    return out
+
+
+def cold_start_ms(path: Path, target: Target, provider: str) -> tuple[float, str]:
+    """(session creation plus the first call at batch 1 in ms: what a service pays before its first answer, the
+    provider that ran)."""
+    import time
+
+    feeds = target.onnx_feeds(1)
+    start = time.perf_counter()
+    session = make_session(path, SessionConfig(provider=provider, intra_op_threads=1))
+    session.run(None, feeds)
+    return (time.perf_counter() - start) * 1000.0, session.get_providers()[0]
 
 
 def _ort_device(provider: str, fallback: str) -> str:

@@ -4,8 +4,9 @@ A sampler step is exported once with torch.export (inputs `x`, `i`, optional `no
 and `out`, the data-space view of `x_next`). `compose_sampler` then builds the S-step graph at the ONNX
 level, either as an ONNX `Loop` (node count constant in S) or unrolled with the step index as a constant
 (node count linear in S, weights shared, so ONNX Runtime constant-folds everything that depends on t
-alone). Either way export time is that of one step. Also: node counting, dead-node pruning and a float16
-conversion that keeps the schedule arithmetic and the sinusoidal time embedding in float32.
+alone). Either way export time is that of one step. Also: node counting, dead-node pruning, and the nodes a
+float16 conversion keeps in float32 (the schedule arithmetic and the sinusoidal time embedding; the
+conversion itself is ONNX Runtime's, `bench.precision`).
 This module knows nothing of schedules or networks; it moves nodes and names.
 """
 from __future__ import annotations
@@ -279,79 +280,54 @@ def fp16_blocked_nodes(model: ModelProto, network_attr: str = "net",
     return blocked
 
 
-# Inputs that ONNX requires in float32 whatever the data type (index -> kept as is).
-_FP32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
-
-
-def to_float16(model: ModelProto, network_attr: str = "net") -> ModelProto:
-    """A copy of a torch-exported model whose network runs in float16, with float32 inputs and outputs.
-
-    Nodes from `fp16_blocked_nodes` (schedule arithmetic, time embedding) stay float32; weights used
-    only by float16 nodes are stored as float16; Cast nodes are inserted where values cross between the
-    two regions. Only top-level nodes are converted (apply it before composing a sampler graph).
-    """
-    model = onnx.shape_inference.infer_shapes(model)
+def toposort(model: ModelProto) -> ModelProto:
+    """Order the top-level nodes so each comes after the producers of its inputs (in place; returns the model).
+    Converters that append the casts they insert (ONNX Runtime's float16 conversion) leave graphs the checker
+    refuses; the order of independent nodes is kept."""
     g = model.graph
-    blocked = set(fp16_blocked_nodes(model, network_attr))
-    is_float = {v.name for v in list(g.input) + list(g.output) + list(g.value_info)
-                if v.type.tensor_type.elem_type == TensorProto.FLOAT}
-    is_float |= {i.name for i in g.initializer if i.data_type == TensorProto.FLOAT}
-    half_nodes = [n for n in g.node if n.name not in blocked]
-    half_ids = {id(n) for n in half_nodes}
-    produced_half = {o for n in half_nodes for o in n.output if o in is_float}
-    inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list[NodeProto]] = {}
-    for n in g.node:
-        for v in n.input:
-            consumers.setdefault(v, []).append(n)
-
-    new_nodes: list[NodeProto] = []
-    casts_done: set[str] = set()
-    half_inits: set[str] = set()
-    for node in g.node:
-        if id(node) in half_ids:
-            keep = _FP32_INPUTS.get(node.op_type, set())
-            for k, v in enumerate(node.input):
-                if not v or v not in is_float or k in keep:
-                    continue
-                if v in produced_half:
-                    node.input[k] = v + "/fp16"
-                elif v in inits and all(id(c) in half_ids for c in consumers.get(v, [])):
-                    half_inits.add(v)  # converted in place below
-                else:
-                    if v not in casts_done:
-                        new_nodes.append(helper.make_node("Cast", [v], [v + "/fp16"], name=v + "/to_fp16",
-                                                          to=TensorProto.FLOAT16))
-                        casts_done.add(v)
-                    node.input[k] = v + "/fp16"
-            for k, v in enumerate(node.output):
-                if v in produced_half:
-                    node.output[k] = v + "/fp16"
-            _attributes_to_fp16(node)
-            new_nodes.append(node)
-            for v in node.output:
-                base = v[: -len("/fp16")] if v.endswith("/fp16") else v
-                if base in produced_half and (any(id(c) not in half_ids for c in consumers.get(base, []))
-                                              or base in {o.name for o in g.output}):
-                    new_nodes.append(helper.make_node("Cast", [v], [base], name=base + "/to_fp32",
-                                                      to=TensorProto.FLOAT))
-        else:
-            new_nodes.append(node)
-    for init in g.initializer:
-        if init.name in half_inits:
-            arr = onnx.numpy_helper.to_array(init).astype("float16")
-            init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    ready = {v.name for v in g.input} | {i.name for i in g.initializer} | {""}
+    pending = list(g.node)
+    ordered: list[NodeProto] = []
+    while pending:
+        rest = []
+        for node in pending:
+            needs = set(node.input)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    needs |= _outer_refs(attr.g)
+            if needs <= ready:
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            missing = sorted(set(rest[0].input) - ready)
+            raise GraphCompositionError(f"node '{rest[0].name}' reads {missing}, which nothing produces")
+        pending = rest
     del g.node[:]
-    g.node.extend(new_nodes)
-    del g.value_info[:]
+    g.node.extend(ordered)
     return model
 
 
-def _attributes_to_fp16(node: NodeProto) -> None:
-    """Float32 constants and casts inside a float16 node become float16."""
-    for attr in node.attribute:
-        if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
-            attr.i = TensorProto.FLOAT16
-        elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
-            arr = onnx.numpy_helper.to_array(attr.t).astype("float16")
-            attr.t.CopyFrom(onnx.numpy_helper.from_array(arr, attr.t.name))
+def drop_repeated_nodes(model: ModelProto) -> ModelProto:
+    """Remove a top-level node that repeats an earlier one exactly (same op, inputs, outputs, attributes), in place.
+    ONNX Runtime's float16 conversion with blocked nodes inserts one identical Cast per consumer of a value that
+    crosses from a blocked node, which breaks single assignment; the first copy serves them all."""
+    g = model.graph
+    seen: dict[str, NodeProto] = {}
+    kept = []
+    for node in g.node:
+        first = next((seen[o] for o in node.output if o in seen), None)
+        if first is not None:
+            same = (first.op_type == node.op_type and list(first.input) == list(node.input)
+                    and list(first.output) == list(node.output)
+                    and [a.SerializeToString() for a in first.attribute] == [a.SerializeToString() for a in node.attribute])
+            if not same:
+                raise GraphCompositionError(f"nodes '{first.name}' and '{node.name}' both produce {list(node.output)}")
+            continue
+        for o in node.output:
+            seen[o] = node
+        kept.append(node)
+    del g.node[:]
+    g.node.extend(kept)
+    return model

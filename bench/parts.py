@@ -10,6 +10,7 @@ module exports nothing (`bench.export`) and checks nothing (`bench.parity`).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
@@ -27,6 +28,7 @@ from genlib.samplers import SamplerProgram, draw_inputs, resolve_x0_clip, run_pr
 from genlib.train import LoadedRun
 
 from bench import onnx_graph
+from bench.precision import CALIBRATION_METHODS, PRECISIONS
 from bench.wrappers import program_step
 
 DEFAULT_STEPS = 50
@@ -50,7 +52,15 @@ class ExportConfig:
     # loop: an ONNX Loop (node count constant in S); unrolled: S copies of the step sharing weights, which
     # lets ONNX Runtime constant-fold everything that depends on t alone. auto: unrolled up to 256 steps.
     graph: Literal["auto", "unrolled", "loop"] = "auto"
-    precision: Literal["fp32", "fp16"] = "fp32"
+    # fp32 as exported; fp16 (float32 inputs/outputs); int8_dynamic (weights int8, activations quantized at run
+    # time); int8_static (QDQ int8 weights and activations, ranges from calibration). See bench.precision.
+    precision: Literal["fp32", "fp16", "int8_dynamic", "int8_static"] = "fp32"
+    # int8_static: how activation ranges are found, and from how many samples (a sampler: that many trajectories
+    # of its own steps; a network part: that many inputs drawn as sampling presents them)
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_size: int = 64
+    per_channel: bool = False  # int8: one scale per output channel of each weight
+    reduce_range: bool = False  # int8: 7-bit weights (for CPUs without VNNI, where 8 bits can saturate)
     opset: int = 18
     parity_batches: tuple[int, ...] = (1, 64)
     # Parity bound: max |onnx - torch| <= atol + rtol * max |torch|. None = the default for precision/part.
@@ -68,12 +78,33 @@ class ExportConfig:
                              "(feed it genlib.samplers.start_from_data's draw); export with start 'prior'")
         if len(self.parity_batches) < 2 or min(self.parity_batches) < 1:
             raise ValueError(f"parity_batches needs two or more batch sizes >= 1, got {self.parity_batches}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise ValueError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                             f"got {self.calibration_method!r}")
+        if self.calibration_size < 1:
+            raise ValueError(f"calibration_size must be >= 1, got {self.calibration_size}")
+
+    @property
+    def gated(self) -> bool:
+        """Whether parity decides validity: fp32 is gated; a lower precision is measured, never invalid."""
+        return self.precision == "fp32"
+
+    def precision_settings(self) -> dict:
+        """The settings of the conversion (recorded beside the export)."""
+        out: dict = {"precision": self.precision}
+        if self.precision.startswith("int8"):
+            out.update(per_channel=self.per_channel, reduce_range=self.reduce_range)
+        if self.precision == "int8_static":
+            out.update(calibration_method=self.calibration_method, calibration_size=self.calibration_size)
+        return out
 
     def tolerances(self) -> tuple[float, float]:
         """(atol, rtol) for the parity gate."""
         sampler = self.part == "sampler"
         default = {("fp32", False): 1e-4, ("fp32", True): 1e-3, ("fp16", False): 1e-2, ("fp16", True): 5e-2}
-        d = default[(self.precision, sampler)]
+        d = default.get((self.precision, sampler), 5e-2 if sampler else 2e-2)  # int8: the bound shown, not a gate
         return (d if self.atol is None else self.atol), (d if self.rtol is None else self.rtol)
 
     def metric_tolerance(self) -> float:
@@ -97,6 +128,10 @@ class PartGraph:
     compose: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None
     details: dict = field(default_factory=dict)  # resolved sampler settings etc.
     metric_data: Callable[[], np.ndarray | None] | None = None  # held-out data for the sample metric
+    # calibration(n, generator) -> feeds of the exported module's inputs (a list of runs) for int8 calibration,
+    # and what they are drawn from
+    calibration: Callable[[int, torch.Generator], list[dict[str, torch.Tensor]]] | None = None
+    calibration_source: str = ""
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -158,13 +193,18 @@ def network_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
         out = module(*[f[name].to(model.device) for name in spec.inputs])
         return dict(zip(spec.outputs, out if isinstance(out, tuple) else (out,)))
 
+    def calibration(n: int, g: torch.Generator) -> list[dict[str, torch.Tensor]]:
+        if spec.calibration is None:
+            return [feeds(n, g)]
+        return [spec.calibration(model, n, g, _x_train(run)())]
+
     example = feeds(3, torch.Generator().manual_seed(0))
     return PartGraph(module=module, example=tuple(example[name] for name in spec.inputs),
                      input_names=list(spec.inputs), output_names=list(spec.outputs),
                      dynamic_shapes=tuple({0: _batch_dim()} for _ in spec.inputs),  # positional: any arg names
                      make_feeds=feeds,
                      reference=reference, graph_inputs=list(spec.inputs), graph_outputs=list(spec.outputs),
-                     details=spec.details(model))
+                     details=spec.details(model), calibration=calibration, calibration_source=spec.calibration_source)
 
 
 def build_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
@@ -182,7 +222,8 @@ def resolve_sampler(run: LoadedRun, cfg: ExportConfig) -> ExportConfig:
         raise ExportError(f"part 'sampler' has no graph for model family '{family}' (its samplers "
                           f"{', '.join(samplers_of(family))} have no step program): export its network "
                           f"parts instead ({', '.join(type(run.model).parts) or 'none'})")
-    if cfg.graph != "auto" and cfg.sample.sampler != "auto" and _is_resolved(run, cfg):
+    if cfg.graph != "auto" and cfg.sample.sampler != "auto" and _is_resolved(run, cfg) and (
+            cfg.graph == "unrolled" or cfg.precision == "fp32"):
         return cfg
     default = MODELS.get(family).export_sampler or with_graph[0]
     sampler = default if cfg.sample.sampler == "auto" else cfg.sample.sampler
@@ -198,7 +239,11 @@ def resolve_sampler(run: LoadedRun, cfg: ExportConfig) -> ExportConfig:
     if sampler not in with_graph:
         raise ExportError(f"sampler '{sampler}' has no step graph (graphs exist for: {', '.join(with_graph)})")
     n = spec.steps(run.config.model, sample_cfg)
-    graph = cfg.graph if cfg.graph != "auto" else ("unrolled" if n <= UNROLL_MAX_STEPS else "loop")
+    graph = cfg.graph if cfg.graph != "auto" else ("unrolled" if n <= UNROLL_MAX_STEPS or cfg.precision != "fp32"
+                                                   else "loop")
+    if graph == "loop" and cfg.precision != "fp32":
+        raise ExportError(f"precision {cfg.precision} needs the unrolled graph: ONNX Runtime's converters do not "
+                          "convert a Loop body (use graph 'unrolled' or 'auto')")
     return replace(cfg, sample=resolve_x0_clip(sample_cfg, run.model, _x_train(run)), graph=graph)
 
 
@@ -255,6 +300,25 @@ def sampler_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
             out[program.state_output] = x
         return out
 
+    def calibration(n: int, g: torch.Generator) -> list[dict[str, torch.Tensor]]:
+        """The step's inputs at every one of the sampler's own steps, along n trajectories from its start drawn
+        as the torch loop draws them: one run per step, so activation ranges cover all of its timesteps."""
+        runs: list[dict[str, torch.Tensor]] = []
+        f = draw_inputs(program, n, g)
+        noise = f.get("noise")
+
+        def recording(tables, i, state, z):
+            run_feeds = {"x": state[0], **dict(zip(h_in, state[1:])), "i": torch.tensor([i])}
+            if noise is not None:
+                run_feeds["noise"] = noise
+            runs.append({k: v.detach().cpu() for k, v in run_feeds.items()})
+            return program.step(tables, i, state, z)
+
+        with torch.no_grad():
+            run_program(dataclasses.replace(program, step=recording), f[program.start].to(model.device),
+                        noise=noise.to(model.device) if noise is not None else None)
+        return runs
+
     b = 3
     example = (torch.randn(b, *program.start_shape),) + tuple(torch.zeros(b, *program.start_shape) for _ in h_in)
     example += (torch.tensor([program.indices[0] if program.indices else 0]),)
@@ -270,4 +334,6 @@ def sampler_part(run: LoadedRun, cfg: ExportConfig) -> PartGraph:
         compose=lambda m: onnx_graph.compose_sampler(m, program.indices, mode=cfg.graph, state_input=program.start,
                                                      state_output=program.state_output, out_output="x",
                                                      graph_name=cfg.sample.sampler, history=program.history),
-        metric_data=_held_out(run))
+        metric_data=_held_out(run), calibration=calibration,
+        calibration_source=f"the step's inputs at each of the sampler's {len(program.indices)} steps, along "
+                           f"trajectories from {program.start} ~ N(0, I)")

@@ -48,6 +48,13 @@ def git_commit() -> str:
         return "unknown"
 
 
+# The instruction-set features that decide int8 and fp16 speed on a CPU (ONNX Runtime's quantization guide):
+# (name as reported, the /proc/cpuinfo flag; aarch64 lists 'asimddp' for its int8 dot product).
+CPU_FEATURES = (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX512-VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni"),
+                ("AMX", "amx_tile"), ("AVX512-BF16", "avx512_bf16"), ("AVX512-FP16", "avx512_fp16"),
+                ("F16C", "f16c"), ("NEON-DOTPROD", "asimddp"))
+
+
 @lru_cache(maxsize=1)
 def machine_info() -> dict[str, Any]:
     """Machine facts stored with every record (pytest-benchmark's machine_info, trimmed)."""
@@ -57,9 +64,12 @@ def machine_info() -> dict[str, Any]:
                             "cpu_count": os.cpu_count()}
     try:
         with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
+            lines = fh.readlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
         if model:
             info["cpu_model"] = model
+        flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith(("flags", "Features"))), []))
+        info["cpu_features"] = [name for name, flag in CPU_FEATURES if flag in flags]
     except OSError:
         pass
     if hasattr(os, "sched_getaffinity"):

@@ -17,6 +17,7 @@ from reports.claims import (AnalyticCheck, Claim, ClaimResult, Comparison, claim
                             evaluate_claims, indicative_studies, studies_without_claims)
 from reports.load import ReportError, StoreData, check_studies, open_store
 from reports.pareto import pareto_report
+from reports.precision import precision_report
 from reports.plots import Plot, plot_latency_vs_batch, study_plots
 from reports.render import (Bullets, Column, Document, Gallery, Heading, Image, Para, Table, TableBlock, fmt_num,
                             document_html, document_markdown, table_latex, verdict_markup, write_bytes, write_text)
@@ -285,6 +286,7 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
     sections = [study_section(data, s, max_grids) for s in chosen]
     speed = speed_table(data) if studies is None else None  # timings belong to no study
     paretos, pareto_plots = pareto_report(data, None if studies is None else chosen)
+    precisions, precision_plots = precision_report(data, None if studies is None else chosen)
 
     doc = Document("genbench report")
     contents = [f"[{sec.study}](#{sec.anchor})" for sec in sections]
@@ -292,6 +294,8 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
         contents.append("[speed](#speed)")
     if paretos:
         contents.append("[quality vs latency](#pareto)")
+    if precisions:
+        contents.append("[precision](#precision)")
     results = evaluate_claims(data, _claims_for(data, None if studies is None else chosen)) if claims else []
     if results:
         contents.insert(0, "[claims](#claims)")
@@ -312,6 +316,14 @@ def build_report(store: str | Path, out_dir: str | Path, formats: Iterable[str] 
         body += [TableBlock(t) for t in paretos]
         body += [_plot_image(p) for p in pareto_plots]
         tables += paretos
+    if precisions:
+        body += [Heading("Precision", 2, "precision"),
+                 Para("What the graph that ships costs and buys: each timed setting at fp32, fp16, int8_dynamic and "
+                      "int8_static, its quality from samples drawn through that graph, its fidelity to the fp32 "
+                      "graph from identical noise, and its speed-up over fp32 measured in the same process.")]
+        body += [TableBlock(t) for t in precisions]
+        body += [_plot_image(p) for p in precision_plots]
+        tables += precisions
     if results:
         doc.add(*claims_blocks(data, results, _anchors(body)))
     doc.add(*body)

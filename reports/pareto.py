@@ -54,6 +54,56 @@ class ParetoPoint:
     latency: Stat  # p50 latency per call at this batch, ms
     config: dict = field(default_factory=dict, compare=False)  # one row's record config (settings to show)
     front: bool = False
+    gate: str = ""  # "pass" / "fail" against the study's quality gate (rows below fp32), "" where none applies
+
+    @property
+    def precision(self) -> str:
+        return precision_of(self.config)
+
+
+def precision_of(config: dict) -> str:
+    """The precision of the graph an evaluation row's samples and latency came from (fp32 unless recorded)."""
+    return str(records.eval_config(config).get("precision") or "fp32")
+
+
+def study_gate(data: StoreData, study: str) -> dict | None:
+    """The quality gate the study's grid file declares (`gate:`), from its stored definition."""
+    runs = data.runs[(data.runs["kind"] == "study") & (data.runs["study"] == study)]
+    for cfg in runs["config"]:
+        if isinstance(cfg, dict) and isinstance(cfg.get("gate"), dict):
+            return cfg["gate"]
+    return None
+
+
+def _reference_key(point: "ParetoPoint", axes: list[str]) -> tuple:
+    """What a row shares with its fp32 reference: every varying setting but the precision, and the timed setting."""
+    shown = records.axes(point.config)
+    return (tuple(str(shown.get(a)) for a in axes if a != "eval.precision"), point.backend, point.provider,
+            point.batch, point.threads)
+
+
+def apply_gate(points: list["ParetoPoint"], gate: dict | None, info: MetricInfo) -> list["ParetoPoint"]:
+    """Rows below fp32 marked pass/fail: a row fails when its quality interval leaves the window of
+    `max_increase` (in the metric's unit) beyond its fp32 reference's mean, on the worse side: for a
+    lower-is-better metric when its upper 95% bound exceeds fp32's mean + max_increase. Gate metrics other
+    than the table's quality are not applied here (the table says so)."""
+    if gate is None or gate.get("metric") != info.name:
+        return points
+    axes = varying_axes([p.config for p in points])
+    reference = {_reference_key(p, axes): p for p in points if p.precision == "fp32"}
+    limit = float(gate["max_increase"])
+    out = []
+    for p in points:
+        ref = reference.get(_reference_key(p, axes))
+        if p.precision == "fp32" or ref is None:
+            out.append(p)
+            continue
+        if info.higher_is_better:
+            ok = p.quality.low >= ref.quality.mean - limit
+        else:
+            ok = p.quality.high <= ref.quality.mean + limit
+        out.append(dataclasses.replace(p, gate="pass" if ok else "fail"))
+    return out
 
 
 def _stat(values: Iterable[float]) -> Stat:
@@ -79,12 +129,14 @@ def build_point(measures: list[Measure], *, backend: str, provider: str, batch: 
 
 def mark_front(points: list[ParetoPoint], higher_is_better: bool) -> list[ParetoPoint]:
     """The points with `front` set: not dominated (faster-or-equal and better-or-equal, one strictly) by another
-    point of the same batch and threads."""
+    point of the same batch and threads. A row that fails the quality gate is never on the front, nor dominates."""
     sign = -1.0 if higher_is_better else 1.0
     out = []
-    for p in points:
+    points_in = points
+    points = [p for p in points_in if p.gate != "fail"]
+    for p in points_in:
         cost, loss = p.latency.mean, sign * p.quality.mean
-        ok = math.isfinite(cost) and math.isfinite(loss)
+        ok = math.isfinite(cost) and math.isfinite(loss) and p.gate != "fail"
         dominated = any(
             (q.batch, q.threads) == (p.batch, p.threads) and math.isfinite(q.latency.mean)
             and math.isfinite(q.quality.mean) and q.latency.mean <= cost and sign * q.quality.mean <= loss
@@ -161,6 +213,7 @@ def pareto_points(data: StoreData, study: str) -> list[tuple[str, MetricInfo, li
         points = [build_point(ms, backend=s[1], provider=s[2], batch=s[3], threads=s[4], config=config_of[s])
                   for s, ms in by_point.items()]
         if points:
+            points = apply_gate(points, study_gate(data, study), info)
             out.append((group, info, mark_front(points, bool(info.higher_is_better))))
     return out
 
@@ -177,27 +230,36 @@ def _drawn_by(data: StoreData, run_keys: Iterable[str]) -> set[str]:
 
 
 def pareto_table(data: StoreData, study: str, group: str, info: MetricInfo, points: list[ParetoPoint]) -> Table:
-    axes = varying_axes([p.config for p in points])
+    axes = [a for a in varying_axes([p.config for p in points]) if a != "eval.precision"]
     points = sorted(points, key=lambda p: (p.batch, p.threads, p.latency.mean, p.backend))
     cols = [Column(a, a) for a in axes] or [Column("setting", "setting")]
-    cols += [Column("backend", "backend"), Column("provider", "provider"), Column("batch", "batch", "num"),
+    cols += [Column("precision", "precision"), Column("backend", "backend"), Column("provider", "provider"),
+             Column("batch", "batch", "num"),
              Column("threads", "threads", "num"),
              Column("quality", info.key, "stat", info.unit, info.higher_is_better),
              Column("latency", "p50", "stat", "ms", False), Column("seeds", "seeds", "setting"),
-             Column("run_keys", "run keys", "text"), Column("front", "Pareto", "text")]
+             Column("run_keys", "run keys", "text"), Column("gate", "gate", "text"), Column("front", "Pareto", "text")]
     rows = []
     for p in points:
         row: dict[str, Any] = ({a: _show((p.config.get("axes") or {}).get(a)) for a in axes} if axes
                                else {"setting": "all cells"})
-        row.update(backend=p.backend, provider=p.provider, batch=p.batch, threads=p.threads, quality=p.quality,
-                   latency=p.latency, seeds=len(p.run_keys), run_keys=" ".join(p.run_keys),
-                   front="yes" if p.front else "")
+        row.update(precision=p.precision, backend=p.backend, provider=p.provider, batch=p.batch, threads=p.threads,
+                   quality=p.quality, latency=p.latency, seeds=len(p.run_keys), run_keys=" ".join(p.run_keys),
+                   gate=p.gate or "-", front="yes" if p.front else "")
         rows.append(row)
     drawn = _drawn_by(data, [k for p in points for k in p.run_keys])
     notes = [f"One row per evaluated configuration (checkpoint config and sampler settings) timed on one backend, "
              f"provider, batch and threads; {info.key} and median (p50) latency per call are mean ± 95% t-interval "
              f"over seeds, both read from the evaluation rows listed under run keys (one per seed).",
              "Pareto: yes when no other row at the same batch and threads is both faster and better."]
+    gate = study_gate(data, study)
+    if gate is not None:
+        side = "lower bound below" if info.higher_is_better else "upper bound above"
+        applied = gate["metric"] == info.name
+        notes.append(f"Quality gate: {gate['metric']} may worsen by at most {gate['max_increase']:g} relative to the "
+                     f"same setting's {gate['relative_to']} graph; a row below fp32 fails when its 95% interval's "
+                     f"{side} that window, is marked 'fail' and is excluded from the front"
+                     + ("." if applied else f" (not applied here: this table's quality metric is {info.name})."))
     if drawn:
         notes.append("Quality samples drawn by: " + ", ".join(sorted(drawn))
                      + " (ort_graph: through the exported graph that passed the parity gate).")

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from genlib.config import ConfigError, from_dict, to_dict
 from genlib.metrics.base import MetricsConfig
 from genlib.models import SAMPLE_FIELDS, SampleConfig
+from genlib.precisions import PRECISIONS
 from genlib.registry import suggest
 
 
@@ -24,14 +25,19 @@ class EvaluationConfig:
     metrics: tuple[str, ...] | None = None  # metric names; None: the defaults that apply to the family and data
     settings: MetricsConfig = field(default_factory=MetricsConfig)  # what each metric's value depends on
     reference: Literal["test", "train"] = "test"  # the data split samples are compared with
+    # the precision of the exported graph a timed grid cell draws its samples through (genlib.precisions); an
+    # untimed evaluation samples the torch network and takes fp32 only. Recorded only when not fp32.
+    precision: str = "fp32"
 
-    FLAT_FIELDS: ClassVar[tuple[str, ...]] = SAMPLE_FIELDS + ("n", "metrics")
+    FLAT_FIELDS: ClassVar[tuple[str, ...]] = SAMPLE_FIELDS + ("n", "metrics", "precision")
     # --set sections of `genbench eval`: the config field each one sets
     CLI_SECTIONS: ClassVar[dict[str, str]] = {"sample": "sample", "metrics": "settings"}
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def from_flat(cls, data: dict[str, Any], where: str = "eval") -> "EvaluationConfig":
@@ -43,7 +49,8 @@ class EvaluationConfig:
         sample = from_dict(SampleConfig, {k: data[k] for k in SAMPLE_FIELDS if k in data}, where)
         metrics = data.get("metrics")
         try:
-            return cls(sample=sample, n=int(data.get("n", cls.n)), metrics=None if metrics is None else tuple(metrics))
+            return cls(sample=sample, n=int(data.get("n", cls.n)), metrics=None if metrics is None else tuple(metrics),
+                       precision=str(data.get("precision", cls.precision)))
         except ValueError as exc:
             raise ConfigError(f"'{where}': {exc}") from None
 
@@ -62,7 +69,10 @@ class EvaluationConfig:
 
     def to_flat(self) -> dict[str, Any]:
         """The grid's flat section: SampleConfig fields, n and the metric names."""
-        return {**to_dict(self.sample), "n": self.n, "metrics": None if self.metrics is None else list(self.metrics)}
+        out = {**to_dict(self.sample), "n": self.n, "metrics": None if self.metrics is None else list(self.metrics)}
+        if self.precision != "fp32":  # fp32 is left out, so keys of results from before precisions stay valid
+            out["precision"] = self.precision
+        return out
 
     def record(self) -> dict[str, Any]:
         """The `eval` layout of a record (genlib.records): the flat section plus the reference and settings."""

@@ -102,7 +102,8 @@ def encoder_feeds(model: GenerativeModel, b: int, generator: torch.Generator, he
 decoder_part = PartSpec(help="z (B, k) -> x (B, *shape) in data space (ae, vae)",
                         build=lambda model: _MethodPart(model.net, "decode"), inputs=("z",), outputs=("x",),
                         feeds=lambda model, b, generator, held_out: {
-                            "z": torch.randn((b, model.cfg.latent_dim), generator=generator)})
+                            "z": torch.randn((b, model.cfg.latent_dim), generator=generator)},
+                        calibration_source="z ~ N(0, I), the prior")
 
 
 @MODELS.register("ae", help="plain autoencoder (mlp | conv); no prior, so N(0, I) codes decode off-distribution")
