@@ -19,6 +19,28 @@ def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text}, **kw)
 
 
+INTERACTION_KEYS = ("axis", "treatment", "reference")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interaction:
+    """The second axis of an interaction test: the test's contrast (axis=treatment minus axis=reference) is taken
+    at interaction.axis=treatment and at interaction.axis=reference, and the test compares the two contrasts."""
+
+    axis: str
+    treatment: Any
+    reference: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"axis": self.axis, "treatment": self.treatment, "reference": self.reference}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "Interaction | None":
+        if not data:
+            return None
+        return cls(axis=str(data["axis"]), treatment=data["treatment"], reference=data["reference"])
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClaimTest:
     """One pre-registered comparison: `metric` at axis=treatment minus at axis=reference, paired by seed, over the
@@ -35,15 +57,21 @@ class ClaimTest:
                                                default=())
     split: str | None = _help("the metric's split (e.g. 'test'), when a cell records it on several", default=None)
     note: str = _help("a remark printed beside the test", default="")
+    interaction: Interaction | None = _help(
+        "an interaction test: {axis, treatment, reference} of a second axis; d = (metric at axis=treatment - at "
+        "axis=reference) at interaction.axis=treatment minus the same at interaction.axis=reference, paired by "
+        "seed over the four cells, each one configuration", default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored layout: `where` as a mapping; split and note only when set."""
+        """The stored layout: `where` as a mapping; split, note and interaction only when set."""
         out = {"metric": self.metric, "direction": self.direction, "axis": self.axis, "treatment": self.treatment,
                "reference": self.reference, "margin": self.margin, "where": dict(self.where)}
         if self.split is not None:
             out["split"] = self.split
         if self.note:
             out["note"] = self.note
+        if self.interaction is not None:
+            out["interaction"] = self.interaction.to_dict()
         return out
 
     @classmethod
@@ -52,7 +80,7 @@ class ClaimTest:
         return cls(**extra, metric=str(data["metric"]), direction=data["direction"], axis=str(data["axis"]),
                    treatment=data["treatment"], reference=data["reference"], margin=float(data["margin"]),
                    where=tuple((data.get("where") or {}).items()), split=data.get("split"),
-                   note=str(data.get("note") or ""))
+                   note=str(data.get("note") or ""), interaction=Interaction.from_dict(data.get("interaction")))
 
 
 # Keys a test may have in a grid file but that are not part of the stored test.
@@ -150,5 +178,5 @@ def as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-__all__ = ["CLAIM_KEYS", "ClaimTest", "DIRECTIONS", "FACET_KEYS", "PLOT_COMMON_KEYS", "PLOT_HELP", "PLOT_KINDS",
+__all__ = ["CLAIM_KEYS", "ClaimTest", "DIRECTIONS", "FACET_KEYS", "INTERACTION_KEYS", "Interaction", "PLOT_COMMON_KEYS", "PLOT_HELP", "PLOT_KINDS",
            "PlotEntry", "PlotKind", "SCALES", "TEST_GRID_KEYS", "TEST_HELP", "TEST_KEYS", "TEST_REQUIRED", "as_list"]

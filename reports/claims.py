@@ -104,12 +104,18 @@ class Comparison(StoredTest):
 
     def describe(self) -> str:
         where = ", ".join(f"{k}={_show(v)}" for k, v in self.where)
-        return (f"`{self.metric}` {self.direction} at {self.axis}={_show(self.treatment)} than at "
-                f"{self.axis}={_show(self.reference)}" + (f" ({where})" if where else "")
-                + f", margin {fmt_num(self.margin)}" + (f"; {self.note}" if self.note else ""))
+        by = self.interaction
+        what = (f"`{self.metric}` {self.direction} at {self.axis}={_show(self.treatment)} than at "
+                f"{self.axis}={_show(self.reference)}" if by is None else
+                f"interaction: (`{self.metric}` at {self.axis}={_show(self.treatment)} - at {self.axis}="
+                f"{_show(self.reference)}) {self.direction} at {by.axis}={_show(by.treatment)} than at "
+                f"{by.axis}={_show(by.reference)}")
+        return (what + (f" ({where})" if where else "") + f", margin {fmt_num(self.margin)}"
+                + (f"; {self.note}" if self.note else ""))
 
-    def side(self, rows: pd.DataFrame, value: Any) -> pd.DataFrame:
-        return select_rows(rows, (same_value(setting_value(cfg, self.axis), value) for cfg in rows["config"]))
+    def side(self, rows: pd.DataFrame, value: Any, axis: str | None = None) -> pd.DataFrame:
+        axis = self.axis if axis is None else axis
+        return select_rows(rows, (same_value(setting_value(cfg, axis), value) for cfg in rows["config"]))
 
     def measure(self, data: StoreData) -> Measurement:
         """The paired difference and each side's interval, or why the test is not measured (nothing stored) or
@@ -128,6 +134,8 @@ class Comparison(StoredTest):
             options = want if isinstance(want, list) else [want]
             rows = select_rows(rows, (any(same_value(setting_value(cfg, key), w) for w in options)
                                       for cfg in rows["config"]))
+        if self.interaction is not None:
+            return self._measure_interaction(study_rows, rows)
         t_rows, r_rows = self.side(rows, self.treatment), self.side(rows, self.reference)
         missing = [f"{self.axis}={_show(v)}" for v, r in ((self.treatment, t_rows), (self.reference, r_rows))
                    if r.empty]
@@ -140,7 +148,37 @@ class Comparison(StoredTest):
         return Measurement(difference=difference(t_seed, r_seed), treatment=t_interval(list(t_seed.values())),
                            reference=t_interval(list(r_seed.values())))
 
-    def _one_configuration(self, study_rows: pd.DataFrame, t_rows: pd.DataFrame, r_rows: pd.DataFrame) -> str:
+    def _measure_interaction(self, study_rows: pd.DataFrame, rows: pd.DataFrame) -> Measurement:
+        """The interaction: per seed, (axis T - axis R) at by=T minus the same at by=R, over four cells that are
+        each one configuration; the two contrasts share every setting but `by`, and each pair shares every
+        setting but the axis (never pooled)."""
+        by = self.interaction
+        cells = {(a, b): self.side(self.side(rows, av), bv, by.axis)
+                 for a, av in (("T", self.treatment), ("R", self.reference))
+                 for b, bv in (("T", by.treatment), ("R", by.reference))}
+        names = {"T": (self.treatment, by.treatment), "R": (self.reference, by.reference)}
+        missing = [f"{self.axis}={_show(names[a][0])} with {by.axis}={_show(names[b][1])}"
+                   for (a, b), frame in cells.items() if frame.empty]
+        if missing:
+            return Measurement(why=f"no stored cells with {' or '.join(missing)} matching the filter")
+        why = (self._one_configuration(study_rows, cells["T", "T"], cells["R", "T"])
+               or self._one_configuration(study_rows, cells["T", "R"], cells["R", "R"])
+               or self._one_configuration(study_rows, cells["T", "T"], cells["T", "R"], axis=by.axis,
+                                          treatment=by.treatment, reference=by.reference))
+        if why:
+            return Measurement(why=why, undecided=True)
+        seed = {k: per_seed(v) for k, v in cells.items()}
+
+        def contrast(b: str) -> dict:
+            t, r = seed["T", b], seed["R", b]
+            return {s: t[s] - r[s] for s in t if s in r}
+
+        at_t, at_r = contrast("T"), contrast("R")
+        return Measurement(difference=difference(at_t, at_r), treatment=t_interval(list(at_t.values())),
+                           reference=t_interval(list(at_r.values())))
+
+    def _one_configuration(self, study_rows: pd.DataFrame, t_rows: pd.DataFrame, r_rows: pd.DataFrame, *,
+                           axis: str | None = None, treatment: Any = None, reference: Any = None) -> str:
         """'' when each side is one configuration (its seeds) and the two differ only in the axis, else why not.
 
         A configuration is a `config_key` (the record's config less the seed). The axis's own keys are its
@@ -148,35 +186,40 @@ class Comparison(StoredTest):
         also owns each key whose value the label fixes across all of the study's evaluations (`eval.sampler`
         of `ddim_eta0` is always `ddim`). A key present on one side only is a field of another class (another
         model family's) and follows from the key that chose the class, which is checked itself. No other
-        difference may remain, so nothing is ever pooled or compared across other settings."""
+        difference may remain, so nothing is ever pooled or compared across other settings. axis, treatment and
+        reference default to the test's own (an interaction test also checks its second axis)."""
+        if axis is None:
+            axis, treatment, reference = self.axis, self.treatment, self.reference
         sides = []
-        for name, value, frame in (("treatment", self.treatment, t_rows), ("reference", self.reference, r_rows)):
+        for name, value, frame in (("treatment", treatment, t_rows), ("reference", reference, r_rows)):
             keys = [_config_key(ck, rk) for ck, rk in zip(frame["config_key"], frame["run_key"])]
             configs = dict(zip(keys, frame["config"]))
             if len(configs) > 1:
                 names = [records.setting_name(p) for p in records.differing_keys(list(configs.values()))]
-                return (f"not decided: the {name} side ({self.axis}={_show(value)}) holds {len(configs)} "
+                return (f"not decided: the {name} side ({axis}={_show(value)}) holds {len(configs)} "
                         f"configurations that differ in {', '.join(names) or 'their stored configuration'}; "
                         "they are never pooled (narrow the test's `where`, or keep one run of the study per store)")
             sides.append(next(iter(configs.values())))
         t_cfg, r_cfg = sides
-        own = {f"axes.{self.axis}", f"train.{self.axis}", self.axis}
-        label_axis = _path_of(t_cfg, self.axis) is None and _path_of(r_cfg, self.axis) is None
+        own = {f"axes.{axis}", f"train.{axis}", axis}
+        label_axis = _path_of(t_cfg, axis) is None and _path_of(r_cfg, axis) is None
         others = []
         for path in records.differing_keys([t_cfg, r_cfg]):
             if (path in own or not (_present(t_cfg, path) and _present(r_cfg, path))
-                    or (label_axis and self._fixed_by_label(study_rows, path, t_cfg, r_cfg))):
+                    or (label_axis and self._fixed_by_label(study_rows, path, t_cfg, r_cfg, axis, treatment,
+                                                            reference))):
                 continue
             others.append(records.setting_name(path))
         if others:
             return (f"not decided: the treatment and reference configurations differ in {', '.join(others)} "
-                    f"besides {self.axis}; they are never pooled or compared across other settings")
+                    f"besides {axis}; they are never pooled or compared across other settings")
         return ""
 
-    def _fixed_by_label(self, study_rows: pd.DataFrame, path: str, t_cfg: dict, r_cfg: dict) -> bool:
-        for value, cfg in ((self.treatment, t_cfg), (self.reference, r_cfg)):
+    def _fixed_by_label(self, study_rows: pd.DataFrame, path: str, t_cfg: dict, r_cfg: dict, axis: str,
+                        treatment: Any, reference: Any) -> bool:
+        for value, cfg in ((treatment, t_cfg), (reference, r_cfg)):
             mine = records.value_at(cfg, path)
-            for other in self.side(study_rows, value)["config"]:
+            for other in self.side(study_rows, value, axis)["config"]:
                 if records.value_at(other, path) != mine:
                     return False
         return True
@@ -190,8 +233,11 @@ class Comparison(StoredTest):
             return CheckResult(**base, verdict="inconclusive" if got.undecided else "not measured", measured=got.why)
         v = verdict(diff, self.direction, self.margin, p_adjusted=p_adjusted)
         d_mde, need = mde(diff.sd, diff.n, test=diff.test), seeds_needed(diff.sd, self.margin, test=diff.test)
+        by = self.interaction
+        sides = (("treatment", "reference") if by is None else
+                 (f"contrast at {by.axis}={_show(by.treatment)}", f"contrast at {by.axis}={_show(by.reference)}"))
         return CheckResult(**base, verdict=v, measured=_effect_text(diff, t_iv, r_iv, self.margin, d_mde, need,
-                                                                     p_adjusted),
+                                                                     p_adjusted, sides),
                            difference=diff, treatment=t_iv, reference=r_iv, mde=d_mde, seeds_needed=need,
                            p_value=diff.p_value, p_adjusted=p_adjusted)
 
@@ -223,7 +269,8 @@ def _path_of(config: Mapping[str, Any], axis: str) -> str | None:
 
 
 def _effect_text(diff: Difference, t_iv: Interval, r_iv: Interval, margin: float, d_mde: float,
-                 need: int | None, p_adjusted: float | None) -> str:
+                 need: int | None, p_adjusted: float | None,
+                 sides: tuple[str, str] = ("treatment", "reference")) -> str:
     iv = diff.interval
     effect = f"{iv.mean:+.4g}" if math.isfinite(iv.mean) else "n/a"
     if iv.defined:
@@ -240,8 +287,8 @@ def _effect_text(diff: Difference, t_iv: Interval, r_iv: Interval, margin: float
     power += (f"; {need} seeds give {int(POWER * 100)}% power at the margin" if need is not None
               else "; seeds for the margin unknown" if not math.isfinite(diff.sd) else
               "; the margin is out of reach of any practical number of seeds")
-    return (f"treatment - reference = {effect} ({diff.method}; {p}); margin {fmt_num(margin)}; {power}; "
-            f"treatment {_iv_text(t_iv)}, reference {_iv_text(r_iv)}")
+    return (f"{sides[0]} - {sides[1]} = {effect} ({diff.method}; {p}); margin {fmt_num(margin)}; {power}; "
+            f"{sides[0]} {_iv_text(t_iv)}, {sides[1]} {_iv_text(r_iv)}")
 
 
 # -- analytic checks ----------------------------------------------------------------------------------------
