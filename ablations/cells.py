@@ -1,9 +1,10 @@
 """What a worker does with one cell: train a checkpoint, evaluate one, or measure a data floor.
 
-Cell bodies run in worker processes (or Ray tasks) and return plain results (metrics, the artifact
-path, provenance); they never touch the results store, which only the driver writes. Artifacts are
-built in a temporary directory and renamed into place, so a directory under its final name is always
-complete. The evaluation is a seam (`Evaluation`): the default computes `genlib.metrics` on samples
+Cell bodies run in worker processes (or Ray tasks, on machines that may share no disk with the driver) and
+return plain results: metrics, provenance and their artifacts as bytes (`pack_dir`). They never touch the
+results store nor the driver's artifacts folder: the driver writes both. An evaluation receives its parent's
+checkpoint as bytes (`Shared`, through the pool's pipe or Ray's object store) and unpacks it once per node into
+a cache keyed by run key and content (`node_cache_dir`). The evaluation is a seam (`Evaluation`): the default computes `genlib.metrics` on samples
 from the checkpoint; tests pass a cheap one. Metrics are deterministic for a config and seed (on one
 machine and thread count). An evaluation whose config carries `timing` also exports, checks and times its
 sampler (`bench.grid_timing`) and scores samples drawn through the exported graph where parity holds: its
@@ -11,8 +12,10 @@ latency and quality metrics come back together, for one row under one run key.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any, Callable
 
 from genlib.store import Metric
 
+from ablations.executors import Resources, Shared
 from ablations.plan import Cell, EvalCell, FloorCell, TrainCell
 
 TMP_PREFIX = ".tmp-"
@@ -107,22 +111,58 @@ class MetricsEvaluation(Evaluation):
         return list(metrics.evaluate_floor(dataset, names, n=n, seed=seed))
 
 
+NODE_CACHE_ENV = "GENBENCH_NODE_CACHE"
+
+
+def node_cache_dir() -> Path:
+    """This machine's cache of unpacked checkpoints, export graphs and scratch space: $GENBENCH_NODE_CACHE, else
+    `<temp dir>/genbench-node-<uid>`. Read on the node that runs the cell, never sent from the driver."""
+    env = os.environ.get(NODE_CACHE_ENV)
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(env) if env else Path(tempfile.gettempdir()) / f"genbench-node-{uid}"
+
+
+def share_key(run_key: str, data: bytes) -> str:
+    """The name of a checkpoint in node caches: its run key and a digest of its bytes, so two checkpoints
+    trained under one run key (another store, another machine) are never mixed."""
+    return f"{run_key}-{hashlib.sha256(data).hexdigest()[:16]}"
+
+
+def cell_resources(cell: Cell) -> Resources:
+    """What a cell asks of a node: a GPU when its training config's device is cuda (an evaluation loads its
+    checkpoint where the training ran), else one CPU; a timed evaluation takes its whole node."""
+    train_cfg = cell.config if isinstance(cell, TrainCell) else getattr(cell, "train_config", None) or {}
+    gpu = (train_cfg.get("train") or {}).get("device") == "cuda"
+    return Resources(num_cpus=1, num_gpus=1 if gpu else 0, whole_node=isinstance(cell, EvalCell) and cell.timed)
+
+
 @dataclass(frozen=True)
 class CellContext:
-    """What a worker needs besides the cell: where artifacts go, how to evaluate, how many threads."""
+    """What a worker needs besides the cell: how to evaluate and how many threads. `cache_dir`: the node cache
+    (None: `node_cache_dir()` of the node the cell runs on)."""
 
-    artifacts_dir: Path
     evaluation: Evaluation = field(default_factory=MetricsEvaluation)
     threads: int = 1
+    cache_dir: Path | None = None
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else node_cache_dir()
 
 
 @dataclass(frozen=True)
 class CellResult:
+    """What a cell hands back. `artifact`: its artifact directory as `pack_dir` bytes (a training's run
+    directory, an evaluation's samples); `exports`: export-cache files by name. The driver publishes both
+    under `<store>.artifacts/` and sets `artifact_path` (relative to the store's directory) before recording."""
+
     metrics: list[Metric]
-    artifact_path: str | None  # relative to the artifacts directory's parent (the store's directory)
+    artifact_path: str | None  # set by the driver once the artifact is published
     device: str | None  # the torch device the cell ran on
-    provenance: dict[str, Any]  # genlib.provenance.provenance() of the worker
+    provenance: dict[str, Any]  # genlib.provenance.provenance() of the worker (machine.ray_node on Ray)
     provider: str | None = None  # the ONNX Runtime provider a session reported, when the cell ran one
+    artifact: bytes | None = field(default=None, repr=False)
+    exports: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 def init_worker(threads: int) -> None:
@@ -134,8 +174,8 @@ def init_worker(threads: int) -> None:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the first optimiser pulls in torch._dynamo
 
 
-def _tmp_dir(artifacts_dir: Path, key: str) -> Path:
-    path = artifacts_dir / f"{TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def _tmp_dir(parent: Path, key: str) -> Path:
+    path = parent / f"{TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
     return path
 
@@ -146,7 +186,8 @@ def clean_partial(artifacts_dir: Path) -> int:
         return 0
     removed = 0
     for path in artifacts_dir.iterdir():
-        if path.name.startswith(TMP_PREFIX) or TRASH_MARKER in path.name:
+        # `.tmp-<key>-...` (a cell's scratch), `<key>.tmp-...` (genlib's unpack) and `<key>.trash-...`
+        if path.name.startswith(TMP_PREFIX) or TMP_PREFIX in path.name or TRASH_MARKER in path.name:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -157,56 +198,80 @@ def artifact_complete(path: Path, kind: str) -> bool:
     return (path / "model.pt").is_file() if kind == "train" else path.is_dir()
 
 
-def _relative(path: Path, artifacts_dir: Path) -> str:
-    return str(Path(artifacts_dir.name) / path.name)
-
-
 def _provenance() -> dict[str, Any]:
+    """The worker's provenance; on a Ray worker its machine facts also name the Ray node (`ray_node`)."""
+    import sys
+
     from genlib.provenance import provenance
-    return provenance()
+    prov = provenance()
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        prov["machine"]["ray_node"] = ray.get_runtime_context().get_node_id()
+    return prov
 
 
-def _run_train(cell: TrainCell, ctx: CellContext) -> CellResult:
-    from genlib.checkpoint import publish_dir
+def _scratch(ctx: CellContext, key: str) -> Path:
+    return _tmp_dir(ctx.cache / "scratch", key)
+
+
+def checkpoint_dir(checkpoint: Shared, cache: Path) -> Path:
+    """The parent's run directory in this node's cache, unpacked from `checkpoint` on first use."""
+    from genlib.checkpoint import unpack_dir
+
+    path = cache / "checkpoints" / checkpoint.key
+    if artifact_complete(path, "train"):
+        return path
+    return unpack_dir(checkpoint.get(), path, replace=path.is_dir())  # an incomplete copy is replaced
+
+
+def _run_train(cell: TrainCell, ctx: CellContext, _inputs: None = None) -> CellResult:
+    from genlib.checkpoint import pack_dir
     from genlib.train import load_run_config, train, training_metrics
 
     cfg = load_run_config(cell.config)
-    tmp = _tmp_dir(ctx.artifacts_dir, cell.key)
+    tmp = _scratch(ctx, cell.key)
     try:
         result = train(cfg, tmp, progress=False)
-        final = publish_dir(tmp, ctx.artifacts_dir / cell.key)
+        artifact = pack_dir(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return CellResult(metrics=training_metrics(result.history, cfg.model.family),
-                      artifact_path=_relative(final, ctx.artifacts_dir), device=result.meta.get("device"),
-                      provenance=_provenance())
+    return CellResult(metrics=training_metrics(result.history, cfg.model.family), artifact_path=None,
+                      device=result.meta.get("device"), provenance=_provenance(), artifact=artifact)
 
 
-def _run_eval(cell: EvalCell, ctx: CellContext) -> CellResult:
-    from genlib.checkpoint import CheckpointError, publish_dir
+def _run_eval(cell: EvalCell, ctx: CellContext, checkpoint: Shared | None = None) -> CellResult:
+    from genlib.checkpoint import CheckpointError, pack_dir
 
-    run_dir = ctx.artifacts_dir / cell.parent
-    if not artifact_complete(run_dir, "train"):
-        raise CheckpointError(f"the checkpoint of training {cell.parent} is missing ('{run_dir}/model.pt')")
-    tmp = _tmp_dir(ctx.artifacts_dir, cell.key)
+    if checkpoint is None:
+        raise CheckpointError(f"evaluation {cell.label} was handed no checkpoint of its training {cell.parent}")
+    run_dir = checkpoint_dir(checkpoint, ctx.cache)
+    tmp = _scratch(ctx, cell.key)
+    exports: dict[str, bytes] = {}
     try:
         if cell.timed:
-            metrics, device, provider = _timed_eval(cell, ctx, run_dir, tmp)
+            metrics, device, provider, exports = _timed_eval(cell, ctx, run_dir, tmp)
         else:
             ctx.evaluation.ran_on = None
             metrics = ctx.evaluation.evaluate_run(run_dir, cell.eval_config, cell.seed, tmp)
             device, provider = _device(ctx.evaluation), None
-        final = publish_dir(tmp, ctx.artifacts_dir / cell.key) if any(tmp.iterdir()) else None
+        artifact = pack_dir(tmp) if any(tmp.iterdir()) else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return CellResult(metrics=list(metrics), device=device, provider=provider,
-                      artifact_path=_relative(final, ctx.artifacts_dir) if final else None, provenance=_provenance())
+    return CellResult(metrics=list(metrics), device=device, provider=provider, artifact_path=None,
+                      provenance=_provenance(), artifact=artifact, exports=exports)
 
 
 EXPORTS_DIR = "exports"  # <store>.artifacts/exports/<export_key>.onnx: the export cache of timed cells
 
 
-def _timed_eval(cell: EvalCell, ctx: CellContext, run_dir: Path, out_dir: Path) -> tuple[list[Metric], str, str | None]:
+def _export_files(exports_dir: Path, keys: set[str]) -> dict[str, bytes]:
+    """The export-cache files of `keys` (graph, step graph, sidecar) by file name, to publish on the driver."""
+    return {p.name: p.read_bytes() for p in sorted(exports_dir.iterdir())
+            if p.is_file() and not p.name.startswith(".") and p.name.split(".", 1)[0] in keys}
+
+
+def _timed_eval(cell: EvalCell, ctx: CellContext, run_dir: Path,
+                out_dir: Path) -> tuple[list[Metric], str, str | None, dict[str, bytes]]:
     """Export, check and time the cell's sampler, then score samples drawn through the export (torch where
     parity failed); quality metrics say which path drew them (extra `samples_drawn_by`)."""
     import dataclasses
@@ -219,14 +284,16 @@ def _timed_eval(cell: EvalCell, ctx: CellContext, run_dir: Path, out_dir: Path) 
     loaded = load_run(run_dir, device=ctx.evaluation.device)
     sample_cfg = resolve_x0_clip(_sample_config(cell.eval_config), loaded.model,
                                  lambda: load_dataset(loaded.config.data).x_train)  # the box the evaluation uses
-    timed = time_eval_cell(loaded, sample_cfg, cell.eval_config["timing"],
-                           exports_dir=ctx.artifacts_dir / EXPORTS_DIR, seed=cell.seed)
+    exports_dir = ctx.cache / EXPORTS_DIR
+    timed = time_eval_cell(loaded, sample_cfg, cell.eval_config["timing"], exports_dir=exports_dir, seed=cell.seed,
+                           precision=cell.eval_config.get("precision", "fp32"), n=int(cell.eval_config["n"]))
     quality = ctx.evaluation.evaluate_run(run_dir, cell.eval_config, cell.seed, out_dir, draw=timed.draw)
     tagged = [dataclasses.replace(m, extra={**m.extra, "samples_drawn_by": timed.drawn_by}) for m in quality]
-    return tagged + timed.metrics, timed.device, timed.provider
+    keys = {timed.export_key} | {m.extra["export_key"] for m in timed.metrics if m.extra.get("export_key")}
+    return tagged + timed.metrics, timed.device, timed.provider, _export_files(exports_dir, keys)
 
 
-def _run_floor(cell: FloorCell, ctx: CellContext) -> CellResult:
+def _run_floor(cell: FloorCell, ctx: CellContext, _inputs: None = None) -> CellResult:
     metrics = ctx.evaluation.evaluate_floor(cell.data, cell.metrics, cell.n, cell.seed)
     return CellResult(metrics=list(metrics), artifact_path=None, device="cpu", provenance=_provenance())
 
@@ -243,9 +310,10 @@ def _device(evaluation: Evaluation) -> str:
 CELL_BODIES = {"train": _run_train, "eval": _run_eval, "floor": _run_floor}
 
 
-def run_cell(task: tuple[Cell, CellContext]) -> CellResult:
-    """Worker entry point: run one cell with the context's thread count. Exceptions propagate."""
-    cell, ctx = task
+def run_cell(task: tuple[Cell, CellContext] | tuple[Cell, CellContext, Shared | None]) -> CellResult:
+    """Worker entry point: run one cell with the context's thread count; an evaluation's third item is its
+    parent's checkpoint. Exceptions propagate."""
+    cell, ctx, *inputs = task
     import torch
     torch.set_num_threads(max(1, ctx.threads))
-    return CELL_BODIES[cell.kind](cell, ctx)
+    return CELL_BODIES[cell.kind](cell, ctx, *inputs)

@@ -2,9 +2,11 @@
 
 Resumable by construction: a cell's result is committed in one store transaction, committed cells
 (done, and failed unless `retry_failed`) are never run again, and everything else (absent, pending,
-or left 'running' by an interrupted run) runs from scratch. Artifacts appear under their final name
-only by rename, and a store lock keeps two drivers off one store. Evaluations start as soon as their
-training is committed. SIGINT / SIGTERM kill the workers and mark cells in flight pending again.
+or left 'running' by an interrupted run) runs from scratch. The driver is also the only writer of
+`<store>.artifacts/`: cells return their artifacts as bytes, which it publishes (renamed into place
+whole) before committing the row, and it hands each evaluation its parent's checkpoint as bytes, so no
+worker reads a path another machine wrote. A store lock keeps two drivers off one store. Evaluations start
+as soon as their training is committed. SIGINT / SIGTERM kill the workers and mark cells in flight pending.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ from genlib import records
 from genlib.provenance import provenance
 from genlib.store import Metric, ResultsStore, RunRecord
 
-from ablations.cells import (CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete, clean_partial,
-                             init_worker, run_cell)
+from ablations.cells import (EXPORTS_DIR, CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete,
+                             cell_resources, clean_partial, init_worker, run_cell, share_key)
 from ablations.executors import EXECUTORS, default_workers, make_executor
 from ablations.faults import check_fault_env, fault_point
 from ablations.plan import Cell, EvalCell, Plan
@@ -148,6 +150,27 @@ def _states(store: ResultsStore, keys: set[str]) -> dict[str, tuple[str, str | N
     return {k: (s, a) for k, s, a in zip(runs["run_key"], runs["status"], runs["artifact_path"])}
 
 
+def publish_result(cell: Cell, result: CellResult, art_dir: Path) -> CellResult:
+    """Write what a cell returned under `art_dir` (its artifact directory as `<run_key>/`, export-cache files
+    under `exports/`), each renamed into place whole; the result with `artifact_path` set and the bytes dropped.
+    A training that returned no complete checkpoint is an error (CheckpointError)."""
+    import dataclasses
+
+    from genlib.checkpoint import CheckpointError, atomic_write, unpack_dir
+
+    path = None
+    if result.artifact is not None:
+        final = unpack_dir(result.artifact, art_dir / cell.key, replace=True)
+        path = str(Path(art_dir.name) / final.name)
+    if cell.kind == "train" and not artifact_complete(art_dir / cell.key, "train"):
+        raise CheckpointError(f"training {cell.label} returned no complete checkpoint (model.pt) to publish")
+    for name, data in result.exports.items():
+        target = art_dir / EXPORTS_DIR / Path(name).name
+        if not target.exists():
+            atomic_write(target, lambda p, data=data: p.write_bytes(data))
+    return dataclasses.replace(result, artifact_path=path, artifact=None, exports={})
+
+
 def _last_line(error: str) -> str:
     lines = [line for line in error.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else error
@@ -249,8 +272,31 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         # Threads follow the requested worker count, not the cells left, so a resumed run computes alike.
         n_threads = threads or max(1, default_workers() // (workers or default_workers()))
         n_workers = min(workers or default_workers(), todo) if executor != "ray" else (workers or None)
-        ctx = CellContext(artifacts_dir=art_dir.resolve(), evaluation=evaluation or MetricsEvaluation(),
-                          threads=n_threads)
+        ctx = CellContext(evaluation=evaluation or MetricsEvaluation(), threads=n_threads)
+        # Checkpoints handed to evaluations: bytes of trainings finished in this run (kept only while they have
+        # evaluations waiting), shared once per training, dropped when its last evaluation is handed out.
+        evals_left: dict[str, int] = {}
+        orphan_keys = {c.key for c in orphans}
+        for cell in to_run.values():
+            if isinstance(cell, EvalCell) and cell.key not in orphan_keys:
+                evals_left[cell.parent] = evals_left.get(cell.parent, 0) + 1
+        fresh: dict[str, bytes] = {}
+        shared: dict[str, Any] = {}
+
+        def checkpoint_for(parent: str):
+            if parent not in shared:
+                from genlib.checkpoint import pack_dir
+                data = fresh.pop(parent, None)
+                if data is None:
+                    data = pack_dir(art_dir / parent)
+                shared[parent] = pool.share(share_key(parent, data), data)
+            handle = shared[parent]
+            evals_left[parent] -= 1
+            if evals_left[parent] <= 0:
+                del shared[parent]
+                pool.unshare(handle.key)
+            return handle
+
         in_flight: dict[str, Cell] = {}
         previous_term = _install_sigterm()
         pool = None
@@ -260,6 +306,9 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         try:
             pool = make_executor(executor, n_workers, initializer=init_worker, initargs=(n_threads,),
                                  **(executor_options or {}))
+            # A cell no machine can ever take (a GPU on a cluster without one) is refused before any runs.
+            pool.check_resources({f"{c.kind} cell {c.label}": cell_resources(c)
+                                  for c in to_run.values() if c.key not in orphan_keys})
 
             def fill() -> None:
                 # Hand out only as many cells as there are workers, so 'running' in the store means running.
@@ -270,15 +319,24 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                     cell = heapq.heappop(ready)[-1]
                     store.commit_run(*_record(cell, "running", git=git))
                     in_flight[cell.key] = cell
-                    pool.submit(cell.key, run_cell, (cell, ctx))
+                    task = (cell, ctx, checkpoint_for(cell.parent)) if isinstance(cell, EvalCell) else (cell, ctx)
+                    pool.submit(cell.key, run_cell, task, resources=cell_resources(cell))
 
             fill()
             while in_flight:
                 for out in pool.wait(timeout=1.0):
                     cell = in_flight.pop(out.task_id)
-                    rec, metrics = _record(cell, "done", result=out.value) if out.ok else (None, [])
+                    rec, metrics, error = None, [], out.error
+                    if out.ok:
+                        try:
+                            result: CellResult = publish_result(cell, out.value, art_dir)
+                        except Exception as exc:  # e.g. the driver's disk is full: the cell's result is lost
+                            error = f"its artifact could not be published on the driver: {type(exc).__name__}: {exc}"
+                        else:
+                            rec, metrics = _record(cell, "done", result=result)
+                            if cell.key in waiting and out.value.artifact is not None:
+                                fresh[cell.key] = out.value.artifact  # its evaluations get these very bytes
                     if rec is not None and rec.status == "done":
-                        result: CellResult = out.value
                         if result.artifact_path:
                             fault_point("after_artifact")
                         store.commit_run(rec, _metrics_mid_commit(metrics))
@@ -288,7 +346,7 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                         for child in waiting.pop(cell.key, []):
                             make_ready(child)
                         continue
-                    error = rec.error if rec is not None else out.error
+                    error = rec.error if rec is not None else error
                     store.commit_run(*_record(cell, "failed", git=git, error=error))
                     fault_point("after_commit")
                     summary.failed += 1

@@ -1,9 +1,12 @@
 """Executors run cell functions somewhere and hand the outcomes back to the driver.
 
-`local` is a pool of spawned worker processes (one cell at a time each; a worker that dies is
-reported as a failed outcome for exactly the cell it held, then replaced). `ray` submits plain Ray
-tasks to an existing cluster (`address` or RAY_ADDRESS) or to a local one it starts. `serial` runs
-cells in the calling process (for debugging). Executors never write results: the driver does.
+`local` is a pool of spawned worker processes (one cell at a time each, one visible GPU each where there
+are GPUs; a worker that dies is reported as a failed outcome for exactly the cell it held, then replaced).
+`ray` submits plain Ray tasks to an existing cluster (`address` or RAY_ADDRESS) or to a local one it starts,
+asking for the resources a task declares; a task lost with its node is retried once. `serial` runs cells in
+the calling process (for debugging). Bytes many tasks read (a checkpoint) are handed over once with `share`:
+inline through the pool's pipe, put once into Ray's object store. Executors never write results or
+artifacts: the driver does.
 """
 from __future__ import annotations
 
@@ -28,6 +31,39 @@ class ExecutorError(UserError):
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one task asks of a machine: CPUs, GPUs, and `whole_node` (nothing else runs on its node: timing)."""
+
+    num_cpus: float = 1
+    num_gpus: float = 0
+    whole_node: bool = False
+
+    def describe(self) -> str:
+        parts = [f"{self.num_gpus:g} GPU"] if self.num_gpus else []
+        return ", ".join(parts + [f"{self.num_cpus:g} CPU"] + (["a whole node"] if self.whole_node else []))
+
+
+CPU_TASK = Resources()
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Bytes handed to many tasks (a checkpoint): inline (`data`: the local pool's pipe, the serial executor)
+    or a Ray object reference put once (`ref`). `key` names the content, so a node's cache never mixes two
+    different payloads under one name."""
+
+    key: str
+    data: bytes | None = None
+    ref: Any = None
+
+    def get(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        import ray
+        return ray.get(self.ref)
+
+
+@dataclass(frozen=True)
 class Outcome:
     """The end of one task: ok with a value, or failed with an error text (a traceback)."""
 
@@ -42,8 +78,25 @@ class Executor:
 
     workers: int
 
-    def submit(self, task_id: str, fn: Callable[[Any], Any], arg: Any) -> None:
+    def submit(self, task_id: str, fn: Callable[[Any], Any], arg: Any, resources: Resources = CPU_TASK) -> None:
         raise NotImplementedError
+
+    def share(self, key: str, data: bytes) -> Shared:
+        """A handle to `data` that tasks receive in their argument and read with `.get()`; put once per key."""
+        return Shared(key, data=data)
+
+    def unshare(self, key: str) -> None:
+        """No further task will be handed `key`'s payload."""
+
+    def check_resources(self, requests: dict[str, Resources]) -> None:
+        """Refuse (ExecutorError naming the resource and a task) before anything runs when no machine of this
+        executor can ever satisfy a task's request. `requests`: task label -> resources."""
+        gpus = len(visible_gpus())
+        for label, res in requests.items():
+            if res.num_gpus > gpus:
+                raise ExecutorError(f"{label} asks for {res.num_gpus:g} GPU (its train.device is cuda) but this "
+                                    f"machine offers {gpus} (CUDA_VISIBLE_DEVICES / torch.cuda); run it where "
+                                    "there is a GPU, or set train.device=cpu")
 
     def wait(self, timeout: float | None = None) -> list[Outcome]:
         """Block until at least one task ends (or `timeout` seconds pass); return the ended ones."""
@@ -67,6 +120,18 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES names them (else torch's count)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
 # -- serial -------------------------------------------------------------------------------------------
 @EXECUTORS.register("serial", help="run cells one by one in the driver process (debugging)")
 class SerialExecutor(Executor):
@@ -77,7 +142,7 @@ class SerialExecutor(Executor):
         if initializer is not None:
             initializer(*initargs)
 
-    def submit(self, task_id, fn, arg):
+    def submit(self, task_id, fn, arg, resources=CPU_TASK):
         self._queue.append((task_id, fn, arg))
 
     def wait(self, timeout=None):
@@ -167,12 +232,24 @@ def _worker_main(conn, parent_pid: int, initializer, initargs) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, initializer, initargs) -> None:
+    def __init__(self, ctx, initializer, initargs, gpu: str | None = None) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker_main, args=(child, os.getpid(), initializer, initargs),
                                 daemon=True, name="genbench-grid-worker")
-        self.proc.start()
+        # A spawned child takes the environment at start: pin its one device for the whole of its life.
+        previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        try:
+            self.proc.start()
+        finally:
+            if gpu is not None:
+                if previous is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = previous
         child.close()
+        self.gpu = gpu
         self.task_id: str | None = None
 
 
@@ -196,14 +273,16 @@ class LocalExecutor(Executor):
             raise ExecutorError(f"--workers must be >= 1, got {self.workers}")
         self._ctx = get_context("spawn")
         self._init = (initializer, initargs)
-        self._pool = [_Worker(self._ctx, *self._init) for _ in range(self.workers)]
+        gpus = visible_gpus()  # worker i sees only device i mod #GPUs: cells never share a device unasked
+        self._gpus = [gpus[i % len(gpus)] if gpus else None for i in range(self.workers)]
+        self._pool = [_Worker(self._ctx, *self._init, gpu=g) for g in self._gpus]
         self._queue: deque[tuple[str, Callable, Any]] = deque()
 
     @property
     def in_flight(self) -> int:
         return len(self._queue) + sum(w.task_id is not None for w in self._pool)
 
-    def submit(self, task_id, fn, arg):
+    def submit(self, task_id, fn, arg, resources=CPU_TASK):
         self._queue.append((task_id, fn, arg))
         self._dispatch()
 
@@ -214,12 +293,12 @@ class LocalExecutor(Executor):
             if worker.task_id is not None:
                 continue
             if not worker.proc.is_alive():
-                worker = self._pool[i] = _Worker(self._ctx, *self._init)
+                worker = self._pool[i] = _Worker(self._ctx, *self._init, gpu=self._gpus[i])
             task_id, fn, arg = self._queue.popleft()
             try:
                 worker.conn.send((task_id, fn, arg))
             except (BrokenPipeError, ConnectionError):  # died while idle: replace it and hand it the task
-                worker = self._pool[i] = _Worker(self._ctx, *self._init)
+                worker = self._pool[i] = _Worker(self._ctx, *self._init, gpu=self._gpus[i])
                 worker.conn.send((task_id, fn, arg))
             worker.task_id = task_id
 
@@ -312,25 +391,61 @@ class RayExecutor(Executor):
                 kwargs["runtime_env"] = runtime_env
             ray.init(**kwargs)
             self._started = True
-        self.workers = workers or int(ray.cluster_resources().get("CPU", 1))
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # Cells are idempotent (they return bytes; only the driver writes), so a task whose worker or node was
+        # lost is retried once by Ray; an exception raised by the cell itself is never retried.
+        self._remote = ray.remote(max_retries=1, retry_exceptions=False)(_ray_task)
         self._init = (initializer, initargs)
         self._refs: dict[Any, str] = {}
-        self._queue: deque[tuple[str, Callable, Any]] = deque()
+        self._queue: deque[tuple[str, Callable, Any, Resources]] = deque()
+        self._shared: dict[str, Shared] = {}
 
     @property
     def in_flight(self) -> int:
         return len(self._refs) + len(self._queue)
 
+    def _nodes(self) -> list[dict[str, float]]:
+        """The total resources of each alive node."""
+        return [dict(n.get("Resources") or {}) for n in self._ray.nodes() if n.get("Alive")]
+
+    def _options(self, res: Resources) -> dict[str, Any]:
+        cpus = res.num_cpus
+        if res.whole_node:  # every CPU of the largest node that can hold it: Ray then places nothing beside it
+            fits = [n.get("CPU", 0) for n in self._nodes() if n.get("GPU", 0) >= res.num_gpus]
+            cpus = max([cpus, *fits])
+        return {"num_cpus": cpus, "num_gpus": res.num_gpus}
+
     def _dispatch(self) -> None:
         # Keep at most `workers` tasks submitted so interruption abandons little work.
         while self._queue and len(self._refs) < self.workers:
-            task_id, fn, arg = self._queue.popleft()
-            self._refs[self._remote.remote(*self._init, fn, arg)] = task_id
+            task_id, fn, arg, res = self._queue.popleft()
+            self._refs[self._remote.options(**self._options(res)).remote(*self._init, fn, arg)] = task_id
 
-    def submit(self, task_id, fn, arg):
-        self._queue.append((task_id, fn, arg))
+    def submit(self, task_id, fn, arg, resources=CPU_TASK):
+        self._queue.append((task_id, fn, arg, resources))
         self._dispatch()
+
+    def share(self, key: str, data: bytes) -> Shared:
+        # One object per payload for the whole run: every task reading it borrows the same reference, and
+        # each node fetches it at most once into its object store.
+        if key not in self._shared:
+            self._shared[key] = Shared(key, ref=self._ray.put(data))
+        return self._shared[key]
+
+    def unshare(self, key: str) -> None:
+        """Drop the run's reference to a payload no further task needs (tasks in flight keep theirs)."""
+        self._shared.pop(key, None)
+
+    def check_resources(self, requests: dict[str, Resources]) -> None:
+        nodes = self._nodes()
+        for label, res in requests.items():
+            if not any(n.get("CPU", 0) >= res.num_cpus and n.get("GPU", 0) >= res.num_gpus for n in nodes):
+                offered = "; ".join(f"node {i}: {n.get('CPU', 0):g} CPU, {n.get('GPU', 0):g} GPU"
+                                    for i, n in enumerate(nodes)) or "no alive node"
+                what = (f"{res.num_gpus:g} GPU (its train.device is cuda)" if res.num_gpus
+                        else f"{res.num_cpus:g} CPU")
+                raise ExecutorError(f"{label} asks for {what} but no node of the Ray cluster offers it ({offered}); "
+                                    "add a node that does (ray start --num-gpus N), or set train.device=cpu")
 
     def wait(self, timeout=None):
         if not self._refs:
@@ -354,6 +469,7 @@ class RayExecutor(Executor):
             except Exception:
                 pass
         self._refs.clear()
+        self._shared.clear()
         if self._started:
             self._ray.shutdown()
 

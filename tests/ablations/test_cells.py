@@ -7,7 +7,8 @@ import torch
 import genlib.provenance
 from ablations import cells
 from ablations.plan import EvalCell
-from genlib.checkpoint import publish_dir
+from ablations.executors import Shared
+from genlib.checkpoint import pack_dir, publish_dir, unpack_dir
 from genlib.train import load_run_config, train
 
 TINY = {"name": "tiny",
@@ -28,10 +29,19 @@ def test_an_eval_cell_records_the_device_its_loaded_network_is_on(tmp_path, monk
     monkeypatch.setattr(genlib.provenance, "select_device", lambda preference="auto": torch.device("cuda:7"))
     evaluation = cells.MetricsEvaluation()
     evaluation.device = "cpu"
-    result = cells._run_eval(_eval_cell("t1"), cells.CellContext(artifacts_dir=art, evaluation=evaluation))
+    data = pack_dir(art / "t1")
+    checkpoint = Shared(cells.share_key("t1", data), data=data)
+    node = tmp_path / "node"
+    ctx = cells.CellContext(evaluation=evaluation, cache_dir=node)
+    result = cells._run_eval(_eval_cell("t1"), ctx, checkpoint)
     assert result.device == "cpu" == evaluation.ran_on
     assert [m.name for m in result.metrics] == ["swd"]
-    assert (art / "e1" / "samples.npy").is_file()
+    # the samples come back as bytes; the worker wrote nothing beside the driver's checkpoint
+    unpack_dir(result.artifact, tmp_path / "published" / "e1")
+    assert (tmp_path / "published" / "e1" / "samples.npy").is_file()
+    assert sorted(p.name for p in art.iterdir()) == ["t1"] and result.artifact_path is None
+    assert (node / "checkpoints" / checkpoint.key / "model.pt").is_file()  # unpacked once into the node cache
+    assert not list((node / "scratch").iterdir())
 
 
 def test_cells_publish_with_genlibs_rule_and_clean_its_trash(tmp_path):

@@ -87,9 +87,12 @@ class _Recording:
     def __init__(self, inner, events: list) -> None:
         self.inner, self.events, self.workers = inner, events, inner.workers
 
-    def submit(self, task_id, fn, arg):
+    def submit(self, task_id, fn, arg, **options):
         self.events.append(("start", task_id))
-        self.inner.submit(task_id, fn, arg)
+        self.inner.submit(task_id, fn, arg, **options)
+
+    def __getattr__(self, name):  # share, unshare, check_resources
+        return getattr(self.inner, name)
 
     def wait(self, timeout=None):
         out = self.inner.wait(timeout)
