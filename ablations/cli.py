@@ -54,11 +54,13 @@ def resolve_grid(text: str) -> Path:
 
 
 def _plans(args, share: bool = True):
-    from ablations.plan import plan_grid
+    from ablations.plan import check_metrics, plan_grid
     from ablations.spec import load_grid
     overrides = _overrides(getattr(args, "overrides", None) or [])
     plans = [plan_grid(apply_overrides(load_grid(resolve_grid(g), args.profile), overrides), share=share)
              for g in args.grids]
+    for plan in plans:  # the CLI scores with genlib.metrics: its metrics must fit each cell's data and n
+        check_metrics(plan)
     for plan in plans:
         for warning in plan.warnings:
             print(f"genbench grid: warning: {warning}", file=sys.stderr)
@@ -84,6 +86,17 @@ def _overrides(texts: list[str]) -> dict[str, Any]:
             from genlib.data import absolute_name
             value = absolute_name(value)
         out[check_key(key, "--set")] = value
+    return out
+
+
+def _flat(overrides: dict[str, Any]) -> dict[str, Any]:
+    """{'data': {'name': 'x'}} -> {'data.name': 'x'}: dotted leaf keys, as --set keys are written."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value:
+            out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        else:
+            out[key] = value
     return out
 
 
@@ -113,6 +126,14 @@ def apply_overrides(spec: GridSpec, overrides: dict[str, Any]) -> GridSpec:
                 raise GridError(f"--set '{key}': study '{spec.study}' varies '{clash}' (an axis of its grid "
                                 f"{spec.path}); a fixed value would collapse the comparison. Drop the --set, or "
                                 f"copy the grid and edit its axes")
+        # Blocks that fix the key to different values (or only some blocks fixing it) vary it across blocks.
+        fixed = {b.name: {k: v for k, v in _flat(b.set).items() if _related(key, k)} for b in spec.blocks}
+        if len(spec.blocks) > 1 and len({repr(sorted(f.items())) for f in fixed.values()}) > 1:
+            shown = ", ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in f.items()) or 'the base value'}"
+                              for name, f in fixed.items())
+            raise GridError(f"--set '{key}': study '{spec.study}' varies it across its blocks ({shown}; grid "
+                            f"{spec.path}); a fixed value would collapse the comparison. Drop the --set, or copy "
+                            "the grid and edit its blocks")
         try:
             if is_eval_key(key):
                 eval_cfg = set_dotted({"eval": eval_cfg}, key, value)["eval"]

@@ -10,6 +10,7 @@ The planner validates every resolved config up front and never runs anything.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -194,6 +195,45 @@ def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> dict[str, Any]:
         raise GridError(f"'eval' does not fit model family '{family}': {exc}{hint}") from None
 
 
+@functools.lru_cache(maxsize=64)
+def _kind_of(name: str, fingerprint: str) -> str | None:  # the fingerprint keys a file's content
+    from genlib.data import data_kind
+
+    return data_kind(name)
+
+
+def _check_metrics_fit(names: list[str] | None, data: dict[str, Any], n: int, min_samples: int, where: str) -> None:
+    if not names:
+        return
+    from genlib.metrics import METRICS
+
+    kind = _kind_of(data["name"], data.get("fingerprint", ""))
+    for name in names:
+        spec = METRICS.get(name)
+        if kind is not None and kind not in spec.kinds:
+            raise GridError(f"{where}: metric '{name}' applies to {' and '.join(spec.kinds)} data; data "
+                            f"'{data['name']}' is {kind} data")
+        if spec.needs == "samples" and n < min_samples:
+            raise GridError(f"{where}: metric '{name}' needs at least {min_samples} samples per set "
+                            f"(metrics.min_samples); eval.n is {n}")
+
+
+def check_metrics(plan: Plan) -> None:
+    """For genlib.metrics, the default evaluation: refuse before anything runs a metric of another data kind
+    (precision on 2-D points) or a sample metric given fewer samples than its minimum; the error names the grid
+    file and the cell. (A custom Evaluation scores cells its own way and skips this.)"""
+    from genlib.metrics.base import MetricsConfig
+
+    where = f"grid '{plan.spec.path}'" if plan.spec.path else f"grid '{plan.study}'"
+    for cell in plan.eval_cells:
+        ev = cell.eval_config
+        _check_metrics_fit(ev["metrics"], cell.train_config["data"], ev["n"],
+                           EvaluationConfig.from_flat(ev).settings.min_samples, f"{where}: cell {cell.label}: 'eval.metrics'")
+    for floor in plan.floor_cells:
+        _check_metrics_fit(floor.metrics, floor.data, floor.n, MetricsConfig().min_samples,
+                           f"{where}: {floor.label}: 'floor.metrics'")
+
+
 # -- expansion ------------------------------------------------------------------------------------------
 def _matches(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, where: str) -> bool:
     """True when every key of an exclude rule has one of the rule's values in this cell.
@@ -304,8 +344,10 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                     if spec.timing is not None and _timed(spec.timing.where, axes, {**run_dict, "eval": ev},
                                                           timing_keys_seen):
                         ev = {**ev, "timing": dict(spec.timing.settings)}  # part of the cell's config and key
-                except GridError:
-                    raise
+                except GridError as exc:
+                    if str(exc).startswith(where):
+                        raise
+                    raise GridError(f"{bwhere}: cell {label}: {exc}") from None  # name the file and the cell
                 except ConfigError as exc:
                     raise GridError(f"{bwhere}: cell {label}: {exc}") from None
                 t_axes = {k: v for k, v in axes.items() if not _is_eval_axis(k, block)}

@@ -157,6 +157,7 @@ class Dataset:
 DATASETS: Registry[Callable[[DataConfig], Dataset]] = Registry("dataset")
 # Prefixed forms "idx:PATH" / "npz:PATH": each entry is (cfg, path) -> Dataset.
 FILE_FORMATS: Registry[Callable[[DataConfig, Path], Dataset]] = Registry("data file format")
+_REGISTERED_KINDS: dict[str, str] = {"digits": "image"}  # filled by _register_toy; plugins' kinds are unknown
 
 
 # ---------------------------------------------------------------- splitting
@@ -200,6 +201,7 @@ def _register_toy(name: str, log_density: Callable[[np.ndarray], np.ndarray] | N
                            _draw=lambda n, heldout_seed: draw(n, (2, heldout_seed)), _log_density=log_density)
 
         DATASETS.register(name, help=sample.__doc__)(load)
+        _REGISTERED_KINDS[name] = "toy"
         return sample
 
     return decorate
@@ -576,6 +578,33 @@ def data_fingerprint(name: str) -> str:
         h.update(f"{file.name}\0{_file_digest(file)}\0".encode())
         total += file.stat().st_size
     return f"sha256:{h.hexdigest()[:16]} {total} B"
+
+
+def data_kind(cfg: DataConfig | str) -> str | None:
+    """'image' or 'toy' without loading the data (IDX is images; an npz by its 'x' / 'x_train' header; a
+    built-in dataset by its registration); None when only loading would tell (a plugin's dataset, an
+    unreadable file: loading it reports why)."""
+    name = cfg if isinstance(cfg, str) else cfg.name
+    form = _file_form(absolute_name(name)) if ":" in name else None
+    if form is None:
+        return _REGISTERED_KINDS.get(name)
+    prefix, path = form
+    if prefix == "idx":
+        return "image"
+    if prefix != "npz":
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next(m for m in ("x_train.npy", "x.npy") if m in archive.namelist())
+            with archive.open(member) as fh:
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(fh)]
+                shape = read_header(fh)[0]
+    except (OSError, StopIteration, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    if len(shape) == 2 and shape[1] == 2:
+        return "toy"
+    return "image" if len(shape) in (3, 4) else None
 
 
 def describe_datasets() -> list[dict[str, Any]]:

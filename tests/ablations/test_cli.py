@@ -67,7 +67,7 @@ def test_run_then_status_with_the_default_metrics(grid_file, tmp_path, capsys):
 
 def test_run_exit_code_and_failures_listing(grid_file, tmp_path, capsys):
     grid = yaml.safe_load(grid_file.read_text())
-    grid["eval"]["metrics"] = ["fd"]  # an image metric on 2-D toy data: every evaluation fails
+    grid["eval"]["metrics"] = ["nll_true"]  # needs a closed-form density, which moons lacks: every evaluation fails
     grid_file.write_text(yaml.safe_dump(grid))
     db = tmp_path / "results.db"
     code = main(["grid", "run", str(grid_file), "--store", str(db), "--executor", "serial", "--no-progress",
@@ -76,7 +76,7 @@ def test_run_exit_code_and_failures_listing(grid_file, tmp_path, capsys):
     assert "stopped early after 2 failures" in capsys.readouterr().err
     assert main(["grid", "status", str(grid_file), "--store", str(db), "--failed"]) == 0
     out = capsys.readouterr().out
-    assert out.count("failed ") >= 2 and "applies to image data" in out
+    assert out.count("failed ") >= 2 and "needs the true density in closed form" in out
 
 
 def test_user_errors_are_one_line_with_a_suggestion(capsys, tmp_path):
@@ -204,11 +204,41 @@ def test_claims_and_demo_pass_set_to_the_grid(monkeypatch, tmp_path):
     monkeypatch.setattr(main_job, "_call", lambda argv, allow=(0,): calls.append(argv) or 0)
     monkeypatch.setattr("ablations.analytic.record_analytic", lambda store: None)
     monkeypatch.setattr("reports.build_claims", lambda store, out: {"md": out / "claims.md"})
+    _write_idx(tmp_path / "x")
+    data = f"data.name=idx:{tmp_path / 'x'}"
     assert main(["claims", "--out", str(tmp_path / "c"), "--store", str(tmp_path / "r.db"), "--studies", "beta",
-                 "--set", "data.name=idx:x", "--set", "train.steps=9"]) == 0
+                 "--set", data, "--set", "train.steps=9"]) == 0
     argv = calls[0]
     assert argv[:3] == ["grid", "run", "beta"]
-    assert argv[-4:] == ["--set", "data.name=idx:x", "--set", "train.steps=9"]
+    assert argv[-4:] == ["--set", data, "--set", "train.steps=9"]
+
+
+@pytest.mark.parametrize("command", ["claims", "demo"])
+def test_claims_and_demo_name_themselves_in_set_errors_and_create_nothing(command, tmp_path, capsys):
+    store = tmp_path / "r.db"
+    args = [command, "--out", str(tmp_path / "o"), "--studies", "beta", "--set", "train.stpes=9"]
+    assert main(args + (["--store", str(store)] if command == "claims" else [])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"genbench {command}: error: grid '") and "did you mean 'train.steps'" \
+        in err[0] and "cell beta[" in err[0]
+    assert not store.exists() and not (tmp_path / "o" / "results.db").exists()
+
+
+def test_plan_refuses_metrics_that_do_not_fit_the_data_or_n(capsys):
+    assert main(["grid", "plan", "refinement", "--set", "data.name=moons"]) == 2
+    err = capsys.readouterr().err
+    assert "refinement.yaml': cell refinement[" in err and "metric 'precision' applies to image data; data 'moons' " \
+        "is toy data" in err
+    assert main(["grid", "plan", "beta", "--set", "eval.n=50"]) == 2
+    assert "metric 'fd' needs at least 100 samples per set (metrics.min_samples); eval.n is 50" in capsys.readouterr().err
+
+
+def test_set_on_a_key_that_blocks_vary_is_refused(capsys):
+    assert main(["grid", "plan", "baselines", "--set", "data.name=moons"]) == 2
+    err = capsys.readouterr().err
+    assert "--set 'data.name': study 'baselines' varies it across its blocks (digits: data.name=digits, moons: " \
+        "data.name=moons" in err
+    assert main(["grid", "plan", "baselines", "--set", "train.lr=0.002"]) == 0  # a key no block fixes applies
 
 
 def _write_idx(folder, n: int = 300, size: int = 8, seed: int = 0) -> None:
