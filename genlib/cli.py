@@ -193,13 +193,16 @@ def check_writable(path: str | Path, option: str, *, directory: bool) -> None:
 
 
 def check_store_writable(path: str | Path, option: str = "--store") -> None:
-    """Open (or create) the results store at `path` and take its write lock once, before any work, so
-    that an unwritable or foreign file fails now rather than after training or evaluating."""
+    """Open the results store at `path` and take its write lock once, before any work, so that an unwritable
+    or foreign file fails now rather than after training or evaluating. An absent store is not created here
+    (only its folder is probed), so a command refused later leaves no empty store behind."""
     import sqlite3
 
     from genlib.store import ResultsStore
 
     check_writable(path, option, directory=False)
+    if not Path(path).exists():
+        return  # its folder takes new files; the store is created by the first write, so a refused command leaves none
     try:
         with ResultsStore(path) as store, store.transaction():
             pass

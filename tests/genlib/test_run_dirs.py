@@ -369,3 +369,11 @@ def test_overwrite_refuses_a_run_directory_holding_the_users_own_files(old_run, 
     (run_dir / "notes.txt").unlink()
     (run_dir / "samples").rmdir()
     assert main(["train", cfg_path, "--out", str(run_dir), "--quiet", "--overwrite", "--set", "seed=1"]) == 0
+
+
+def test_a_refused_train_creates_no_store(old_run, tiny_train, tmp_path, capsys):
+    run_dir, _ = old_run
+    store = tmp_path / "new.db"
+    cfg_path = write_config(tmp_path / "c.yaml", tiny_train)
+    assert main(["train", cfg_path, "--out", str(run_dir), "--quiet", "--store", str(store)]) == 2
+    assert "already holds a run" in capsys.readouterr().err and not store.exists()
