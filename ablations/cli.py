@@ -53,14 +53,34 @@ def resolve_grid(text: str) -> Path:
                     f"(bundled: {', '.join(bundled)})")
 
 
+def check_runnable(plan) -> None:
+    """What the command line checks of a plan before any cell runs, beyond the plan's own validation: the
+    metrics fit each cell's data and n (the CLI scores with genlib.metrics), and the execution providers of
+    timed cells exist on this machine. GridError names the grid file and what to change."""
+    from ablations.plan import check_metrics
+    from ablations.spec import GridError
+
+    check_metrics(plan)
+    wanted = {p for c in plan.timed_cells for p in c.eval_config["timing"].get("providers", ())}
+    if "cuda" in wanted:
+        from bench.runtime import cuda_provider_usable
+
+        usable, reason = cuda_provider_usable()
+        if not usable:
+            where = f"grid '{plan.spec.path}'" if plan.spec.path else f"grid '{plan.study}'"
+            raise GridError(f"{where}: study '{plan.study}': timing.providers lists 'cuda', which is not usable on "
+                            f"this machine ({reason}); its {len(plan.timed_cells)} timed cells would fail: use "
+                            "providers: [cpu] here, or run the grid on a CUDA machine")
+
+
 def _plans(args, share: bool = True):
-    from ablations.plan import check_metrics, plan_grid
+    from ablations.plan import plan_grid
     from ablations.spec import load_grid
     overrides = _overrides(getattr(args, "overrides", None) or [])
     plans = [plan_grid(apply_overrides(load_grid(resolve_grid(g), args.profile), overrides), share=share)
              for g in args.grids]
-    for plan in plans:  # the CLI scores with genlib.metrics: its metrics must fit each cell's data and n
-        check_metrics(plan)
+    for plan in plans:
+        check_runnable(plan)
     for plan in plans:
         for warning in plan.warnings:
             print(f"genbench grid: warning: {warning}", file=sys.stderr)

@@ -47,13 +47,13 @@ def _run_studies(store: Path, profile: str, workers: int | None, executor: str, 
 
     # Plan every study first, here: a bad --set or grid is then this command's own one-line error, and nothing
     # (not even an empty store) is created before it.
-    from ablations.cli import _overrides, apply_overrides, resolve_grid
-    from ablations.plan import check_metrics, plan_grid
+    from ablations.cli import _overrides, apply_overrides, check_runnable, resolve_grid
+    from ablations.plan import plan_grid
     from ablations.spec import load_grid
 
     sets = _overrides(list(overrides))
     for study in studies:
-        check_metrics(plan_grid(apply_overrides(load_grid(resolve_grid(study), profile), sets)))
+        check_runnable(plan_grid(apply_overrides(load_grid(resolve_grid(study), profile), sets)))
     argv = ["grid", "run", *studies, "--store", str(store), "--profile", profile, "--executor", executor]
     if workers:
         argv += ["--workers", str(workers)]

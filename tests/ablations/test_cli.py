@@ -310,3 +310,17 @@ def test_a_crash_inside_claims_or_demo_keeps_its_exit_status(monkeypatch, status
     monkeypatch.setattr(genlib.cli, "main", lambda argv: 2)  # a usage error stays a one-line error
     with pytest.raises(genlib.cli.UserError, match="failed with exit status 2"):
         main_job._call(["grid", "run", "beta"])
+
+
+def test_plan_refuses_a_cuda_timing_provider_on_a_machine_without_it(tmp_path, capsys, monkeypatch):
+    import bench.runtime
+
+    monkeypatch.setattr(bench.runtime, "cuda_provider_usable", lambda: (False, "no NVIDIA device is present"))
+    grid = tiny_grid(seeds=[0], timing={"where": {"eval.steps": [2]}, "providers": ["cuda"]})
+    path = tmp_path / "timed.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    assert main(["grid", "run", str(path), "--store", str(tmp_path / "r.db"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"grid '{path}': study 'tiny': timing.providers lists 'cuda', which is not usable on this machine (no " \
+           "NVIDIA device is present); its 2 timed cells would fail" in err
+    assert not (tmp_path / "r.db").exists()
