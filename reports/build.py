@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from genlib import records
 from reports.claims import (AnalyticCheck, Claim, ClaimResult, Comparison, claims_frame, claims_in_store,
                             evaluate_claims, indicative_studies, studies_without_claims)
 from reports.load import ReportError, StoreData, check_studies, open_store
@@ -109,6 +110,16 @@ def provenance_blocks(data: StoreData) -> list:
              f"Git commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.",
              f"Devices: {', '.join(devices) or 'not recorded'}; execution providers: "
              f"{', '.join(providers) or 'none recorded'}."]
+    data_files: dict[str, set[str]] = {}  # idx:/npz: data by the content fingerprint in each run's config
+    for config in runs["config"]:
+        data = records.data_config(config) if isinstance(config, dict) else None
+        if isinstance(data, dict) and data.get("fingerprint"):
+            data_files.setdefault(str(data.get("name")), set()).add(str(data["fingerprint"]))
+    if data_files:
+        items.append("Data files (content fingerprints): " + "; ".join(
+            f"`{name}` {', '.join(f'`{f}`' for f in sorted(prints))}"
+            + (" (several contents: results of each are kept apart)" if len(prints) > 1 else "")
+            for name, prints in sorted(data_files.items())) + ".")
     if versions:
         common = json.loads(versions.most_common(1)[0][0])
         if isinstance(common, dict) and common:

@@ -150,6 +150,12 @@ def test_replacing_the_npz_reruns_every_cell_that_read_it(tmp_path, capsys):
     second = {c["train"]["data"]["fingerprint"] for c in configs["train"]} - first
     assert len(first) == 1 and len(second) == 1 and len(configs["train"]) == 2 and len(configs["floor"]) == 2
     assert {c["data"]["fingerprint"] for c in configs["floor"]} == first | second
+    from reports.build import provenance_blocks
+    from reports.load import open_store
+
+    items = provenance_blocks(open_store(db))[1].items
+    line = next(i for i in items if i.startswith("Data files (content fingerprints): "))
+    assert f"`npz:{data}`" in line and all(f"`{f}`" in line for f in first | second) and "several contents" in line
 
 
 def _write_idx_images(path, images):
