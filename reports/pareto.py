@@ -14,12 +14,11 @@ from typing import Any, Iterable
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from genlib import records
 
 from reports.load import ReportError, StoreData, data_name, is_scalar
-from reports.plots import Plot, _err, _png
+from reports.plots import Plot, _err, _png, log_axis
 from reports.render import Column, Stat, Table
 from reports.stats import t_interval
 from reports.tables import MetricInfo, metric_infos, slug, study_slug, varying_axes
@@ -174,11 +173,12 @@ def primary_metric(data: StoreData, study: str, frame: pd.DataFrame) -> MetricIn
     return infos[0] if infos else None
 
 
-def timed_studies(data: StoreData) -> list[str]:
-    """Studies whose evaluations carry latency metrics, in store order."""
+def timed_studies(data: StoreData, studies: Iterable[str] | None = None) -> list[str]:
+    """Studies whose evaluations carry latency metrics, in store order (only those of `studies` when given)."""
     m = data.metrics
     rows = m[(m["kind"] == "eval") & (m["metric"] == LATENCY) & m["study"].notna()]
-    return list(dict.fromkeys(rows["study"]))
+    found = list(dict.fromkeys(rows["study"]))
+    return found if studies is None else [s for s in found if s in set(studies)]
 
 
 def pareto_points(data: StoreData, study: str) -> list[tuple[str, MetricInfo, list[ParetoPoint]]]:
@@ -287,9 +287,7 @@ def pareto_plot(table: Table, study: str, info: MetricInfo, points: list[ParetoP
         if front:
             ax.plot([p.latency.mean for p in front], [p.quality.mean for p in front], "-", color="C3", lw=1.2,
                     label="Pareto front")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short log range
+        log_axis(ax, "x")
         ax.set_xlabel(f"p50 latency per call at batch {batch} [ms]")
         ax.set_title(f"batch {batch}, {threads} thread(s)")
         ax.grid(alpha=0.3, which="both")
@@ -301,12 +299,8 @@ def pareto_plot(table: Table, study: str, info: MetricInfo, points: list[ParetoP
 
 def pareto_report(data: StoreData, studies: Iterable[str] | None = None) -> tuple[list[Table], list[Plot]]:
     """Tables and plots for every study with timed evaluations (or those of `studies` that have them)."""
-    chosen = timed_studies(data)
-    if studies is not None:
-        wanted = set(studies)
-        chosen = [s for s in chosen if s in wanted]
     tables, plots = [], []
-    for study in chosen:
+    for study in timed_studies(data, studies):
         for group, info, points in pareto_points(data, study):
             table = pareto_table(data, study, group, info, points)
             tables.append(table)

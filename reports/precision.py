@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from reports.load import StoreData
 from reports.pareto import ParetoPoint, _reference_key, pareto_points, study_gate, timed_studies
-from reports.plots import Plot, _png
+from reports.plots import Plot, _png, log_axis
 from reports.render import Column, Num, Stat, Table
 from reports.stats import t_interval
 from reports.tables import MetricInfo, slug, varying_axes
@@ -123,9 +123,6 @@ def precision_plot(table: Table, study: str, info: MetricInfo, points: list[Pare
                 ax.plot(xs, ys, "osD^"[i % 4], color=f"C{i}", label=prec, alpha=0.85)
         ax.axhline(0, color="0.5", lw=0.8)
         ax.axvline(1, color="0.5", lw=0.8, ls=":")
-        ax.set_xscale("log")
-        from reports.plots import log_axis
-
         log_axis(ax, "x")
         ax.set_xlabel("speed-up over fp32 (x)")
         ax.set_title(f"batch {batch}")
@@ -137,11 +134,8 @@ def precision_plot(table: Table, study: str, info: MetricInfo, points: list[Pare
 
 
 def precision_report(data: StoreData, studies=None) -> tuple[list[Table], list[Plot]]:
-    chosen = timed_studies(data)
-    if studies is not None:
-        chosen = [s for s in chosen if s in set(studies)]
     tables, plots = [], []
-    for study in chosen:
+    for study in timed_studies(data, studies):
         for group, info, points in precision_rows(data, study):
             table = precision_table(data, study, group, info, points)
             tables.append(table)

@@ -50,3 +50,22 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_timed_grid():
+    """The builder of a tiny timed grid (`_tiny_timed_grid`)."""
+    return _tiny_timed_grid
+
+
+def _tiny_timed_grid(study: str, eval_section: dict, axes: dict, timing_where: dict, *, seeds=(0,), batches=(4,),
+                     **top) -> dict:
+    """A 2-D toy DDPM grid (moons, T = 10, 40 training steps) whose cells matching `timing_where` are timed with
+    `ort_graph` (plus any `timing` keys in top) on the CPU; for end-to-end report and timing tests."""
+    timing = {"where": timing_where, "backends": ["ort_graph"], "providers": ["cpu"], "batches": list(batches),
+              "threads": [1], "target_s": 0.0, "min_rounds": 2, "warmup_rounds": 0, **top.pop("timing", {})}
+    return {"study": study,
+            "base": {"data": {"name": "moons", "n_train": 1000, "n_test": 500},
+                     "model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 10, "scaled": False}},
+                     "train": {"steps": 40, "batch_size": 64, "log_every": 10, "device": "cpu"}},
+            "eval": eval_section, "axes": axes, "seeds": list(seeds), "floor": False, "timing": timing, **top}

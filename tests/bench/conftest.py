@@ -24,6 +24,8 @@ TINY_RUNS = {
     "vae_full": {"model": {"family": "vae", "hidden": [32, 16], "latent_dim": 4, "covariance": "full"},
                  "data": {"name": "digits"}},
     "ae": {"model": {"family": "ae", "hidden": [32, 16], "latent_dim": 4}, "data": {"name": "digits"}},
+    "vae_gauss": {"model": {"family": "vae", "hidden": [32, 16], "latent_dim": 4, "likelihood": "gaussian"},
+                  "data": {"name": "digits"}},
     "unet": {"model": {"family": "ddpm", "arch": "unet", "channels": 8, "time_dim": 16, "noise": {"T": 50}},
              "data": {"name": "digits"}},
 }

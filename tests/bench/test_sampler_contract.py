@@ -20,6 +20,7 @@ from genlib.models import SAMPLERS, SampleConfig, SamplerSpec
 from genlib.models.base import samplers_of
 from genlib.samplers import draw_inputs, run_program
 
+
 from .conftest import PARITY_BATCHES, TINY_RUNS
 
 # The tiny runs of tests/bench/conftest.py in the order a sampler looks for a family it applies to (2-D toys first).
@@ -128,22 +129,13 @@ STEP_SAMPLERS = [n for n in PROGRAMS if SAMPLERS.get(n).step_setting == "steps"]
 
 
 @pytest.fixture(scope="module")
-def solver_store(tmp_path_factory):
+def solver_store(tmp_path_factory, tiny_timed_grid):
     """A timed grid over every sampler counted in respaced steps (one checkpoint, S in {2, 4})."""
     from ablations import parse_grid, plan_grid, run_plan
 
-    grid = {
-        "study": "solvers",
-        "base": {"data": {"name": "moons", "n_train": 1000, "n_test": 500},
-                 "model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 10, "scaled": False}},
-                 "train": {"steps": 40, "batch_size": 64, "log_every": 10, "device": "cpu"}},
-        "eval": {"n": 128, "metrics": ["swd"]},
-        "axes": {"eval.steps": [2, 4], "eval.sampler": STEP_SAMPLERS},
-        "seeds": [0],
-        "floor": False,
-        "timing": {"where": {"eval.steps": [4]}, "backends": ["ort_graph", "torch_loop"], "providers": ["cpu"],
-                   "batches": [2], "threads": [1], "target_s": 0.0, "min_rounds": 1, "warmup_rounds": 0},
-    }
+    grid = tiny_timed_grid("solvers", {"n": 128, "metrics": ["swd"]},
+                           {"eval.steps": [2, 4], "eval.sampler": STEP_SAMPLERS}, {"eval.steps": [4]},
+                           timing={"backends": ["ort_graph", "torch_loop"]}, batches=(2,))
     db = tmp_path_factory.mktemp("solvers") / "results.db"
     summary = run_plan(plan_grid(parse_grid(grid)), db, executor="serial", progress=False)
     assert summary.complete, summary.failures

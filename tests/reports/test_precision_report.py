@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import pytest
 
+
 GATE = {"metric": "swd", "max_increase": 0.02, "relative_to": "fp32"}
 
 
 @pytest.fixture(scope="module")
-def precision_store(tmp_path_factory):
+def precision_store(tmp_path_factory, tiny_timed_grid):
     from ablations import parse_grid, plan_grid, run_plan
 
-    grid = {
-        "study": "shipping",
-        "base": {"data": {"name": "moons", "n_train": 1000, "n_test": 500},
-                 "model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 10, "scaled": False}},
-                 "train": {"steps": 40, "batch_size": 64, "log_every": 10, "device": "cpu"}},
-        "eval": {"n": 128, "metrics": ["swd"], "sampler": "ddim", "steps": 4},
-        "axes": {"eval.precision": ["fp32", "int8_dynamic"]},
-        "seeds": [0, 1],
-        "floor": False,
-        "gate": GATE,
-        "timing": {"where": {"eval.steps": 4}, "backends": ["ort_graph"], "providers": ["cpu"], "batches": [4],
-                   "threads": [1], "target_s": 0.0, "min_rounds": 2, "warmup_rounds": 0},
-    }
+    grid = tiny_timed_grid("shipping", {"n": 128, "metrics": ["swd"], "sampler": "ddim", "steps": 4},
+                           {"eval.precision": ["fp32", "int8_dynamic"]}, {"eval.steps": 4}, seeds=(0, 1), gate=GATE)
     db = tmp_path_factory.mktemp("precision") / "results.db"
     summary = run_plan(plan_grid(parse_grid(grid)), db, executor="serial", progress=False)
     assert summary.complete, summary.failures
