@@ -377,3 +377,17 @@ def test_a_refused_train_creates_no_store(old_run, tiny_train, tmp_path, capsys)
     cfg_path = write_config(tmp_path / "c.yaml", tiny_train)
     assert main(["train", cfg_path, "--out", str(run_dir), "--quiet", "--store", str(store)]) == 2
     assert "already holds a run" in capsys.readouterr().err and not store.exists()
+
+
+@pytest.mark.slow  # an ONNX export: several seconds
+def test_full_disk_during_export_is_one_line_and_leaves_nothing(tmp_path, tiny_train, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    run_dir = tmp_path / "run"
+    train(config(tiny_train), run_dir, progress=False)
+    out = tmp_path / "onnx" / "decoder.onnx"
+    out.parent.mkdir()
+    full_disk(monkeypatch)
+    assert main(["export", "--run", str(run_dir), "--part", "decoder", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "the disk is full" in err and str(out.parent) in err, err
+    assert sorted(p.name for p in out.parent.iterdir()) == []
