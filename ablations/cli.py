@@ -233,7 +233,14 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
+    import importlib.util
+
     from ablations.driver import Terminated, run_plans
+    from ablations.spec import GridError
+
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:  # before the store is created
+        raise GridError("--executor ray needs Ray, which is not installed: pip install 'genbench[ray]', or use "
+                        "--executor local")
     plans = _plans(args, share=not args.no_share)
     options = {"address": args.ray_address} if args.ray_address else {}
     try:

@@ -330,3 +330,13 @@ def test_plan_refuses_a_cuda_timing_provider_on_a_machine_without_it(tmp_path, c
     assert f"grid '{path}': study 'tiny': timing.providers lists 'cuda', which is not usable on this machine (no " \
            "NVIDIA device is present); its 2 timed cells would fail" in err
     assert not (tmp_path / "r.db").exists()
+
+
+def test_ray_executor_without_ray_is_refused_before_the_store_exists(grid_file, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    db = tmp_path / "r.db"
+    assert main(["grid", "run", str(grid_file), "--store", str(db), "--executor", "ray", "--no-progress"]) == 2
+    assert "genbench grid run: error: --executor ray needs Ray, which is not installed" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.yaml"]
