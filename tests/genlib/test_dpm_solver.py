@@ -99,6 +99,6 @@ def test_equals_diffusers_dpm_solver_multistep_on_identical_inputs(monkeypatch):
         theirs = diffusers_dpm_solver_2m(Model, SampleConfig(sampler="dpm_solver_2m", steps=steps, clip_x0=False))(
             x_T, None)
         assert theirs.dtype == torch.float64
-        assert float((ours - theirs).abs().max()) <= 1e-10, steps
+        assert float((ours - theirs).abs().max()) <= 1e-12, steps  # measured: 2.7e-13 at S = 2, 4e-15 at S = 50
         if steps > 2:  # a second-order step ran: DDIM differs by far more than the agreement
             assert float((ours - sample_ddim(ode.eps, x_T, LINEAR, steps)).abs().max()) > 1e-4
