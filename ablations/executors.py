@@ -382,8 +382,10 @@ class RayExecutor(Executor):
         address = address or os.environ.get("RAY_ADDRESS") or None
         self._started = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False,
-                                      "configure_logging": False}
+            # No address: a new local cluster ("local"), never one that `ray start` left running on this machine
+            # (Ray's default would join it, and then refuses num_cpus).
+            kwargs: dict[str, Any] = {"address": address or "local", "include_dashboard": False,
+                                      "log_to_driver": False, "configure_logging": False}
             if address is None:
                 kwargs["num_cpus"] = workers or default_workers()
             runtime_env = _with_plugins(runtime_env)
