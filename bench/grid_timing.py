@@ -295,7 +295,16 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
             p_cached = cached_export(loaded_run, replace(ExportConfig(part=part), seed=cfg.seed), exports_dir)
             exports += int(p_cached.fresh)
             target.siblings[part] = _target(loaded_run, p_cached)
-    rows = run_benchmarks([target], settings.bench_config(), progress=False)
+    fp32 = None
+    targets = [target]
+    if cfg.precision != "fp32":  # its fp32 graph, timed in the same run with ort_graph only (no torch reference)
+        fp32 = cached_export(loaded_run, replace(cfg, precision="fp32"), exports_dir)
+        exports += int(fp32.fresh)
+        targets.append(Target(part="sampler", onnx_path=fp32.path, info=fp32.info, export_cfg=fp32.cfg,
+                              label="fp32 reference"))
+    all_rows = run_benchmarks(targets, settings.bench_config(), progress=False)
+    rows = [r for r in all_rows if r.target != "fp32 reference"]
+    reference_rows = [r for r in all_rows if r.target == "fp32 reference" and r.backend == "ort_graph"]
     key = (info.sidecar or {}).get("export_key") or export_key(loaded_run, cfg)
     parity = dict((info.sidecar or {}).get("parity") or {"valid": False, "reason": "no parity verdict"})
     metrics = timing_metrics(rows, key, fresh)
@@ -316,15 +325,15 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     cold_ms, cold_provider = cold_start_ms(path, target, settings.providers[0])
     metrics.append(records.metric("eval", "cold_start_ms", cold_ms, split=timing_split("ort_graph", cold_provider, 1, 1),
                                   extra=extra))
+    if fp32 is not None:
+        metrics += speedup_metrics(rows, reference_rows, extra)
     if draw is not None and n is not None:
-        fp32_cfg = replace(cfg, precision="fp32")
-        fp32 = cached if cfg.precision == "fp32" else cached_export(loaded_run, fp32_cfg, exports_dir)
-        exports += int(fp32.fresh and fp32 is not cached)
-        ref_draw, _ = make_draw(loaded_run, fp32_cfg, fp32.path, settings.providers[0], torch.get_num_threads(), seed)
+        # the fp32 graph is its own reference (distance 0); a lower precision is drawn against its fp32 graph
+        ref_draw = draw if fp32 is None else make_draw(loaded_run, fp32.cfg, fp32.path, settings.providers[0],
+                                                       torch.get_num_threads(), seed)[0]
+        reference = cached if fp32 is None else fp32
         metrics += fidelity_metrics(draw(n, seed), ref_draw(n, seed), {**extra, "reference_export_key":
-                                                                       (fp32.info.sidecar or {}).get("export_key")})
-        if cfg.precision != "fp32":
-            metrics += speedup_metrics(loaded_run, cached, fp32, settings, extra)
+                                                                       (reference.info.sidecar or {}).get("export_key")})
     return TimedEval(metrics=metrics, parity=parity, export_key=key, export_path=path, exports=exports,
                      device=device if provider is None else _ort_device(provider, device), provider=provider,
                      draw=draw, drawn_by=drawn_by, rows=rows)
@@ -340,17 +349,14 @@ def fidelity_metrics(samples: np.ndarray, reference: np.ndarray, extra: dict) ->
             records.metric("eval", "fidelity_l2_max", float(dist.max()), split="fidelity", extra=extra)]
 
 
-def speedup_metrics(run: LoadedRun, cached: CachedExport, fp32: CachedExport, settings: TimingSettings,
-                    extra: dict) -> list[Metric]:
-    """The speed-up of this graph over the fp32 graph (p50 ratio, fp32 / this), both timed with `ort_graph` back
-    to back in this process at each provider, batch and threads: never assumed, and < 1 where slower."""
-    cfg = replace(settings.bench_config(), backends=("ort_graph",))
-    mine = {(r.provider, r.batch, r.threads): r for r in run_benchmarks([_target(run, cached)], cfg, progress=False)}
-    base = run_benchmarks([_target(run, fp32)], cfg, progress=False)
+def speedup_metrics(rows: list[BenchRow], reference_rows: list[BenchRow], extra: dict) -> list[Metric]:
+    """The speed-up of this graph over its fp32 graph (p50 ratio, fp32 / this) per provider, batch and threads,
+    both timed by `ort_graph` in the same run (never assumed; below 1 where this graph is slower)."""
+    mine = {(r.provider, r.batch, r.threads): r for r in rows if r.backend == "ort_graph" and r.timing is not None}
     out = []
-    for r in base:
+    for r in reference_rows:
         other = mine.get((r.provider, r.batch, r.threads))
-        if r.timing is None or other is None or other.timing is None:
+        if r.timing is None or other is None:
             continue
         split = timing_split("ort_graph", r.provider, r.batch, r.threads)
         out.append(records.metric("eval", "speedup_vs_fp32", r.timing.p50_ms / other.timing.p50_ms, split=split,

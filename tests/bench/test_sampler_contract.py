@@ -88,27 +88,51 @@ def test_samplers_without_a_program_draw_reproducibly(runs, name):
     assert a.shape == (7, *model.sample_shape) and torch.equal(a, b)
 
 
-@pytest.mark.parametrize("graph", ["unrolled", "loop"])
-@pytest.mark.parametrize("name", PROGRAMS)
-def test_whole_sampler_graph_passes_the_parity_gate_at_two_batch_sizes(exported, name, graph):
+@pytest.fixture(scope="module")
+def sampler_target(runs, tmp_path_factory):
+    """name -> the sampler's timing target (its unrolled graph exported behind the parity gate, with the network
+    parts its steps call), exported once per module."""
+    root = tmp_path_factory.mktemp("contract")
+    made: dict = {}
+
+    def get(name: str):
+        if name not in made:
+            base = ExportConfig(part="sampler", sample=exercising(SAMPLERS.get(name)), parity_batches=PARITY_BATCHES)
+            [made[name]] = targets_for_run(runs(run_for(name)), ["sampler"], base, root / name)
+        return made[name]
+
+    return get
+
+
+def _check_parity(parity: dict, details: dict, name: str) -> None:
     spec = SAMPLERS.get(name)
-    res = exported(run_for(name), ExportConfig(part="sampler", graph=graph, sample=exercising(spec)))
-    assert res.valid, res.parity.reason
-    assert {r["batch"] for r in res.parity.per_batch} == set(PARITY_BATCHES)
-    assert all(r["max_abs_ref"] > 0 for r in res.parity.per_batch)  # real samples, not zeros
-    details = res.info["details"]
+    assert parity["valid"], parity["reason"]
+    assert {r["batch"] for r in parity["per_batch"]} == set(PARITY_BATCHES)
+    assert all(r["max_abs_ref"] > 0 for r in parity["per_batch"])  # real samples, not zeros
     assert details["sampler"] == name and details["label"] == spec.describe(exercising(spec))
     assert details["nfe"] >= details["steps"] >= 1
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
-def test_the_onnx_loops_equal_the_torch_loop_on_identical_noise(runs, tmp_path, name):
+def test_whole_sampler_graph_passes_the_parity_gate_at_two_batch_sizes(sampler_target, name):
+    target = sampler_target(name)
+    assert target.info.details["graph"] == "unrolled"
+    _check_parity(target.info.sidecar["parity"], target.info.details, name)
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_the_loop_form_passes_the_parity_gate_too(exported, name):
+    res = exported(run_for(name), ExportConfig(part="sampler", graph="loop", sample=exercising(SAMPLERS.get(name))))
+    _check_parity(res.parity.to_dict(), res.info["details"], name)
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_the_onnx_loops_equal_the_torch_loop_on_identical_noise(sampler_target, runs, name):
     """`ort_net_loop` (the program over the exported network parts) and `ort_step_loop` (the recorded step order
     over the exported single step) give the torch loop's samples from the same inputs."""
     spec = SAMPLERS.get(name)
     run = runs(run_for(name))
-    base = ExportConfig(part="sampler", sample=exercising(spec), parity_batches=PARITY_BATCHES)
-    [target] = targets_for_run(run, ["sampler"], base, tmp_path)
+    target = sampler_target(name)
     assert set(target.siblings) >= set(spec.net_parts)
     want = target.part_graph.reference(target.feeds(4))["x"]
     prepared = BACKENDS.get("ort_net_loop").prepare(target, 4, 1)
