@@ -195,13 +195,12 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from genlib.models import MODELS, SAMPLERS
+    from genlib.models import MODELS, SAMPLERS, samplers_of
 
-    print("model families:")
+    print("model families (their samplers: the first is the default):")
     for name in MODELS.names():
-        cls = MODELS.get(name)
-        print(f"  {name:<15} samplers: {', '.join(cls.samplers):<10} {MODELS.describe(name)}"
-              f"{_from_plugin(MODELS.origin(name))}")
+        print(f"  {name:<15} {MODELS.describe(name)}{_from_plugin(MODELS.origin(name))}")
+        print(f"  {'':<15} samplers: {', '.join(samplers_of(name))}")
     print("\nsamplers (the settings each reads; any other sampling flag is refused):")
     for name in SAMPLERS.names():
         settings = ", ".join(SAMPLERS.get(name).settings) or "none"

@@ -101,7 +101,7 @@ class OracleConfig(ModelConfig):
                               "Gaussian mixture")
 
 
-@MODELS.register("oracle", help="exact eps of a Gaussian-mixture toy (8gaussians), no training; samplers ddpm, ddim")
+@MODELS.register("oracle", help="exact eps of a Gaussian-mixture toy (8gaussians), no training")
 class Oracle(DDPM):
     """DDPM's sampling path (to_model_space, clipping, samplers) around the exact eps instead of a network."""
 
