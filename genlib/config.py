@@ -181,15 +181,22 @@ def _expanded_nodes(root: yaml.Node) -> int:
     return sizes[id(root)]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a mapping with a repeated key (safe_load silently keeps the last) and a
+# libyaml's parser when PyYAML has it (the same safe construction, parsing in C); PyYAML's own otherwise.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The largest YAML text read as a config or grid file: real ones are kilobytes (a grid at its cell limit is
+# ~150 kB), and a larger one is refused before it is parsed.
+MAX_YAML_BYTES = 4 * 2**20
+
+
+class _UniqueKeyLoader(_SafeLoader):
+    """A safe YAML loader that refuses a mapping with a repeated key (safe_load silently keeps the last) and a
     document that expands past MAX_YAML_NODES nodes through aliases."""
 
     def get_single_node(self):
         node = super().get_single_node()
         if node is not None and _expanded_nodes(node) > MAX_YAML_NODES:
-            raise ConfigError(f"the YAML expands to more than {MAX_YAML_NODES:,} values through its aliases "
-                              "('&anchor' / '*anchor'); refused before building it (an alias bomb?)")
+            raise ConfigError(f"the YAML expands to more than {MAX_YAML_NODES:,} values (through its aliases, "
+                              "'&anchor' / '*anchor', when the file is small); refused before building it")
         return node
 
     def construct_mapping(self, node, deep=False):
@@ -262,6 +269,11 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"config file '{path}' is {size / 2**20:.1f} MiB; a run config or grid file may be at most "
+                          f"{MAX_YAML_BYTES / 2**20:g} MiB (a grid plans at most 20,000 cells: split a longer axis "
+                          "into several studies)")
     try:
         data = load_yaml_text(path.read_text())
     except yaml.YAMLError as exc:

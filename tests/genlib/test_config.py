@@ -243,7 +243,7 @@ def test_a_yaml_alias_bomb_is_refused_fast_and_small(tmp_path):
     tracemalloc.start()
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=r"^config file '.*bomb.yaml': the YAML expands to more than 1,000,000 "
-                                          r"values through its aliases"):
+                                          r"values \(through its aliases"):
         read_yaml(path)
     elapsed = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
@@ -252,3 +252,15 @@ def test_a_yaml_alias_bomb_is_refused_fast_and_small(tmp_path):
     shared = "base: &b {lr: 0.001, steps: 10}\none: *b\ntwo: {<<: *b, steps: 20}\n"  # ordinary anchors still work
     (tmp_path / "ok.yaml").write_text(shared)
     assert read_yaml(tmp_path / "ok.yaml")["two"] == {"lr": 0.001, "steps": 20}
+
+
+def test_a_yaml_file_over_the_size_limit_is_refused_before_parsing(tmp_path, monkeypatch):
+    import genlib.config as config_module
+
+    path = tmp_path / "big.yaml"
+    path.write_text("axes:\n  eval.n: [" + ", ".join(map(str, range(100, 3100))) + "]\n")
+    monkeypatch.setattr(config_module, "MAX_YAML_BYTES", 2**14)
+    monkeypatch.setattr(config_module, "load_yaml_text", lambda text: pytest.fail("parsed an oversized file"))
+    with pytest.raises(ConfigError, match=r"^config file '.*big.yaml' is 0.0 MiB; a run config or grid file may be "
+                                          r"at most 0.015625 MiB"):
+        read_yaml(path)
