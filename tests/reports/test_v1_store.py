@@ -38,12 +38,17 @@ def test_genbench_report_on_a_migrated_v1_store(tmp_path):
     assert "Study toy" in out["md"].read_text()
 
 
+# The evaluation config of a v1 grid cell: the SampleConfig fields of that time, n and metrics.
+V1_EVAL_FIELDS = ("sampler", "steps", "eta", "variance", "clip_x0", "passes", "reencode", "prior", "n", "metrics")
+
+
 def _as_v1_store(path: Path, plan) -> int:
     """The grid `plan` as a schema-v1 store holds it after a finished run: v1 record layouts and keys (evaluation
     keys hashed over the v1 evaluation config, without the sampling settings added since)."""
     import json
 
     from genlib.config import config_hash
+    from genlib.record_layout import V1_EVAL_ADDED
     from v1_store import V1_SCHEMA
 
     conn = sqlite3.connect(path, isolation_level=None)
@@ -62,7 +67,9 @@ def _as_v1_store(path: Path, plan) -> int:
     for cell in plan.floor_cells:
         insert(cell.key, "floor", cell.record_config(), None, cell.seed, cell.label, 0.01)
     for i, cell in enumerate(plan.eval_cells):
-        ev = {k: v for k, v in cell.eval_config.items() if k not in ("start", "clip_low", "clip_high")}
+        ev = {k: v for k, v in cell.eval_config.items() if k in V1_EVAL_FIELDS}
+        assert set(cell.eval_config) - set(ev) <= set(V1_EVAL_ADDED), "a new evaluation field: add it to " \
+            "genlib.record_layout.V1_EVAL_ADDED with the value v1 evaluations used"
         key = config_hash({"study": plan.study, "parent": cell.parent, "eval": ev, "seed": cell.seed})
         assert key != cell.key
         config = {"train": cell.train_config, "eval": ev, "axes": cell.axes, "profile": cell.profile}
