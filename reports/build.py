@@ -19,9 +19,10 @@ from reports.claims import (AnalyticCheck, Claim, ClaimResult, Comparison, claim
 from reports.load import ReportError, StoreData, check_studies, open_store
 from reports.pareto import pareto_report
 from reports.precision import precision_report
-from reports.plots import Plot, plot_latency_vs_batch, study_plots
+from reports.plots import Plot, plot_forest, plot_latency_vs_batch, plot_regimes, study_plots
 from reports.render import (Bullets, Column, Document, Gallery, Heading, Image, Para, Table, TableBlock, fmt_num,
                             document_html, document_markdown, table_latex, verdict_markup, write_bytes, write_text)
+from reports.regimes import degradation_frame, has_regimes, show_setting, varied_settings
 from reports.samples import MAX_GRIDS, SampleGrid, study_sample_grids
 from reports.stats import RULE
 from reports.tables import slug, speed_table, study_slug, study_tables
@@ -158,6 +159,9 @@ def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]
                     Para("Each claim is decided by its pre-registered primary test, stored with its study. "
                          + RULE + " Analytic checks state their own rule. Tests without stored results are "
                          "**not measured**.")]
+    forest = plot_forest(results)
+    if forest is not None:
+        blocks.append(_plot_image(forest))
     quick = indicative_studies(data, [r.claim for r in results])
     if quick:
         blocks.append(Para("**Indicative verdicts:** " + ", ".join(f"`{s}`" for s in quick)
@@ -182,6 +186,7 @@ def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]
                                     Column("mde", "MDE"), Column("seeds", "seeds for margin"),
                                     Column("test", "decided by"),
                                     Column("studies", "studies")], summary_rows)))
+    blocks += regime_blocks(data, results, quick)
     for res in results:
         claim = res.claim
         blocks.append(Heading(f"Claim {claim.id}: {verdict_markup(res.verdict)}", 3, f"claim-{slug(claim.id)}"))
@@ -203,6 +208,46 @@ def claims_blocks(data: StoreData, results: list[ClaimResult], anchors: set[str]
         blocks.append(Para("Studies with results but no stored claims (written by an older genbench): "
                            + ", ".join(f"`{s}`" for s in missing) + ". Run `genbench grid run STUDY --store ...` "
                            "again to record them; finished cells are not recomputed."))
+    return blocks
+
+
+def regime_blocks(data: StoreData, results: list[ClaimResult], quick: list[str]) -> list:
+    """Per study with a perturbation axis: the degradation Q(perturbed) - Q(clean) per setting (steps, sampler,
+    data block) and perturbation, with its 95% interval (`reports.regimes`), for the metrics its claims test."""
+    blocks: list = []
+    for study in dict.fromkeys(s for r in results for s in r.claim.studies):
+        if not has_regimes(data, study):
+            continue
+        metrics = list(dict.fromkeys(t.metric for r in results for t in r.claim.tests
+                                     if isinstance(t, Comparison) and t.study == study))
+        frame = degradation_frame(data, study, metrics)
+        if frame.empty:
+            continue
+        settings = varied_settings(frame)
+        rows = []
+        order = settings + ["perturb", "metric"]
+        for rec in frame.sort_values(order, key=lambda c: c.map(show_setting)).to_dict("records"):
+            row = {k: show_setting(rec[k], k) for k in settings}
+            measured = not rec.get("why")
+            ci = (f"{rec['effect']:+.4g} [{fmt_num(rec['low'])}, {fmt_num(rec['high'])}]" if measured
+                  else rec["why"])
+            rows.append({**row, "perturb": rec["perturb"], "metric": rec["metric"],
+                         "clean": fmt_num(rec["clean"]) if measured else "", "degradation": ci,
+                         "n": str(rec["n"]) if measured else "", "test": rec["test"] if measured else ""})
+        columns = ([Column(k, "S" if k == "eval.steps" else k) for k in settings]
+                   + [Column("perturb", "perturbation"), Column("metric", "metric"), Column("clean", "clean"),
+                      Column("degradation", "perturbed - clean [95% CI]"), Column("n", "seeds"),
+                      Column("test", "test")])
+        blocks.append(Para(f"**Degradation by regime (`{study}`)**: each row is one setting, sampled with the "
+                           "clean denoiser and with the perturbed one (genlib.perturb), paired by seed; S = T where "
+                           "the table says T." + (" Indicative: run with the `quick` profile." if study in quick
+                                                  else "")))
+        blocks.append(TableBlock(Table(f"regimes-{study_slug(study)}", f"Degradation by regime: {study}", columns,
+                                       rows)))
+        for metric in dict.fromkeys(frame["metric"]):
+            heat = plot_regimes(frame, study, settings, metric)
+            if heat is not None:
+                blocks.append(_plot_image(heat))
     return blocks
 
 

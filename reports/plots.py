@@ -581,3 +581,97 @@ def study_plots(data: StoreData, study: str) -> list[Plot]:
 
 __all__ = ["KIND_DRAWERS", "OVERVIEW", "Plot", "curve", "declared_plots", "draws", "log_axis", "plot_latency_vs_batch",
            "points", "read_history", "study_plots"]
+
+
+# -- the claims at a glance ---------------------------------------------------------------------------------
+VERDICT_COLOURS = {"supported": "#2e7d32", "contradicted": "#c62828", "no effect": "#1565c0",
+                   "inconclusive": "#b8860b", "not measured": "#9e9e9e"}
+FOREST_LIMIT = 6.0  # effects and bounds beyond +-6 margins are drawn at the edge, with an arrow
+
+
+def forest_rows(results: list) -> list[dict[str, Any]]:
+    """Per claim decided by a comparison: its primary effect and 95% bounds divided by the margin, signed so that
+    the expected direction is positive (+1: an effect of the margin's size the way the claim says), and its
+    verdict. Claims without a measured difference (analytic checks, nothing stored) are left out."""
+    rows = []
+    for res in results:
+        test, primary = res.tests[0], res.claim.primary
+        d = test.difference
+        direction = getattr(primary, "direction", None)
+        if d is None or direction is None or not test.margin or not math.isfinite(d.interval.mean):
+            continue
+        sign = 1.0 if direction == "higher" else -1.0
+        iv = d.interval
+        low, high = sorted((sign * iv.low / test.margin, sign * iv.high / test.margin)) if iv.n >= 2 else (math.nan,) * 2
+        rows.append({"id": res.claim.id, "effect": sign * iv.mean / test.margin, "low": low, "high": high,
+                     "verdict": res.verdict, "test": d.test_label})
+    return rows
+
+
+def plot_forest(results: list) -> Plot | None:
+    """Every claim's primary effect / margin with its 95% interval, the +-1 margin lines and 0, coloured by
+    verdict: the whole claims report at a glance. None when no claim has a measured difference."""
+    rows = forest_rows(results)
+    if not rows:
+        return None
+    fig = Figure(figsize=(7.0, 0.9 + 0.38 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    lim = FOREST_LIMIT
+    for y, row in enumerate(reversed(rows)):
+        colour = VERDICT_COLOURS.get(row["verdict"], "#000000")
+        low, high = row["low"], row["high"]
+        if math.isnan(low):
+            low = high = row["effect"]
+        ax.plot([max(low, -lim), min(high, lim)], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
+        for bound, edge in ((low, -lim), (high, lim)):
+            if (bound < -lim and edge < 0) or (bound > lim and edge > 0):
+                ax.annotate("", xy=(edge, y), xytext=(edge * 0.93, y),
+                            arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.5})
+        ax.plot([min(max(row["effect"], -lim), lim)], [y], "o", color=colour, ms=6)
+    for x, style in ((0.0, "-"), (1.0, "--"), (-1.0, "--")):
+        ax.axvline(x, color="#555555", lw=0.9, ls=style)
+    ax.set_yticks(range(len(rows)), [f"{r['id']} ({r['test']})" for r in reversed(rows)], fontsize=8)
+    ax.set_xlim(-lim * 1.02, lim * 1.02)
+    ax.set_xlabel("primary effect / margin (+: the claimed direction; dashed: +-1 margin)")
+    shown = list(dict.fromkeys(r["verdict"] for r in rows))
+    for v in shown:
+        ax.plot([], [], "o-", color=VERDICT_COLOURS.get(v, "#000000"), label=v)
+    ax.legend(fontsize=7, loc="lower right", frameon=True)
+    ax.grid(alpha=0.3, axis="x")
+    return Plot("claims-forest", "Every claim's primary effect divided by its margin, with its 95% interval, the "
+                "+-1 margin lines and 0, coloured by verdict (bounds beyond +-6 margins end in an arrow).",
+                _png(fig), None)
+
+
+def plot_regimes(frame: pd.DataFrame, study: str, settings: list[str], metric: str) -> Plot | None:
+    """A heat map of a regime table (reports.regimes.degradation_frame): perturbed - clean of `metric` per
+    setting (rows) and perturbation (columns), each cell annotated with its mean and 95% interval."""
+    from reports.regimes import show_setting
+
+    sub = frame[(frame["metric"] == metric) & (frame["why"] == "")] if "why" in frame else frame.iloc[0:0]
+    if sub.empty:
+        return None
+    row_keys = [c for c in settings if c != "perturb"]
+    labels = [", ".join(show_setting(r[c], c) for c in row_keys) for _, r in sub.iterrows()]
+    sub = sub.assign(_row=labels)
+    rows, cols = sorted(dict.fromkeys(labels)), list(dict.fromkeys(sub["perturb"]))
+    grid = np.full((len(rows), len(cols)), np.nan)
+    text = [["" for _ in cols] for _ in rows]
+    for _, r in sub.iterrows():
+        i, j = rows.index(r["_row"]), cols.index(r["perturb"])
+        grid[i, j] = r["effect"]
+        text[i][j] = f"{r['effect']:+.3g}\n[{r['low']:.2g}, {r['high']:.2g}]"
+    fig = Figure(figsize=(1.6 + 1.5 * len(cols), 0.8 + 0.45 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    bound = float(np.nanmax(np.abs(grid))) or 1.0
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=6.5)
+    ax.set_xticks(range(len(cols)), cols, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("perturbation")
+    ax.set_ylabel(", ".join("S" if c == "eval.steps" else c for c in row_keys), fontsize=8)
+    fig.colorbar(im, ax=ax, label=f"{metric}: perturbed - clean")
+    return Plot(f"regimes-{metric}-{study_slug(study)}", f"Degradation by regime ({study}, {metric}): perturbed - clean, "
+                "mean and 95% interval over seeds per setting (S = T where it says T).", _png(fig), study)
