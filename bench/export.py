@@ -9,6 +9,7 @@ but marked invalid. This module does not time anything (see `bench.suite`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -131,8 +132,29 @@ def _convert(part: PartGraph, cfg: ExportConfig, model: onnx.ModelProto, network
 
 
 def export_key(run: LoadedRun, cfg: ExportConfig) -> str:
-    """Hash of (the run's key, the resolved export config): equal keys mean the same graph."""
-    return config_hash({"run_key": run.config.run_key, "export": to_dict(cfg)})
+    """Hash of (the run's key, the digest of its weights, the resolved export config): equal keys mean the same
+    graph. The weights count by content, so an export cached on a machine is never reused for a checkpoint
+    trained again under the same run key (another store, another machine, a retried cell)."""
+    doc = {"run_key": run.config.run_key, "export": to_dict(cfg)}
+    digest = weights_digest(Path(run.run_dir) / "model.pt") if getattr(run, "run_dir", None) else None
+    if digest is not None:
+        doc["weights"] = digest
+    return config_hash(doc)
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def weights_digest(path: Path) -> str | None:
+    """sha256 of a weights file (None when absent), computed once per path, size and modification time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return _DIGESTS[key]
 
 
 def export_part(run: LoadedRun, cfg: ExportConfig, out: str | Path, *, check: bool = True,

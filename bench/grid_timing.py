@@ -320,7 +320,7 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     if parity.get("valid"):
         draw, provider = make_draw(loaded_run, cfg, path, settings.providers[0], torch.get_num_threads(), seed)
     drawn_by = f"ort_graph/{provider}" if provider else f"torch_loop/torch:{loaded_run.model.device.type}"
-    extra = {"precision": cfg.precision, "export_key": key}
+    extra = {"precision": cfg.precision, "export_key": key, "export": "new" if fresh else "cached"}
     metrics.append(records.metric("eval", "model_size_bytes", float(path.stat().st_size), split="export", extra=extra))
     cold_ms, cold_provider = cold_start_ms(path, target, settings.providers[0])
     metrics.append(records.metric("eval", "cold_start_ms", cold_ms, split=timing_split("ort_graph", cold_provider, 1, 1),

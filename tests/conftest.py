@@ -16,6 +16,22 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def node_cache(tmp_path_factory):
+    """Each test session gets its own node cache (unpacked checkpoints, export graphs), inherited by spawned grid
+    workers, so what one session exported never answers another's "exported once" checks."""
+    import os
+
+    path = tmp_path_factory.mktemp("node-cache")
+    old = os.environ.get("GENBENCH_NODE_CACHE")
+    os.environ["GENBENCH_NODE_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("GENBENCH_NODE_CACHE", None)
+    else:
+        os.environ["GENBENCH_NODE_CACHE"] = old
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "benchmarks" in Path(str(item.fspath)).parts:

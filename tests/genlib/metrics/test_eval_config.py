@@ -37,7 +37,9 @@ def test_the_record_layout_is_the_flat_section_plus_reference_and_settings():
     cfg = EvaluationConfig(sample=SampleConfig(sampler="ddpm", steps=10), n=64, metrics=("swd", "mmd"))
     assert cfg.to_flat() == {**to_dict(cfg.sample), "n": 64, "metrics": ["swd", "mmd"]}
     assert cfg.record() == {**cfg.to_flat(), "reference": "test", "settings": to_dict(MetricsConfig())}
-    assert set(cfg.to_flat()) == set(EvaluationConfig.FLAT_FIELDS)
+    # every field, but those left out at their defaults so keys from before they existed stay valid
+    assert set(cfg.to_flat()) | {"precision", "perturb"} == set(EvaluationConfig.FLAT_FIELDS)
+    assert EvaluationConfig.from_flat({**cfg.to_flat(), "precision": "fp16"}).to_flat()["precision"] == "fp16"
     assert EvaluationConfig.from_flat(cfg.to_flat()) == cfg
 
 
