@@ -164,7 +164,9 @@ def run_benchmarks(targets: Sequence[Target], cfg: BenchConfig, *, progress: boo
     rows: list[BenchRow] = []
     bar = tqdm(cells, desc="bench", disable=not progress, leave=False, dynamic_ncols=True)
     for target, name, provider, batch, threads in bar:
-        bar.set_postfix_str(f"{target.part} {name}{'/' + provider if provider else ''} b{batch} t{threads}")
+        # refresh=False: the bar prints on its own schedule (in a log: a line every few seconds with the real count)
+        bar.set_postfix_str(f"{target.part} {name}{'/' + provider if provider else ''} b{batch} t{threads}",
+                            refresh=False)
         rows.append(_run_cell(target, name, provider, batch, threads, cfg))
     clear_sessions()
     return rows

@@ -141,3 +141,12 @@ def test_torch_compile_backend_runs_or_says_why(ddpm_targets):
     assert row.status == "ok" or (row.status == "skipped" and "torch.compile failed" in row.reason)
     if row.status == "ok":
         assert row.notes["compile_s"] > 0
+
+
+def test_progress_in_a_log_is_not_one_line_per_cell(ddpm_targets, capsys):
+    """In a log (stderr not a terminal) the bar prints on its own schedule, never a frame per cell stuck at 0/N."""
+    cfg = BenchConfig(batches=(1, 2), threads=(1,), backends=("torch", "ort"), timing=QUICK)
+    run_benchmarks([t for t in ddpm_targets if t.part == "denoiser"], cfg, progress=True)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("bench")]
+    assert len(lines) <= 2, lines
+    assert sum("0/4" in ln for ln in lines) <= 1
