@@ -254,6 +254,19 @@ def reusable_export(path: Path, key: str) -> ExportInfo | None:
     return info
 
 
+def _remove_stale_tmp(folder: Path, key: str) -> None:
+    """Remove the temporary folders of this export that a killed process left (`.tmp-<key>-<pid>-<hex>` whose
+    process is gone); a live one's is left alone."""
+    for tmp in folder.glob(f".tmp-{key}-*"):
+        try:
+            pid = int(tmp.name[len(f".tmp-{key}-"):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue
+
+
 def cached_export(run: LoadedRun, cfg: ExportConfig, folder: str | Path, *, stem: str | None = None,
                   reuse: bool = True) -> CachedExport:
     """The one export cache (timed grid cells and `genbench bench` alike): `cfg` for `run` in `folder` as
@@ -269,6 +282,7 @@ def cached_export(run: LoadedRun, cfg: ExportConfig, folder: str | Path, *, stem
     info = reusable_export(path, key) if reuse else None
     if info is not None:
         return CachedExport(path, info, cfg, False)
+    _remove_stale_tmp(folder, key)
     tmp = folder / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:

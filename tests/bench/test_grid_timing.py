@@ -168,3 +168,17 @@ def test_a_timed_cell_builds_its_graph_once_and_resolves_the_clip_box_once(runs,
     assert counts == {"build_part": 1, "x0_clip_bounds": 0}  # the cell's box is already numbers
     time_eval_cell(run, sample_cfg, FAST, exports_dir=tmp_path)  # from the cache: built once for timing
     assert counts == {"build_part": 2, "x0_clip_bounds": 0}
+
+
+def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export(runs, tmp_path):
+    from bench.export import export_key
+
+    run = runs("ddpm")
+    sample = _resolved(run, sampler="ddim", steps=3)
+    cfg = export_config_for(run, sample)
+    key = export_key(run, cfg)
+    dead = tmp_path / f".tmp-{key}-999999999-deadbeef"  # no process has this pid
+    dead.mkdir(parents=True)
+    (dead / "half.onnx").write_bytes(b"partial")
+    time_eval_cell(run, sample, FAST, exports_dir=tmp_path)
+    assert not dead.exists() and (tmp_path / f"{key}.onnx").is_file()
