@@ -174,8 +174,13 @@ def _test_text(test) -> str:
         return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
     where = ", ".join(f"{k}={show(v)}" for k, v in test.where)
-    return (f"{test.metric} {test.direction} at {test.axis}={show(test.treatment)} than at "
-            f"{test.axis}={show(test.reference)}" + (f" ({where})" if where else "") + f", margin {test.margin:g}")
+    by = test.interaction
+    what = (f"{test.metric} {test.direction} at {test.axis}={show(test.treatment)} than at "
+            f"{test.axis}={show(test.reference)}" if by is None else
+            f"interaction: ({test.metric} at {test.axis}={show(test.treatment)} - at {test.axis}="
+            f"{show(test.reference)}) {test.direction} at {by.axis}={show(by.treatment)} than at "
+            f"{by.axis}={show(by.reference)}")
+    return what + (f" ({where})" if where else "") + f", margin {test.margin:g}"
 
 
 def _print_claims(spec, indent: str) -> None:
