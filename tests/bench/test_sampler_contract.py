@@ -41,6 +41,18 @@ def exercising(spec: SamplerSpec) -> SampleConfig:
 
 
 PROGRAMS = [n for n in SAMPLERS.names() if SAMPLERS.get(n).has_program]
+
+
+def _history(name: str) -> bool:
+    """Whether the sampler's program carries history (asked of a tiny ddpm model, the family every
+    history-carrying sampler here applies to; False where it does not apply)."""
+    from genlib.models import build_model
+    from genlib.models.ddpm import DDPMConfig
+
+    if name not in samplers_of("ddpm"):
+        return False
+    model = build_model(DDPMConfig(hidden=(4,), time_dim=4), (2,), "toy")
+    return SAMPLERS.get(name).program(model, exercising(SAMPLERS.get(name))).history > 0
 PLAIN = [n for n in SAMPLERS.names() if not SAMPLERS.get(n).has_program]
 
 
@@ -120,7 +132,13 @@ def test_whole_sampler_graph_passes_the_parity_gate_at_two_batch_sizes(sampler_t
     _check_parity(target.info.sidecar["parity"], target.info.details, name)
 
 
-@pytest.mark.parametrize("name", PROGRAMS)
+# The Loop form for every sampler; in the default run only for samplers that carry history (the composer's
+# loop-carried state beyond x), the rest in `tox -e slow` (test_shared_steps runs DDPM's Loop by default).
+LOOP_CASES = [pytest.param(n, marks=() if SAMPLERS.get(n).has_program and _history(n) else pytest.mark.slow)
+              for n in PROGRAMS]
+
+
+@pytest.mark.parametrize("name", LOOP_CASES)
 def test_the_loop_form_passes_the_parity_gate_too(exported, name):
     res = exported(run_for(name), ExportConfig(part="sampler", graph="loop", sample=exercising(SAMPLERS.get(name))))
     _check_parity(res.parity.to_dict(), res.info["details"], name)
