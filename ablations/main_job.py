@@ -1,7 +1,7 @@
 """`genbench claims` and `genbench demo`: the studies through the grid runner, then the reports.
 
-`claims` runs the five lecture studies (resuming whatever the store already holds), stores the analytic
-checks of claims 8-10 and builds the claims report. `demo` is the main job on a fresh machine: the quick
+`claims` runs the six lecture studies (resuming whatever the store already holds), stores the analytic
+checks of claims 8-10 (9b included) and builds the claims report. `demo` is the main job on a fresh machine: the quick
 profile of every study (the steps study times its own samplers: the Pareto table's rows), ONNX export and
 timing of the default decoder and denoiser (the speed table), and the full report. Both are compositions of the other subcommands, so each step can also be run on its own.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from genlib.cli import UserError, check_writable, positive_int, str_list
 
-STUDIES = ("beta", "warmup", "refinement", "steps", "baselines")
+STUDIES = ("beta", "warmup", "refinement", "steps", "baselines", "feedback")
 FORMATTER = argparse.RawDescriptionHelpFormatter
 # What the demo times besides the grid: (example config, part) network parts for the speed table. Samplers are
 # timed by the steps study itself (its `timing` section), on the checkpoints whose quality they stand beside.
@@ -89,7 +89,7 @@ def _studies(chosen: list[str]) -> tuple[str, ...]:
 def add_claims_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "claims", help="run the lecture's studies and write the claims report", formatter_class=FORMATTER,
-        description="Run the five studies (beta, warmup, refinement, steps, baselines) through the grid runner, "
+        description="Run the six studies (beta, warmup, refinement, steps, baselines, feedback) through the grid runner, "
                     "resuming whatever the store already holds, store the analytic checks (closed-form KL vs Monte "
                     "Carlo, KL asymmetry, alpha_bar_T of short schedules) and write the claims report: each claim "
                     "with its study, metric, expected direction, measured effect with a 95% interval and a verdict.",

@@ -228,7 +228,8 @@ def check_metrics(plan: Plan) -> None:
     for cell in plan.eval_cells:
         ev = cell.eval_config
         _check_metrics_fit(ev["metrics"], cell.train_config["data"], ev["n"],
-                           EvaluationConfig.from_flat(ev).settings.min_samples, f"{where}: cell {cell.label}: 'eval.metrics'")
+                           EvaluationConfig.from_flat({k: v for k, v in ev.items() if k != "timing"}).settings.min_samples,
+                           f"{where}: cell {cell.label}: 'eval.metrics'")
     for floor in plan.floor_cells:
         _check_metrics_fit(floor.metrics, floor.data, floor.n, MetricsConfig().min_samples,
                            f"{where}: {floor.label}: 'floor.metrics'")
@@ -344,6 +345,10 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                     if spec.timing is not None and _timed(spec.timing.where, axes, {**run_dict, "eval": ev},
                                                           timing_keys_seen):
                         ev = {**ev, "timing": dict(spec.timing.settings)}  # part of the cell's config and key
+                    if ev.get("precision", "fp32") != "fp32" and "timing" not in ev:
+                        raise GridError(f"{bwhere}: cell {label}: eval.precision {ev['precision']!r} needs a timed cell "
+                                        "(timing.where): its samples are drawn through the exported graph at that "
+                                        "precision; an untimed cell samples the torch network (fp32)")
                 except GridError as exc:
                     if str(exc).startswith(where):
                         raise

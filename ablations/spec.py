@@ -49,11 +49,13 @@ from genlib.metrics.eval_config import EvaluationConfig
 from genlib.records import same_value
 from genlib.registry import suggest
 from genlib.study_schema import (CLAIM_KEYS, DIRECTIONS, FACET_KEYS, PLOT_COMMON_KEYS, PLOT_HELP, PLOT_KINDS, SCALES,
-                                 TEST_HELP, TEST_KEYS, TEST_REQUIRED, ClaimTest, PlotEntry, as_list)
+                                 TEST_HELP, TEST_KEYS, TEST_REQUIRED, ClaimTest, PlotEntry, as_list,
+                                 INTERACTION_KEYS, Interaction)
 from genlib.train import RunConfig
 
-TOP_LEVEL_KEYS = ("study", "claims", "plots", "description", "base", "eval", "axes", "zip", "variants", "blocks",
-                  "exclude", "seeds", "floor", "timing", "profiles")
+TOP_LEVEL_KEYS = ("study", "claims", "plots", "gate", "description", "base", "eval", "axes", "zip", "variants",
+                  "blocks", "exclude", "seeds", "floor", "timing", "profiles")
+GATE_KEYS = ("metric", "max_increase", "relative_to")
 PROFILE_KEYS = ("description", "set", "axes", "zip", "variants", "blocks", "exclude", "seeds", "floor", "timing")
 BLOCK_KEYS = ("set", "axes", "zip", "variants", "exclude")
 REPLACED_KEYS = {"claim": "claims[].text", "decided_by": "claims[].primary", "secondary_claims": "claims[].secondary"}
@@ -150,6 +152,9 @@ class GridSpec:
     claims: tuple[ClaimSpec, ...] = ()
     plots: tuple[PlotEntry, ...] | None = None  # None: none declared (reports draw an overview)
     timing: TimingSpec | None = None
+    # the quality gate of timed cells below fp32: {metric, max_increase, relative_to: fp32} (MLPerf's rule: a
+    # latency counts only where quality stays inside the window); the Pareto and Precision tables apply it
+    gate: dict[str, Any] | None = None
 
     def record_config(self) -> dict[str, Any]:
         """The study's stored definition (a `kind="study"` row): what reports need to decide its claims and draw
@@ -157,6 +162,8 @@ class GridSpec:
         out = {"study": self.study, "profile": self.profile, "claims": [c.to_dict() for c in self.claims]}
         if self.plots is not None:
             out["plots"] = [p.to_dict() for p in self.plots]
+        if self.gate is not None:
+            out["gate"] = dict(self.gate)
         return out
 
 
@@ -458,9 +465,38 @@ def _claim_test(data: Any, where: str, cells: list[dict[str, Any]], metrics: lis
     split, note = data.get("split"), data.get("note", "")
     if split is not None and not isinstance(split, str):
         raise GridError(f"{where}.split must be a string, got {split!r}")
+    interaction = _interaction(data.get("interaction"), f"{where}.interaction", cells, data, filters)
     return ClaimTest(metric=metric, direction=direction, axis=axis, treatment=data["treatment"],
                      reference=data["reference"], margin=float(margin), where=tuple(filters.items()), split=split,
-                     note=str(note or ""))
+                     note=str(note or ""), interaction=interaction)
+
+
+def _interaction(value: Any, where: str, cells: list[dict[str, Any]], test: dict[str, Any],
+                 filters: dict[str, Any]) -> Interaction | None:
+    """An interaction test's second axis: a varied setting other than the test's axis, whose two values make, with
+    the test's two, four planned cells (under `where`) that measure the metric."""
+    if value is None:
+        return None
+    data = _mapping(value, where)
+    _check_keys(data, INTERACTION_KEYS, where)
+    for key in INTERACTION_KEYS:
+        if key not in data:
+            raise GridError(f"{where}: missing required key '{key}' (interaction: {{axis, treatment, reference}})")
+    axis, varied = data["axis"], sorted(_varied(cells))
+    if not isinstance(axis, str) or axis not in varied or axis == test["axis"]:
+        raise GridError(f"{where}.axis: '{axis}' is not an axis of the grid other than the test's own "
+                        f"'{test['axis']}'{suggest(str(axis), varied)} (axes: {', '.join(varied)})")
+    for side in ("treatment", "reference"):
+        if not any(_has(c, axis, data[side]) for c in cells):
+            values = ", ".join(dict.fromkeys(_show(c[axis]) for c in cells if axis in c))
+            raise GridError(f"{where}.{side}: {_show(data[side])} is not a value of axis '{axis}' (values: {values})")
+    for a in ("treatment", "reference"):
+        for b in ("treatment", "reference"):
+            want = {test["axis"]: test[a], axis: data[b], **filters}
+            if not any(all(_has(c, k, w) for k, w in want.items()) and _measures(c, test["metric"]) for c in cells):
+                raise GridError(f"{where}: undecidable: no planned cell measuring '{test['metric']}' has "
+                                + ", ".join(f"{k}={_show(w)}" for k, w in want.items()))
+    return Interaction(axis=axis, treatment=data["treatment"], reference=data["reference"])
 
 
 def _in_profile(test: Any, where: str, spec: GridSpec) -> bool:
@@ -736,7 +772,32 @@ def parse_grid(data: dict, *, profile: str | None = None, path: Path | None = No
                     floor=floor, profiles=tuple(profiles), timing=timing,
                     description=str(prof.get("description") or data.get("description") or ""))
     return dataclasses.replace(spec, claims=_claims(data.get("claims"), where, spec),
-                               plots=_plots(data.get("plots"), where, spec))
+                               plots=_plots(data.get("plots"), where, spec), gate=_gate(data.get("gate"), where))
+
+
+def _gate(value: Any, where: str) -> dict[str, Any] | None:
+    """The `gate:` section: {metric: NAME, max_increase: X > 0, relative_to: fp32}; errors name the key."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise GridError(f"{where}: 'gate' must be a mapping {{metric, max_increase, relative_to: fp32}}, got {value!r}")
+    unknown = [k for k in value if k not in GATE_KEYS]
+    if unknown:
+        raise GridError(f"{where}: gate: unknown key '{unknown[0]}'{suggest(str(unknown[0]), list(GATE_KEYS))} "
+                        f"(valid: {', '.join(GATE_KEYS)})")
+    metric = value.get("metric")
+    if not isinstance(metric, str):
+        raise GridError(f"{where}: gate.metric: needs a metric name, got {metric!r}")
+    from ablations.plan import check_metric_names
+
+    check_metric_names([metric], "gate.metric")
+    limit = value.get("max_increase")
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
+        raise GridError(f"{where}: gate.max_increase: needs a number > 0 (in the metric's unit), got {limit!r}")
+    relative = value.get("relative_to", "fp32")
+    if relative != "fp32":
+        raise GridError(f"{where}: gate.relative_to: only 'fp32' (the same sampler's fp32 graph), got {relative!r}")
+    return {"metric": metric, "max_increase": float(limit), "relative_to": "fp32"}
 
 
 def _check_disjoint(block: Block, where: str) -> None:

@@ -76,6 +76,11 @@ TIMING: dict[str, MetricDef] = {
     **{f"latency_ms_{s}": MetricDef("ms", False) for s in ("p50", "p90", "p99", "mean", "std", "min")},
     "throughput_per_s": MetricDef("samples/s", True), "peak_memory_mb": MetricDef("MB", False),
     "parity_max_abs_err": MetricDef("abs", False),
+    # a timed cell's graph: its size, its cold start (session creation + first call), and below fp32 its
+    # fidelity to the fp32 graph's samples from identical noise and its speed-up over it (same process)
+    "model_size_bytes": MetricDef("bytes", False), "cold_start_ms": MetricDef("ms", False),
+    "fidelity_l2_mean": MetricDef("data units", False), "fidelity_l2_max": MetricDef("data units", False),
+    "speedup_vs_fp32": MetricDef("x", True),
 }
 EXPORT: dict[str, MetricDef] = {
     "export_time_s": MetricDef("s", False), "node_count": MetricDef("nodes", False),
@@ -98,7 +103,7 @@ LAYOUT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "export": (frozenset({"export", "part", "run_key"}), frozenset()),
     "bench": (frozenset({"bench", "part", "target", "export", "export_key", "run_key"}), frozenset()),
     "analytic": (frozenset({"analytic"}), frozenset({"settings"})),
-    "study": (frozenset({"study", "profile", "claims"}), frozenset({"plots"})),
+    "study": (frozenset({"study", "profile", "claims"}), frozenset({"plots", "gate"})),
 }
 
 

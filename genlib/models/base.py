@@ -35,13 +35,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from genlib.config import ConfigError
+from genlib.config import OMIT_DEFAULT, ConfigError
+from genlib.perturb import parse_perturb
 from genlib.records import MetricDef
 from genlib.registry import Registry, UnknownNameError, suggest
 
@@ -96,6 +97,9 @@ class SampleConfig:
     reencode: Literal["mean", "sample"] = "mean"
     # ae: decode z ~ N(0, I) (`standard`) or z from a Gaussian fitted to the training codes.
     prior: Literal["standard", "fitted"] = "standard"
+    # diffusion: a controlled error on the denoiser's output (genlib.perturb): none, scale:D (eps (1 + D)),
+    # bias:D (eps + D u) or field:D (eps + D f(x_t)); left out of run keys while none.
+    perturb: str = field(default="none", metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
         if self.sampler != "auto" and self.sampler not in SAMPLERS:
@@ -107,6 +111,7 @@ class SampleConfig:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
         if self.passes < 0:
             raise ValueError(f"passes must be >= 0, got {self.passes}")
+        parse_perturb(self.perturb)
         if (self.clip_low is None) != (self.clip_high is None):
             raise ValueError("clip_low and clip_high must be given together")
         if self.clip_low is not None and (len(self.clip_low) != len(self.clip_high)
@@ -223,7 +228,8 @@ class PartSpec:
     build(model) -> nn.Module whose forward takes `inputs` (in order) and returns `outputs` (a tensor, or
     a tuple in that order), every tensor batched on axis 0. feeds(model, batch, generator, held_out) ->
     {input name: tensor} for one call; held_out is test data in data space (N, *shape) or None. details
-    are recorded beside the export (e.g. T, so a bare ONNX file gets valid timesteps).
+    are recorded beside the export (e.g. T, so a bare ONNX file gets valid timesteps). calibration draws the
+    inputs int8 calibration collects activation ranges from.
     """
 
     help: str
@@ -232,6 +238,11 @@ class PartSpec:
     outputs: tuple[str, ...]
     feeds: Callable[["GenerativeModel", int, torch.Generator, np.ndarray | None], dict[str, torch.Tensor]]
     details: Callable[["GenerativeModel"], dict] = lambda model: {}
+    # calibration(model, n, generator, x_train) -> {input name: tensor}: n inputs as the part sees them when
+    # sampling (a denoiser: q(x_t | x0) over the timesteps; a decoder: the prior), for int8 calibration.
+    # x_train: the training split in data space. None: `feeds`. `calibration_source` says what it draws.
+    calibration: Callable[["GenerativeModel", int, torch.Generator, np.ndarray], dict[str, torch.Tensor]] | None = None
+    calibration_source: str = "the part's example feeds"
 
 
 class GenerativeModel:

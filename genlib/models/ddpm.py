@@ -23,6 +23,7 @@ from genlib.config import ConfigError
 from genlib.models.base import (MODELS, SAMPLERS, GenerativeModel, ModelConfig, PartSpec, PeerSampler, SampleConfig,
                                 SamplerSpec)
 from genlib.models.nets import TimeMLP, UNet
+from genlib.perturb import perturb_denoiser
 from genlib.samplers import (SamplerProgram, chain_program, clip_x0_for, ddim_plan, ddim_step, ddpm_plan,
                              ddpm_step, plan_program, start_from_data)
 
@@ -122,10 +123,12 @@ def x_T_draw(model: "_DiffusionFamily", cfg: SampleConfig):
 def diffusion_program(model: "_DiffusionFamily", cfg: SampleConfig, build: Callable[..., SamplerProgram]
                       ) -> SamplerProgram:
     """A sampler's program on this model: build(denoise, x_like, clip_x0=, draw_start=, finish=) with the
-    network as denoise, x_like (1, *sample_shape) on its device, the x0 clip box of `cfg`, the start of `cfg`
-    and the data-space finish (`plan_program` and `solver_program` take exactly these)."""
+    network as denoise (perturbed as `cfg.perturb` says, genlib.perturb), x_like (1, *sample_shape) on its
+    device, the x0 clip box of `cfg`, the start of `cfg` and the data-space finish (`plan_program` and
+    `solver_program` take exactly these)."""
     like = torch.zeros((1, *model.sample_shape), device=model.device)
-    return build(model.net, like, clip_x0=clip_x0_for(model, cfg), draw_start=x_T_draw(model, cfg),
+    denoise = perturb_denoiser(model.net, cfg.perturb, model.sample_shape)
+    return build(denoise, like, clip_x0=clip_x0_for(model, cfg), draw_start=x_T_draw(model, cfg),
                  finish=model.to_data_space)
 
 
@@ -134,7 +137,8 @@ def diffusion_sampler(name: str, help: str, program, *, settings: tuple[str, ...
     """Register a sampler over S respaced steps of a `ddpm`-family network (and the families derived from it,
     such as the exact `oracle`): S <= T is checked, `steps` is its step count, it calls the denoiser."""
     return SAMPLERS.register(name, help=help)(SamplerSpec(
-        name=name, program=program, settings=settings + ("steps", "start", "clip_x0", "clip_low", "clip_high"),
+        name=name, program=program,
+        settings=settings + ("steps", "start", "clip_x0", "clip_low", "clip_high", "perturb"),
         check=_check_respaced, steps=respaced_steps, step_setting="steps", net_parts=("denoiser",),
         families=("ddpm",), label=label, nfe=nfe, peer=peer))
 
@@ -215,12 +219,23 @@ def _time_net_feeds(model: "_DiffusionFamily", b: int, generator: torch.Generato
             "t": torch.randint(0, model.schedule.T, (b,), generator=generator)}
 
 
+def _time_net_calibration(model: "_DiffusionFamily", n: int, generator: torch.Generator, x_train) -> dict[str, torch.Tensor]:
+    """n inputs as sampling presents them: x_t ~ q(x_t | x0) (eq. 4) with x0 from the training split and t
+    uniform over all T timesteps, so activation ranges cover every t (not one)."""
+    x = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
+    x0 = model.to_model_space(x[torch.randint(0, x.shape[0], (n,), generator=generator)])
+    t = torch.randint(0, model.schedule.T, (n,), generator=generator)
+    return {"x_t": model.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=generator)), "t": t}
+
+
 def _time_net_part(help: str, output: str) -> PartSpec:
     return PartSpec(help=help, build=lambda model: _TimeNetPart(model.net), inputs=("x_t", "t"), outputs=(output,),
-                    feeds=_time_net_feeds, details=lambda model: {"T": model.schedule.T})
+                    feeds=_time_net_feeds, details=lambda model: {"T": model.schedule.T},
+                    calibration=_time_net_calibration,
+                    calibration_source="x_t ~ q(x_t | x0), x0 from the training split, t uniform over 0..T-1")
 
 
-@MODELS.register("ddpm", help="DDPM eps-prediction (mlp | unet), linear/cosine noise; samplers ddpm, ddim")
+@MODELS.register("ddpm", help="DDPM eps-prediction (mlp | unet), linear/cosine noise")
 class DDPM(_DiffusionFamily):
     config_cls = DDPMConfig
     samplers = ("ddpm", "ddim")

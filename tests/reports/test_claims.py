@@ -123,7 +123,7 @@ def test_the_lecture_claims_are_the_bundled_studies_plus_the_analytic_checks():
         ids |= {c.id for c in spec.claims}
         for c in spec.claims:
             assert len(c.text) > 20 and c.primary.margin > 0
-    assert {i.rstrip("ab") for i in ids} == {str(n) for n in range(1, 11)}
+    assert {i.rstrip("abc") for i in ids} == {str(n) for n in range(1, 12)}
 
 
 def test_quick_studies_are_marked_indicative_and_standard_ones_are_not(store_data, tmp_path):
