@@ -118,6 +118,13 @@ def _precisions(args: argparse.Namespace) -> tuple[str, ...]:
     return _checked_precisions(list(args.precisions or (["fp32", "fp16"] if args.fp16 else ["fp32"])), "--precisions")
 
 
+def _verdict(parity: dict) -> str:
+    """'valid' / 'INVALID' for a gated (fp32) export; 'measured' for a lower precision (never gated)."""
+    if parity.get("gated", True) is False:
+        return "measured (not gated)"
+    return "valid" if parity.get("valid") else "INVALID"
+
+
 def _export_config(args: argparse.Namespace, part: str, precision: str):
     from genlib.models import SampleConfig
 
@@ -287,7 +294,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
             s = t.info.sidecar or {}
             par = s.get("parity") or {}
             print(f"{t.part}: {t.onnx_path.name} ({s.get('node_count')} nodes, export {s.get('export_time_s', 0):.2f} s) "
-                  f"parity {'valid' if par.get('valid') else 'INVALID'} (max abs err {par.get('max_abs_err', float('nan')):.3g})")
+                  f"parity {_verdict(par)} (max abs err {par.get('max_abs_err', float('nan')):.3g})")
     rows = run_benchmarks(targets, cfg, progress=not args.no_progress)
     table = speed_table(rows)
     if not table.empty:
