@@ -122,6 +122,8 @@ def targets_for_run(run: LoadedRun, parts: Sequence[str] | None, base: ExportCon
         for p in parts:
             t = by_part[p]
             t.siblings = {k: v for k, v in by_part.items() if k != p}
+            if precision != "fp32":  # one row per precision in the speed table
+                t.label = f"{p} {precision}"
             targets.append(t)
     return targets
 

@@ -222,7 +222,7 @@ def _time_net_feeds(model: "_DiffusionFamily", b: int, generator: torch.Generato
 def _time_net_calibration(model: "_DiffusionFamily", n: int, generator: torch.Generator, x_train) -> dict[str, torch.Tensor]:
     """n inputs as sampling presents them: x_t ~ q(x_t | x0) (eq. 4) with x0 from the training split and t
     uniform over all T timesteps, so activation ranges cover every t (not one)."""
-    x = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
+    x = torch.tensor(np.array(x_train, dtype=np.float32))
     x0 = model.to_model_space(x[torch.randint(0, x.shape[0], (n,), generator=generator)])
     t = torch.randint(0, model.schedule.T, (n,), generator=generator)
     return {"x_t": model.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=generator)), "t": t}
