@@ -302,7 +302,11 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
         exports += int(fp32.fresh)
         targets.append(Target(part="sampler", onnx_path=fp32.path, info=fp32.info, export_cfg=fp32.cfg,
                               label="fp32 reference"))
-    all_rows = run_benchmarks(targets, settings.bench_config(), progress=False)
+    bench_cfg = settings.bench_config()
+    if cfg.precision != "fp32":  # the torch backends run the trained fp32 network: timed by the fp32 cell, not here
+        onnx_only = tuple(b for b in bench_cfg.backends if not BACKENDS.get(b).torch_network)
+        bench_cfg = replace(bench_cfg, backends=onnx_only or ("ort_graph",))
+    all_rows = run_benchmarks(targets, bench_cfg, progress=False)
     rows = [r for r in all_rows if r.target != "fp32 reference"]
     reference_rows = [r for r in all_rows if r.target == "fp32 reference" and r.backend == "ort_graph"]
     key = (info.sidecar or {}).get("export_key") or export_key(loaded_run, cfg)
