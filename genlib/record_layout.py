@@ -84,7 +84,8 @@ def grid_eval_key(study: str, parent_key: str, ev: Mapping[str, Any], seed: int)
 
 # ExportConfig's own keys. Before it embedded the SampleConfig (schema-v1 stores, export sidecars of
 # version 1), the sampler settings sat beside them at the top level.
-EXPORT_OWN_KEYS = ("part", "graph", "precision", "opset", "parity_batches", "atol", "rtol", "seed")
+EXPORT_OWN_KEYS = ("part", "graph", "precision", "calibration_method", "calibration_size", "per_channel",
+                   "reduce_range", "opset", "parity_batches", "atol", "rtol", "seed")
 
 
 def upgrade_export_config(export: Mapping[str, Any]) -> dict[str, Any]:

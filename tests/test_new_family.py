@@ -138,7 +138,7 @@ def test_genbench_sample_and_models_list_it(run_dir, tmp_path, capsys):
         assert f["x"].shape == (50, 2)
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert f"{FAMILY:<15} samplers: {FAMILY}" in out and "x = mu + scale * z" in out
+    assert f"{FAMILY:<15}" in out and f"samplers: {FAMILY}" in out and "x = mu + scale * z" in out
 
 
 def test_evaluates_better_than_its_untrained_start(run_dir, dataset):
