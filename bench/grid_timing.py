@@ -332,10 +332,11 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     if fp32 is not None:
         metrics += speedup_metrics(rows, reference_rows, extra)
     if draw is not None and n is not None:
-        # the fp32 graph is its own reference (distance 0); a lower precision is drawn against its fp32 graph
-        ref_draw = draw if fp32 is None else make_draw(loaded_run, fp32.cfg, fp32.path, settings.providers[0],
-                                                       torch.get_num_threads(), seed)[0]
+        # the reference is drawn through a session of its own on the fp32 file (for an fp32 cell: the same file,
+        # so its distance measures that identical noise gives identical samples, not a shared array)
         reference = cached if fp32 is None else fp32
+        ref_draw = make_draw(loaded_run, reference.cfg, reference.path, settings.providers[0],
+                             torch.get_num_threads(), seed)[0]
         metrics += fidelity_metrics(draw(n, seed), ref_draw(n, seed), {**extra, "reference_export_key":
                                                                        (reference.info.sidecar or {}).get("export_key")})
     return TimedEval(metrics=metrics, parity=parity, export_key=key, export_path=path, exports=exports,
