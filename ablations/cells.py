@@ -40,6 +40,7 @@ class Evaluation:
 
     device: str = "auto"
     ran_on: str | None = None
+    exports_dir: Path | None = None  # the node's export cache, set by the cell (a precision perturbation's graph)
 
     def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path,
                      draw: Callable[..., Any] | None = None) -> list[Metric]:
@@ -75,8 +76,11 @@ class MetricsEvaluation(Evaluation):
 
     def evaluate_run(self, run_dir: Path, eval_cfg: dict[str, Any], seed: int, out_dir: Path,
                      draw: Callable[..., Any] | None = None) -> list[Metric]:
+        import dataclasses
+
         import numpy as np
 
+        from bench.perturb import realise_perturbation
         from genlib.checkpoint import atomic_write
         from genlib.data import load_dataset
         from genlib.samplers import resolve_x0_clip
@@ -87,6 +91,10 @@ class MetricsEvaluation(Evaluation):
         self.ran_on = str(loaded.model.device)
         dataset = load_dataset(loaded.config.data)
         sample_cfg = resolve_x0_clip(_sample_config(eval_cfg), loaded.model, dataset.x_train)  # the box, as numbers
+        # a real perturbation (an early checkpoint, the int8 denoiser) is the network itself: loaded as such
+        exports_dir = self.exports_dir or node_cache_dir() / EXPORTS_DIR
+        loaded, perturb_facts = realise_perturbation(loaded, sample_cfg.perturb, exports_dir, device=self.device,
+                                                     seed=seed)
         n = int(eval_cfg["n"])
         if draw is not None:  # through the exported graph, with the torch sampler's noise
             samples = np.asarray(draw(n, seed), dtype=np.float32)
@@ -99,8 +107,11 @@ class MetricsEvaluation(Evaluation):
 
         atomic_write(out_dir / "samples.npy", write)
         # names None: every default metric that applies to this family and data.
-        return list(metrics.evaluate(eval_cfg.get("metrics"), dataset=dataset, model=loaded.model, samples=samples,
-                                     sample_cfg=sample_cfg, n=n, seed=seed))
+        scored = list(metrics.evaluate(eval_cfg.get("metrics"), dataset=dataset, model=loaded.model, samples=samples,
+                                       sample_cfg=sample_cfg, n=n, seed=seed))
+        if perturb_facts:  # what the perturbed network was, with every number measured through it
+            scored = [dataclasses.replace(m, extra={**m.extra, "perturb_facts": perturb_facts}) for m in scored]
+        return scored
 
     def evaluate_floor(self, data_cfg: dict[str, Any], names: list[str] | None, n: int, seed: int) -> list[Metric]:
         from genlib.config import from_dict
@@ -252,6 +263,7 @@ def _run_eval(cell: EvalCell, ctx: CellContext, checkpoint: Shared | None = None
             metrics, device, provider, exports = _timed_eval(cell, ctx, run_dir, tmp)
         else:
             ctx.evaluation.ran_on = None
+            ctx.evaluation.exports_dir = ctx.cache / EXPORTS_DIR
             metrics = ctx.evaluation.evaluate_run(run_dir, cell.eval_config, cell.seed, tmp)
             device, provider = _device(ctx.evaluation), None
         artifact = pack_dir(tmp) if any(tmp.iterdir()) else None

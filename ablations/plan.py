@@ -195,6 +195,28 @@ def check_eval_applies(run: RunConfig, ev: dict[str, Any]) -> dict[str, Any]:
         raise GridError(f"'eval' does not fit model family '{family}': {exc}{hint}") from None
 
 
+def _check_real_perturbation(run: RunConfig, ev: dict[str, Any]) -> None:
+    """A real perturbation (genlib.perturb: an early checkpoint, the denoiser at a lower precision) needs what
+    realises it: the step among the training's train.save_at; an untimed cell (a timed one draws through its
+    whole-sampler graph: time a precision with eval.precision)."""
+    from genlib.perturb import parse_perturb
+
+    from genlib.models import MODELS
+
+    perturbation = parse_perturb(ev.get("perturb", "none"))
+    if not perturbation.real:
+        return
+    if not MODELS.get(run.model.family).trainable:
+        raise GridError(f"eval.perturb '{perturbation.spec}' is a trained network's error, but family "
+                        f"'{run.model.family}' has no trained weights; exclude it for this family")
+    if "timing" in ev:
+        raise GridError(f"eval.perturb '{perturbation.spec}' is realised in the torch sampler, not in a timed cell's "
+                        f"exported graph; exclude it from timing.where (time a precision with eval.precision)")
+    if perturbation.kind == "step" and perturbation.step not in run.train.save_at:
+        raise GridError(f"eval.perturb '{perturbation.spec}' samples the weights saved at step {perturbation.step}, "
+                        f"but train.save_at is {list(run.train.save_at)}; add {perturbation.step} to train.save_at")
+
+
 @functools.lru_cache(maxsize=64)
 def _kind_of(name: str, fingerprint: str) -> str | None:  # the fingerprint keys a file's content
     from genlib.data import data_kind
@@ -349,6 +371,7 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                         raise GridError(f"{bwhere}: cell {label}: eval.precision {ev['precision']!r} needs a timed cell "
                                         "(timing.where): its samples are drawn through the exported graph at that "
                                         "precision; an untimed cell samples the torch network (fp32)")
+                    _check_real_perturbation(run, ev)
                 except GridError as exc:
                     if str(exc).startswith(where):
                         raise

@@ -25,10 +25,11 @@ import torch
 
 from genlib.checkpoint import (RUN_FILES, ArtifactWriteError, CheckpointError, atomic_write_text, check_run_target, clean_stale_siblings,
                                 load_weights, make_temp_sibling, publish_dir, read_json, save_weights, write_json)
-from genlib.config import ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml
+from genlib.config import OMIT_DEFAULT, ConfigError, apply_overrides, config_hash, dump_yaml, from_dict, read_yaml
 from genlib.data import DataConfig, Dataset, load_dataset
 from genlib.kl_schedules import KLScheduleConfig
 from genlib.models import MODELS, GenerativeModel, ModelConfig, SampleConfig, build_model
+from genlib.perturb import mark_realised
 from genlib.progress import tqdm
 from genlib.provenance import device_info, provenance, select_device
 from genlib.records import MetricDef
@@ -71,8 +72,18 @@ class TrainConfig:
     # 0 keeps torch's default.
     threads: int = 1
     log_every: int = 50
+    # Earlier weights kept beside the final ones (the sampled weights: the EMA's where there is one), at these
+    # steps (each in 1..steps-1), as model.step<N>.pt; an evaluation samples them with eval.perturb "step:N"
+    # (an early checkpoint as a real denoiser error). Left out of run keys while empty.
+    save_at: tuple[int, ...] = field(default=(), metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
+        bad = [s for s in self.save_at if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s < self.steps]
+        if bad:
+            raise ValueError(f"save_at lists {bad[0]!r}: each step must be an integer in 1..{self.steps - 1} "
+                             f"(steps - 1; the final weights are model.pt)")
+        if len(set(self.save_at)) != len(self.save_at) or list(self.save_at) != sorted(self.save_at):
+            raise ValueError(f"save_at must list increasing steps without repeats, got {list(self.save_at)}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
@@ -243,6 +254,8 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
     opt = torch.optim.Adam(model.net.parameters(), lr=cfg.train.lr) if steps else None
     ema = copy.deepcopy(model.net).requires_grad_(False) if cfg.train.ema_decay else None
     ema_init_weight = 1.0  # share of the initial weights left in the EMA: the product of the decays used
+    save_at = set(cfg.train.save_at) if steps else set()
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}  # step -> the weights a sampler would use then
 
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
@@ -276,6 +289,8 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), model.net.parameters()):
                     p_ema.lerp_(p, 1.0 - decay)
+        if step + 1 in save_at:
+            snapshots[step + 1] = _sampled_weights(model, ema, x_train)
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
         n_in_window += 1
@@ -305,7 +320,8 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
         "train_wall_s": wall_s,
         "train_steps_per_s": steps / wall_s if wall_s > 0 else float("inf"),
         "final": history[-1] if history else {},
-        "files": list(RUN_FILES),  # what genbench wrote here: all that --overwrite may replace
+        "files": [*RUN_FILES, *(step_weights_name(n) for n in snapshots)],  # all that --overwrite may replace
+        **({"saved_at": sorted(snapshots)} if snapshots else {}),
         **({"ema_decay": cfg.train.ema_decay, "ema_init_weight": ema_init_weight} if ema is not None else {}),
         **device_info(device),
         **provenance(),
@@ -320,7 +336,29 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
             "family": cfg.model.family, "run_key": cfg.run_key, "sample_shape": list(data.sample_shape),
             "kind": data.kind, "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
         })
+        for n, state in snapshots.items():
+            save_weights(run_dir / step_weights_name(n), {
+                "family": cfg.model.family, "run_key": cfg.run_key, "sample_shape": list(data.sample_shape),
+                "kind": data.kind, "state_dict": state, "step": n})
     return TrainResult(cfg, model, history, meta, run_dir)
+
+
+def step_weights_name(step: int) -> str:
+    """The file of the weights saved at training step `step` (train.save_at)."""
+    return f"model.step{step}.pt"
+
+
+def _sampled_weights(model: GenerativeModel, ema: torch.nn.Module | None, x_train: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """The weights a sampler would use if training stopped now: the EMA's (or the network's), after the
+    family's finish_training, on the CPU; the training state itself is untouched."""
+    snap = copy.deepcopy(model)
+    if ema is not None:
+        snap.net.load_state_dict(ema.state_dict())
+    snap.net.eval()
+    with torch.no_grad():
+        snap.finish_training(x_train)
+    return {k: v.detach().cpu().clone() for k, v in snap.net.state_dict().items()}
 
 
 @dataclass
@@ -331,8 +369,10 @@ class LoadedRun:
     run_dir: Path
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild a trained model from its run directory alone (config.yaml + model.pt), in eval mode."""
+def load_run(run_dir: str | Path, device: str = "auto", at_step: int | None = None) -> LoadedRun:
+    """Rebuild a trained model from its run directory alone (config.yaml + model.pt), in eval mode. at_step:
+    the weights saved at that training step instead (train.save_at), their network marked as realising the
+    perturbation 'step:N' (genlib.perturb), so it is only sampled under that name."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory '{run_dir}' does not exist")
@@ -341,23 +381,36 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         cfg = load_run_config(cfg_path)
     except ConfigError as exc:
         raise CheckpointError(f"'{cfg_path}': {exc}") from None
-    ckpt = load_weights(run_dir / "model.pt")
+    weights = run_dir / "model.pt"
+    if at_step is not None:
+        if at_step not in cfg.train.save_at:
+            saved = list(cfg.train.save_at) or "none"
+            raise CheckpointError(f"run '{run_dir}' saved no weights at step {at_step} (its train.save_at: {saved}); "
+                                  f"add {at_step} to train.save_at and train it again")
+        weights = run_dir / step_weights_name(at_step)
+        if not weights.is_file() and (run_dir / "meta.json").is_file() and read_json(run_dir / "meta.json").get(
+                "steps_run", 1) == 0:
+            raise CheckpointError(f"run '{run_dir}' trained no steps (a network without trainable weights): it has "
+                                  f"no weights at step {at_step}")
+    ckpt = load_weights(weights)
     if ckpt.get("family") != cfg.model.family:
-        raise CheckpointError(f"'{run_dir / 'model.pt'}' holds a '{ckpt.get('family')}' model but "
+        raise CheckpointError(f"'{weights}' holds a '{ckpt.get('family')}' model but "
                               f"'{cfg_path}' describes '{cfg.model.family}'")
     model = build_model(cfg.model, tuple(ckpt["sample_shape"]), ckpt["kind"])
     model.bind_data(cfg.data)
     try:
         model.net.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"'{run_dir / 'model.pt'}' does not match the network of '{cfg_path}': {exc}") from None
+        raise CheckpointError(f"'{weights}' does not match the network of '{cfg_path}': {exc}") from None
     if ckpt.get("run_key") != cfg.run_key:
         # Weights that fit another config (T 100 -> 1000, a new likelihood) must not run under its key.
-        raise CheckpointError(f"'{run_dir / 'model.pt'}' was trained as run key {ckpt.get('run_key')} but "
+        raise CheckpointError(f"'{weights}' was trained as run key {ckpt.get('run_key')} but "
                               f"'{cfg_path}' resolves to run key {cfg.run_key} (edited, or written by another "
                               f"genbench version); restore the config or train again")
     model.net.eval()
     model.to(select_device(device))
+    if at_step is not None:
+        mark_realised(model.net, f"step:{at_step}")
     meta = read_json(run_dir / "meta.json") if (run_dir / "meta.json").exists() else {}
     return LoadedRun(cfg, model, meta, run_dir)
 
@@ -369,7 +422,8 @@ def generate(model: GenerativeModel, n: int, sample_cfg: SampleConfig | None = N
     cfg = sample_cfg or SampleConfig()
     spec = model.resolve_sampler(cfg)  # the SAMPLERS spec; every setting checked before any sampling
     gen = _seeded_generator(seed)
-    model.net.eval()
+    if isinstance(model.net, torch.nn.Module):  # not an ONNX Runtime part (GenerativeModel.with_parts)
+        model.net.eval()
     with torch.no_grad():
         out = [spec.generate(model, min(batch_size, n - i), cfg, gen).cpu() for i in range(0, n, batch_size)]
     return torch.cat(out) if out else torch.empty(0, *model.sample_shape)
@@ -377,4 +431,4 @@ def generate(model: GenerativeModel, n: int, sample_cfg: SampleConfig | None = N
 
 __all__ = ["RunConfig", "LossConfig", "TrainConfig", "TrainResult", "TrainingDivergedError", "train",
            "load_run", "load_run_config", "generate", "LoadedRun", "training_metrics", "training_logs", "LOOP_LOGS",
-           "check_logs", "ema_decay_at"]
+           "check_logs", "ema_decay_at", "step_weights_name"]

@@ -252,6 +252,9 @@ class GenerativeModel:
     samplers: ClassVar[tuple[str, ...]]  # registered SAMPLERS names; the first is the default
     parts: ClassVar[dict[str, PartSpec]] = {}  # exportable network parts (part 'sampler' comes from samplers)
     reads_loss_config: ClassVar[bool] = False  # whether training_loss reads RunConfig.loss (beta, kl_schedule)
+    # whether the network has weights that training learns (a real perturbation needs them: an early
+    # checkpoint, a quantized graph; genlib.perturb)
+    trainable: ClassVar[bool] = True
     # Unit and direction of each float training_loss logs, the one declaration genlib.train and the train
     # records read (nats are per example, summed over dimensions). A name logged but not declared stops the
     # training at its first step.

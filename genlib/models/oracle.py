@@ -107,6 +107,7 @@ class Oracle(DDPM):
 
     config_cls = OracleConfig
     cfg: OracleConfig  # type: ignore[assignment]
+    trainable = False  # exact: nothing to learn, no early checkpoint, nothing to quantize
 
     def build_net(self) -> torch.nn.Module:
         return MixtureEps(NoiseSchedule.from_config(self.cfg.noise).alpha_bar, math.prod(self.sample_shape))

@@ -78,3 +78,60 @@ def test_a_known_error_makes_the_exact_oracle_measurably_worse(oracle):
     assert (cost > 0.1).all() and cost.mean() == pytest.approx(0.18, abs=0.05), cost
     cost_eta1 = np.array([swd("scale:0.2", 1.0, s) - swd("none", 1.0, s) for s in range(3)])
     assert (cost - cost_eta1 > 0.1).all(), (cost, cost_eta1)  # fresh noise at every step absorbs most of it
+
+
+def test_real_kinds_parse_and_refuse():
+    assert parse_perturb("precision:int8_dynamic").precision == "int8_dynamic"
+    assert parse_perturb("step:500").step == 500 and parse_perturb("step:0500").spec == "step:500"
+    assert parse_perturb("step:500").real and not parse_perturb("scale:0.1").real
+    with pytest.raises(ValueError, match=r"precision 'int8' did you mean 'int8_static'.*not a precision below fp32"
+                                         r"|precision 'int8'.*not a precision below fp32"):
+        parse_perturb("precision:int8")
+    with pytest.raises(ValueError, match="not a precision below fp32"):
+        parse_perturb("precision:fp32")
+    for bad in ("step:0", "step:-3", "step:1.5", "step:"):
+        with pytest.raises(ValueError, match=r"needs a training step N >= 1"):
+            parse_perturb(bad)
+
+
+def test_weights_saved_at_a_step_are_that_shorter_training(tmp_path):
+    """The weights train.save_at keeps at step 40 of a 120-step training equal, tensor for tensor, the final
+    weights of the same training stopped at 40 steps (same seed, same batches, same EMA warm-up), and they are
+    only sampled under the name 'step:40'."""
+    from genlib.checkpoint import CheckpointError
+    from genlib.perturb import PerturbationNotRealised
+    from genlib.train import load_run
+
+    base = {"model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 50}},
+            "data": {"name": "moons", "n_train": 500, "n_test": 200}, "seed": 5}
+    long = train(load_run_config({**base, "train": {"steps": 120, "batch_size": 32, "ema_decay": 0.9,
+                                                    "save_at": [40, 80], "device": "cpu"}}), tmp_path / "long",
+                 progress=False)
+    short = train(load_run_config({**base, "train": {"steps": 40, "batch_size": 32, "ema_decay": 0.9,
+                                                     "device": "cpu"}}), tmp_path / "short", progress=False)
+    assert long.meta["saved_at"] == [40, 80] and "model.step40.pt" in long.meta["files"]
+    early = load_run(tmp_path / "long", "cpu", at_step=40)
+    final = load_run(tmp_path / "long", "cpu")
+    for (name, a), b, c in zip(early.model.net.state_dict().items(), short.model.net.state_dict().values(),
+                               final.model.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, c) for a, c in zip(early.model.net.state_dict().values(),
+                                                      final.model.net.state_dict().values()))
+    cfg = SampleConfig(sampler="ddim", steps=5)
+    assert torch.equal(generate(early.model, 64, SampleConfig(sampler="ddim", steps=5, perturb="step:40"), seed=1),
+                       generate(short.model, 64, cfg, seed=1))
+    with pytest.raises(PerturbationNotRealised):
+        generate(early.model, 4, cfg)
+    with pytest.raises(CheckpointError, match=r"saved no weights at step 50 \(its train.save_at: \[40, 80\]\)"):
+        load_run(tmp_path / "long", "cpu", at_step=50)
+
+
+@pytest.mark.parametrize("save_at, message", [([0], "each step must be an integer in 1..99"),
+                                              ([100], "each step must be an integer in 1..99"),
+                                              ([50, 20], "increasing steps without repeats"),
+                                              ([20, 20], "increasing steps without repeats")])
+def test_save_at_is_checked_when_read(save_at, message):
+    with pytest.raises(ConfigError, match=message):
+        load_run_config({"model": {"family": "ddpm"}, "train": {"steps": 100, "save_at": save_at}})
+    # left out of run keys while empty: older runs keep their keys
+    assert "save_at" not in to_dict(load_run_config({"model": {"family": "ddpm"}}))["train"]
