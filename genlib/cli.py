@@ -54,7 +54,7 @@ _USER_ERRORS = (("genlib.checkpoint", "CheckpointError"), ("genlib.config", "Con
                 ("genlib.data", "DataError"), ("genlib.registry", "UnknownNameError"),
                 ("genlib.store", "StoreError"), ("genlib.train", "TrainingDivergedError"),
                 ("genlib.metrics.base", "MetricError"), ("genlib.metrics.features", "ExtractorError"),
-                ("genlib.plugins", "PluginError"))
+                ("genlib.plugins", "PluginError"), ("genlib.perturb", "PerturbationNotRealised"))
 
 
 class UserError(Exception):

@@ -116,7 +116,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.run:
             from genlib.train import load_run
 
-            loaded = load_run(args.run, device=check_device(args.device))
+            loaded = load_run(args.run, device=check_device(args.device), at_step=_perturbed_step(cfg.sample))
             _check_sampling(loaded.model, cfg.sample)
             dataset = load_dataset(loaded.config.data)
             args.n = default_n(dataset.kind) if args.n is None else args.n  # recorded with the numbers
@@ -138,6 +138,19 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.store:
         _commit(args, dataclasses.replace(cfg, n=args.n, metrics=tuple(m.name for m in metrics)), context, metrics)
     return 0
+
+
+def _perturbed_step(sample_cfg: Any) -> int | None:
+    """The training step whose weights `eval.perturb: step:N` samples (an early checkpoint); a precision is
+    refused here: its denoiser graph is exported by bench, which grid cells use."""
+    from genlib.perturb import parse_perturb
+
+    perturbation = parse_perturb(sample_cfg.perturb)
+    if perturbation.kind == "precision":
+        raise UserError(f"--set sample.perturb={perturbation.spec}: the denoiser's {perturbation.precision} graph is "
+                        f"sampled by grid cells (genbench grid run with an eval.perturb axis); genbench eval samples "
+                        f"the run's torch network")
+    return perturbation.step
 
 
 def _check_sampling(model: Any, sample_cfg: Any) -> None:

@@ -89,3 +89,27 @@ def test_user_errors_exit_2_with_one_line(vae_run, capsys):
     assert "did you mean 'metrics.iwae_k'" in capsys.readouterr().err
     assert main(["eval", "--run", str(vae_run.run_dir), "--set", "data.name=moons"]) == 2
     assert "'data.*' settings apply to --data" in capsys.readouterr().err
+
+
+def test_an_early_checkpoint_is_scored_and_recorded_and_a_precision_is_sent_to_grids(tmp_path, capsys):
+    from genlib.train import load_run_config, train
+
+    cfg = load_run_config({"model": {"family": "ddpm", "hidden": [16, 16], "time_dim": 8, "noise": {"T": 50}},
+                           "data": {"name": "moons", "n_train": 500, "n_test": 300},
+                           "train": {"steps": 60, "batch_size": 32, "save_at": [20], "device": "cpu"}})
+    run = train(cfg, tmp_path / "run", progress=False).run_dir
+    common = ["eval", "--run", str(run), "--metrics", "swd", "--n", "200", "--set", "sample.sampler=ddim",
+              "--set", "sample.steps=5", "--json"]
+    assert main(common) == 0
+    clean = json.loads(capsys.readouterr().out)[0]["value"]
+    assert main([*common, "--set", "sample.perturb=step:20", "--store", str(tmp_path / "r.db")]) == 0
+    early = json.loads(capsys.readouterr().out)[0]["value"]
+    assert early != clean  # the step-20 weights, not the final ones
+    with ResultsStore(tmp_path / "r.db", readonly=True) as store:
+        config = json.loads(store.read_table("runs").query("kind == 'eval'")["config_json"].iloc[0])
+    assert "step:20" in json.dumps(config)  # the record names the weights it scored
+    assert main([*common, "--set", "sample.perturb=step:30"]) == 2
+    assert "saved no weights at step 30 (its train.save_at: [20])" in capsys.readouterr().err
+    assert main([*common, "--set", "sample.perturb=precision:int8_dynamic"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sampled by grid cells" in err
