@@ -282,6 +282,33 @@ def _export_files(exports_dir: Path, keys: set[str]) -> dict[str, bytes]:
             if p.is_file() and not p.name.startswith(".") and p.name.split(".", 1)[0] in keys}
 
 
+def _timed_run(cell: EvalCell, ctx: CellContext, run_dir: Path):
+    """(the loaded checkpoint, the cell's SampleConfig with the clip box the evaluation uses)."""
+    from genlib.data import load_dataset
+    from genlib.samplers import resolve_x0_clip
+    from genlib.train import load_run
+
+    loaded = load_run(run_dir, device=ctx.evaluation.device)
+    return loaded, resolve_x0_clip(_sample_config(cell.eval_config), loaded.model,
+                                   lambda: load_dataset(loaded.config.data).x_train)
+
+
+def prepare_timed(task: tuple[EvalCell, CellContext, Shared]) -> CellResult:
+    """Worker entry point, run ahead of a timed evaluation and beside other cells: export the graph it will time
+    into this node's export cache (behind the parity gate; `bench.grid_timing.prepare_export`), so the
+    evaluation, which runs alone, spends its time alone measuring. It records nothing; the evaluation records
+    everything and exports itself where the cache misses (another node, a failure here)."""
+    from bench.grid_timing import prepare_export
+
+    cell, ctx, checkpoint = task
+    import torch
+    torch.set_num_threads(max(1, ctx.threads))
+    loaded, sample_cfg = _timed_run(cell, ctx, checkpoint_dir(checkpoint, ctx.cache))
+    prepare_export(loaded, sample_cfg, cell.eval_config["timing"], exports_dir=ctx.cache / EXPORTS_DIR,
+                   precision=cell.eval_config.get("precision", "fp32"))
+    return CellResult(metrics=[], artifact_path=None, device=None, provenance={})
+
+
 def _timed_eval(cell: EvalCell, ctx: CellContext, run_dir: Path,
                 out_dir: Path) -> tuple[list[Metric], str, str | None, dict[str, bytes]]:
     """Export, check and time the cell's sampler, then score samples drawn through the export (torch where
@@ -289,13 +316,8 @@ def _timed_eval(cell: EvalCell, ctx: CellContext, run_dir: Path,
     import dataclasses
 
     from bench.grid_timing import time_eval_cell
-    from genlib.data import load_dataset
-    from genlib.samplers import resolve_x0_clip
-    from genlib.train import load_run
 
-    loaded = load_run(run_dir, device=ctx.evaluation.device)
-    sample_cfg = resolve_x0_clip(_sample_config(cell.eval_config), loaded.model,
-                                 lambda: load_dataset(loaded.config.data).x_train)  # the box the evaluation uses
+    loaded, sample_cfg = _timed_run(cell, ctx, run_dir)
     exports_dir = ctx.cache / EXPORTS_DIR
     timed = time_eval_cell(loaded, sample_cfg, cell.eval_config["timing"], exports_dir=exports_dir, seed=cell.seed,
                            precision=cell.eval_config.get("precision", "fp32"), n=int(cell.eval_config["n"]))

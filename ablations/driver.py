@@ -30,8 +30,8 @@ from genlib.provenance import provenance
 from genlib.store import Metric, ResultsStore, RunRecord
 
 from ablations.cells import (EXPORTS_DIR, CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete,
-                             cell_resources, clean_partial, init_worker, run_cell, share_key)
-from ablations.executors import EXECUTORS, default_workers, make_executor
+                             cell_resources, clean_partial, init_worker, prepare_timed, run_cell, share_key)
+from ablations.executors import EXECUTORS, Resources, default_workers, make_executor
 from ablations.faults import check_fault_env, fault_point
 from ablations.plan import Cell, EvalCell, Plan
 
@@ -179,13 +179,15 @@ def _last_line(error: str) -> str:
 def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "local", workers: int | None = None,
               retry_failed: bool = False, max_failures: int | None = None, evaluation: Evaluation | None = None,
               threads: int | None = None, progress: bool = True, executor_options: dict[str, Any] | None = None,
-              log=None) -> RunSummary:
+              log=None, prepare_timed_exports: bool = True) -> RunSummary:
     """Run every pending cell of `plans` and commit each result to the store at `store_path`.
 
     executor: local | ray | serial. workers: parallel cells (default: the core count). threads: torch
     threads per cell (default: cores // workers; results depend on it, so keep it fixed across resumes).
     retry_failed: rerun cells recorded as failed. max_failures: stop (killing cells in flight) once this
     many cells failed in this run. evaluation: the seam that scores checkpoints (default: genlib.metrics).
+    prepare_timed_exports: export each timed evaluation's graph beside other cells, before the timed phase
+    (where the export cache is on the node that then times it, the evaluation only loads the graph).
     Raises KeyboardInterrupt / Terminated after clean-up when interrupted; resuming is running again.
     """
     check_fault_env()
@@ -248,6 +250,9 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         def make_ready(cell: Cell) -> None:
             rank = 3 if _timed(cell) else {"eval": 0, "floor": 1, "train": 2}[cell.kind]
             heapq.heappush(ready, (rank, -training_cost(cell), next(order), cell))
+            if _timed(cell) and prepare_timed_exports:
+                # its export (seconds to a minute) runs now beside other cells; the cell then runs alone
+                heapq.heappush(ready, (0, 0.0, next(order), _Prepare(cell)))
 
         orphans: list[EvalCell] = []
         for cell in to_run.values():
@@ -279,7 +284,8 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         orphan_keys = {c.key for c in orphans}
         for cell in to_run.values():
             if isinstance(cell, EvalCell) and cell.key not in orphan_keys:
-                evals_left[cell.parent] = evals_left.get(cell.parent, 0) + 1
+                handed = 2 if _timed(cell) and prepare_timed_exports else 1  # its preparation takes one too
+                evals_left[cell.parent] = evals_left.get(cell.parent, 0) + handed
         fresh: dict[str, bytes] = {}
         shared: dict[str, Any] = {}
 
@@ -317,6 +323,12 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                     if any(_timed(c) for c in in_flight.values()) or (_timed(ready[0][-1]) and in_flight):
                         break
                     cell = heapq.heappop(ready)[-1]
+                    if isinstance(cell, _Prepare):
+                        in_flight[cell.key] = cell
+                        gpu = cell_resources(cell.cell).num_gpus
+                        pool.submit(cell.key, prepare_timed, (cell.cell, ctx, checkpoint_for(cell.parent)),
+                                    resources=Resources(num_cpus=1, num_gpus=gpu))
+                        continue
                     store.commit_run(*_record(cell, "running", git=git))
                     in_flight[cell.key] = cell
                     task = (cell, ctx, checkpoint_for(cell.parent)) if isinstance(cell, EvalCell) else (cell, ctx)
@@ -326,6 +338,8 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
             while in_flight:
                 for out in pool.wait(timeout=1.0):
                     cell = in_flight.pop(out.task_id)
+                    if isinstance(cell, _Prepare):
+                        continue  # its evaluation exports again where this failed, and records why if it fails
                     rec, metrics, error = None, [], out.error
                     if out.ok:
                         try:
@@ -386,6 +400,22 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
 
 def _timed(cell: Cell) -> bool:
     return isinstance(cell, EvalCell) and cell.timed
+
+
+@dataclass(frozen=True)
+class _Prepare:
+    """The export of a timed evaluation's graph, run beside other cells before the timed phase
+    (`ablations.cells.prepare_timed`): not a cell, recorded nowhere; the evaluation finds its graph cached."""
+
+    cell: EvalCell
+
+    @property
+    def key(self) -> str:
+        return f"prepare:{self.cell.key}"
+
+    @property
+    def parent(self) -> str:
+        return self.cell.parent
 
 
 def training_cost(cell: Cell) -> float:

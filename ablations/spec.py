@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from genlib import records
 from genlib.config import ConfigError, read_yaml, set_dotted
 from genlib.metrics.eval_config import EvaluationConfig
 from genlib.records import same_value
@@ -366,7 +367,9 @@ def cell_settings(spec: GridSpec, block: Block, combo: Combo) -> tuple[dict[str,
 def _cells(spec: GridSpec) -> list[dict[str, Any]]:
     """The settings of every planned cell (seeds aside): axis values and variant labels, then every dotted key
     the grid sets (base, eval, block `set`, overrides). Exclude rules are applied; defaults the grid never
-    writes are absent. A cheap stand-in for `ablations.plan.plan_grid`, for checking claims at parse time."""
+    writes are absent, except the evaluation settings a record leaves out at their default
+    (`genlib.records.OMITTED_EVAL_DEFAULTS`: a report reads those as the default, so a test may name them).
+    A cheap stand-in for `ablations.plan.plan_grid`, for checking claims at parse time."""
     cells = []
     many = len(spec.blocks) > 1
     for block in spec.blocks:
@@ -375,7 +378,8 @@ def _cells(spec: GridSpec) -> list[dict[str, Any]]:
                 values, doc = cell_settings(spec, block, combo)
             except ConfigError:
                 continue  # plan_grid reports it
-            cell = {**_flat(doc), **({"block": block.name} if many else {}), **values}
+            cell = {**{f"eval.{k}": v for k, v in records.OMITTED_EVAL_DEFAULTS.items()}, **_flat(doc),
+                    **({"block": block.name} if many else {}), **values}
             if not any(all(_has(cell, k, w) for k, w in rule.items()) for rule in block.exclude):
                 cells.append(cell)
     return cells

@@ -23,7 +23,7 @@ from genlib.registry import UnknownNameError
 from genlib.store import Metric
 from genlib.train import LoadedRun
 
-from bench.backends import BACKENDS, Target
+from bench.backends import BACKENDS, Target, clear_sessions, keep_session, ort_session
 from bench.export import CachedExport, cached_export, export_key
 from bench.parity import ParityResult
 from bench.parts import ExportConfig, build_part, resolve_sampler, sampler_program
@@ -211,8 +211,9 @@ def make_draw(run: LoadedRun, cfg: ExportConfig, path: Path, provider: str, thre
               ) -> tuple[Callable[..., np.ndarray], str]:
     """(draw, the provider its session reports). draw(n, seed=`seed`, generator=None) runs the whole-sampler graph
     in chunks of GENERATE_BATCH (genlib.train.generate's), one generator across chunks, its inputs drawn by
-    `genlib.samplers.draw_inputs` in the torch loop's order (the start, then each noisy step's draw)."""
-    session = make_session(path, SessionConfig(provider=provider, intra_op_threads=threads))
+    `genlib.samplers.draw_inputs` in the torch loop's order (the start, then each noisy step's draw). The session
+    is `bench.backends.ort_session`'s (one per file, provider and threads, shared with the timing)."""
+    session = ort_session(path, provider, threads)
     program = sampler_program(run, cfg)
     names = {i.name for i in session.get_inputs()}
 
@@ -269,6 +270,16 @@ def timing_metrics(rows: list[BenchRow], key: str, exported: bool) -> list[Metri
 
 
 # -- the cell --------------------------------------------------------------------------------------------------
+def prepare_export(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: TimingSettings | Mapping[str, Any], *,
+                   exports_dir: str | Path, precision: str = "fp32") -> CachedExport:
+    """The sampler graph a timed cell times (at `precision`), from the export cache or exported now behind the
+    parity gate (int8_static calibrated): what `time_eval_cell` starts with. A grid runs it for each timed
+    cell ahead of the timed phase, beside other cells, so the cell that then runs alone only loads the graph."""
+    settings = timing if isinstance(timing, TimingSettings) else TimingSettings.from_dict(timing)
+    cfg = export_config_for(loaded_run, sample_cfg, **settings.export_settings(precision))
+    return cached_export(loaded_run, cfg, Path(exports_dir))
+
+
 def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: TimingSettings | Mapping[str, Any], *,
                    exports_dir: str | Path, seed: int = 0, precision: str = "fp32", n: int | None = None) -> TimedEval:
     """Export, check, time and wrap the sampler of one evaluation cell.
@@ -283,8 +294,8 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     cold start (session creation plus a first call at batch 1)."""
     settings = timing if isinstance(timing, TimingSettings) else TimingSettings.from_dict(timing)
     exports_dir = Path(exports_dir)
-    cfg = export_config_for(loaded_run, sample_cfg, **settings.export_settings(precision))
-    cached = cached_export(loaded_run, cfg, exports_dir)
+    cached = prepare_export(loaded_run, sample_cfg, settings, exports_dir=exports_dir, precision=precision)
+    cfg = cached.cfg
     path, info, fresh = cached.path, cached.info, cached.fresh
     exports = int(fresh)
     target = _target(loaded_run, cached)
@@ -306,7 +317,21 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     if cfg.precision != "fp32":  # the torch backends run the trained fp32 network: timed by the fp32 cell, not here
         onnx_only = tuple(b for b in bench_cfg.backends if not BACKENDS.get(b).torch_network)
         bench_cfg = replace(bench_cfg, backends=onnx_only or ("ort_graph",))
-    all_rows = run_benchmarks(targets, bench_cfg, progress=False)
+    try:
+        return _time_and_draw(loaded_run, cfg, cached, fp32, target, targets, bench_cfg, settings, exports, seed, n)
+    finally:
+        clear_sessions()
+
+
+def _time_and_draw(loaded_run: LoadedRun, cfg: ExportConfig, cached: CachedExport, fp32: CachedExport | None,
+                   target: Target, targets: list[Target], bench_cfg: BenchConfig, settings: "TimingSettings",
+                   exports: int, seed: int, n: int | None) -> TimedEval:
+    """time_eval_cell's measurements and draws, sharing one ONNX Runtime session per (file, provider, threads):
+    the cold start builds the graph's session at 1 thread, the timing and the draws reuse it (building a
+    session of a 50-step Heun graph takes about 4 s on these CPUs)."""
+    path, info, fresh = cached.path, cached.info, cached.fresh
+    cold_ms, cold_provider = cold_start_ms(path, target, settings.providers[0])
+    all_rows = run_benchmarks(targets, bench_cfg, progress=False, keep_sessions=True)
     rows = [r for r in all_rows if r.target != "fp32 reference"]
     reference_rows = [r for r in all_rows if r.target == "fp32 reference" and r.backend == "ort_graph"]
     key = (info.sidecar or {}).get("export_key") or export_key(loaded_run, cfg)
@@ -326,14 +351,13 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     drawn_by = f"ort_graph/{provider}" if provider else f"torch_loop/torch:{loaded_run.model.device.type}"
     extra = {"precision": cfg.precision, "export_key": key, "export": "new" if fresh else "cached"}
     metrics.append(records.metric("eval", "model_size_bytes", float(path.stat().st_size), split="export", extra=extra))
-    cold_ms, cold_provider = cold_start_ms(path, target, settings.providers[0])
     metrics.append(records.metric("eval", "cold_start_ms", cold_ms, split=timing_split("ort_graph", cold_provider, 1, 1),
                                   extra=extra))
     if fp32 is not None:
         metrics += speedup_metrics(rows, reference_rows, extra)
     if draw is not None and n is not None:
-        # the reference is drawn through a session of its own on the fp32 file (for an fp32 cell: the same file,
-        # so its distance measures that identical noise gives identical samples, not a shared array)
+        # the reference is drawn again on the fp32 file (for an fp32 cell: the same file and session, so its
+        # distance measures that identical noise gives identical samples, not a shared array)
         reference = cached if fp32 is None else fp32
         ref_draw = make_draw(loaded_run, reference.cfg, reference.path, settings.providers[0],
                              torch.get_num_threads(), seed)[0]
@@ -371,14 +395,17 @@ def speedup_metrics(rows: list[BenchRow], reference_rows: list[BenchRow], extra:
 
 def cold_start_ms(path: Path, target: Target, provider: str) -> tuple[float, str]:
     """(session creation plus the first call at batch 1 in ms: what a service pays before its first answer, the
-    provider that ran)."""
+    provider that ran). The session is always built here, then kept (`bench.backends.keep_session`) for the
+    1-thread timing and draws that follow."""
     import time
 
     feeds = target.onnx_feeds(1)
     start = time.perf_counter()
     session = make_session(path, SessionConfig(provider=provider, intra_op_threads=1))
     session.run(None, feeds)
-    return (time.perf_counter() - start) * 1000.0, session.get_providers()[0]
+    elapsed_ms = (time.perf_counter() - start) * 1000.0
+    keep_session(path, provider, 1, session)
+    return elapsed_ms, session.get_providers()[0]
 
 
 def _ort_device(provider: str, fallback: str) -> str:
@@ -386,4 +413,4 @@ def _ort_device(provider: str, fallback: str) -> str:
 
 
 __all__ = ["sampler_backends", "TIMING_KEYS", "TimedEval", "TimingSettings", "TimingSettingsError", "cached_export", "export_config_for",
-           "make_draw", "time_eval_cell", "timing_metrics", "timing_split"]
+           "make_draw", "prepare_export", "time_eval_cell", "timing_metrics", "timing_split"]

@@ -152,8 +152,10 @@ def _parity_summary(parity) -> dict | None:
             "reason": parity.reason}
 
 
-def run_benchmarks(targets: Sequence[Target], cfg: BenchConfig, *, progress: bool = True) -> list[BenchRow]:
-    """Time every applicable backend for every target, provider, batch size and thread count."""
+def run_benchmarks(targets: Sequence[Target], cfg: BenchConfig, *, progress: bool = True,
+                   keep_sessions: bool = False) -> list[BenchRow]:
+    """Time every applicable backend for every target, provider, batch size and thread count. The ONNX Runtime
+    sessions are dropped at the end unless keep_sessions (the caller then calls `clear_sessions`)."""
     providers = resolve_providers(list(cfg.providers) if cfg.providers else None)
     cells = []
     for target in targets:
@@ -170,7 +172,8 @@ def run_benchmarks(targets: Sequence[Target], cfg: BenchConfig, *, progress: boo
         bar.set_postfix_str(f"{target.part} {name}{'/' + provider if provider else ''} b{batch} t{threads}",
                             refresh=False)
         rows.append(_run_cell(target, name, provider, batch, threads, cfg))
-    clear_sessions()
+    if not keep_sessions:
+        clear_sessions()
     return rows
 
 

@@ -4,4 +4,5 @@ genlib reads them to validate an evaluation's `precision` (a timed grid cell dra
 own graph at that precision); bench converts graphs to them (`bench.precision`). Importing this is free.
 """
 PRECISIONS = ("fp32", "fp16", "int8_dynamic", "int8_static")
+DEFAULT_PRECISION = "fp32"  # an evaluation's precision when none is set; left out of its record (and run key)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 # genlib.provenance's, re-exported for the producers that build records
+from genlib.precisions import DEFAULT_PRECISION
 from genlib.provenance import git_commit, library_versions, machine_info, provenance  # noqa: F401
 # genlib.record_layout's, re-exported: a record's config_key and the upgrades of older layouts
 from genlib.record_layout import (DERIVED_PATHS, EXPORT_OWN_KEYS, SEED_PATHS, config_key,  # noqa: F401
@@ -223,6 +224,11 @@ def run_config(config: Mapping[str, Any]) -> dict[str, Any] | None:
 def eval_config(config: Mapping[str, Any]) -> dict[str, Any]:
     ev = config.get("eval")
     return ev if isinstance(ev, dict) else {}
+
+
+# Evaluation settings a record leaves out while they hold their default (so run keys from before the setting
+# existed stay valid): a reader asking for one gets the default (`reports.load.setting_value`).
+OMITTED_EVAL_DEFAULTS: dict[str, Any] = {"precision": DEFAULT_PRECISION}
 
 
 def axes(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -195,7 +195,8 @@ class Comparison(StoredTest):
             keys = [_config_key(ck, rk) for ck, rk in zip(frame["config_key"], frame["run_key"])]
             configs = dict(zip(keys, frame["config"]))
             if len(configs) > 1:
-                names = [records.setting_name(p) for p in records.differing_keys(list(configs.values()))]
+                names = list(dict.fromkeys(records.setting_name(p)
+                                           for p in records.differing_keys(list(configs.values()))))
                 return (f"not decided: the {name} side ({axis}={_show(value)}) holds {len(configs)} "
                         f"configurations that differ in {', '.join(names) or 'their stored configuration'}; "
                         "they are never pooled (narrow the test's `where`, or keep one run of the study per store)")
@@ -209,7 +210,8 @@ class Comparison(StoredTest):
                     or (label_axis and self._fixed_by_label(study_rows, path, t_cfg, r_cfg, axis, treatment,
                                                             reference))):
                 continue
-            others.append(records.setting_name(path))
+            if records.setting_name(path) not in others:
+                others.append(records.setting_name(path))
         if others:
             return (f"not decided: the treatment and reference configurations differ in {', '.join(others)} "
                     f"besides {axis}; they are never pooled or compared across other settings")

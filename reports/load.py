@@ -131,13 +131,18 @@ def check_studies(data: StoreData, studies: list[str] | tuple[str, ...] | None) 
 # -- settings -----------------------------------------------------------------------------------------------
 def setting_value(config: dict[str, Any], key: str) -> Any:
     """The value of a setting of a grid row: an axis (`loss.beta`, a variant label like `sampler`), else a
-    dotted key of the resolved training config (`data.name`), else of the evaluation config (`eval.steps`).
+    dotted key of the resolved training config (`data.name`), else of the evaluation config (`eval.steps`; a
+    setting an evaluation record leaves out at its default, `eval.precision`, reads as that default).
     Returns MISSING when the row has no such setting."""
     axes = records.axes(config)
     if key in axes:
         return axes[key]
     if key.startswith("eval."):
-        return records.value_at(records.eval_config(config), key[len("eval."):], MISSING)
+        ev = records.eval_config(config)
+        value = records.value_at(ev, key[len("eval."):], MISSING)
+        if value is MISSING and ev:  # an evaluation that left a setting out holds its default
+            return records.OMITTED_EVAL_DEFAULTS.get(key[len("eval."):], MISSING)
+        return value
     train = records.run_config(config)
     if train is not None:
         return records.value_at(train, key, MISSING)

@@ -205,7 +205,7 @@ def configurations(row_of: dict[str, tuple[tuple, str]], config_of: dict[str, di
 def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
     """Setting names (as users write them: 'train.steps', 'eval.steps', an axis) that differ across the
     record configs `configs`, less the seed."""
-    return [records.setting_name(p) for p in records.differing_keys(configs)]
+    return list(dict.fromkeys(records.setting_name(p) for p in records.differing_keys(configs)))
 
 
 # -- study tables -----------------------------------------------------------------------------------------

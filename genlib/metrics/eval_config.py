@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 from genlib.config import ConfigError, from_dict, to_dict
 from genlib.metrics.base import MetricsConfig
 from genlib.models import SAMPLE_FIELDS, SampleConfig
-from genlib.precisions import PRECISIONS
+from genlib.precisions import DEFAULT_PRECISION, PRECISIONS
 from genlib.registry import suggest
 
 
@@ -27,7 +27,7 @@ class EvaluationConfig:
     reference: Literal["test", "train"] = "test"  # the data split samples are compared with
     # the precision of the exported graph a timed grid cell draws its samples through (genlib.precisions); an
     # untimed evaluation samples the torch network and takes fp32 only. Recorded only when not fp32.
-    precision: str = "fp32"
+    precision: str = DEFAULT_PRECISION
 
     FLAT_FIELDS: ClassVar[tuple[str, ...]] = SAMPLE_FIELDS + ("n", "metrics", "precision")
     # --set sections of `genbench eval`: the config field each one sets
@@ -70,7 +70,7 @@ class EvaluationConfig:
     def to_flat(self) -> dict[str, Any]:
         """The grid's flat section: SampleConfig fields, n and the metric names."""
         out = {**to_dict(self.sample), "n": self.n, "metrics": None if self.metrics is None else list(self.metrics)}
-        if self.precision != "fp32":  # fp32 is left out, so keys of results from before precisions stay valid
+        if self.precision != DEFAULT_PRECISION:  # left out, so keys of results from before precisions stay valid
             out["precision"] = self.precision
         return out
 

@@ -4,12 +4,17 @@ the claims read and holds at least as many seeds as `quick`; the quick profile s
 """
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from ablations.cli import bundled_grids
 from ablations.plan import plan_grid
 from ablations.spec import load_grid
+from genlib import records
 from genlib.cli import main
+from reports.claims import study_claims
+from reports.load import StoreData
 
 STUDIES = ("beta", "warmup", "refinement", "steps", "baselines", "feedback")
 PROFILES = ("quick", "standard", "full")
@@ -89,3 +94,38 @@ def test_a_misspelt_profile_is_refused(tmp_path, capsys):
         main(["claims", "--profile", "standrd", "--out", str(tmp_path / "out")])
     assert exc.value.code == 2
     assert "invalid choice: 'standrd'" in capsys.readouterr().err
+
+
+def _planned_store(plan) -> StoreData:
+    """What a run of `plan` would store, every metric its claims read drawn at random per cell, as a report
+    reads it: the study row (its claims) and one done evaluation row per planned cell, with the cell's own
+    record config and config key."""
+    rng = np.random.default_rng(0)
+    metrics = {t.metric for c in plan.spec.claims for t in (c.primary, *c.secondary)}
+    study = {"run_key": "study", "kind": "study", "study": plan.spec.study, "status": "done",
+             "config": plan.spec.record_config(), "seed": None}
+    runs, rows = [study], []
+    for cell in plan.eval_cells:
+        config = cell.record_config()
+        run = {"run_key": cell.key, "kind": "eval", "study": plan.spec.study, "status": "done", "config": config,
+               "seed": cell.seed, "config_key": records.config_key("eval", config), "axes": records.axes(config),
+               "name": cell.label, "parent_key": cell.parent}
+        runs.append(run)
+        rows += [{**run, "metric": m, "split": "", "value": float(rng.normal()), "unit": "", "extra": {},
+                  "higher_is_better": False} for m in sorted(metrics)]
+    return StoreData(path=None, runs=pd.DataFrame(runs), metrics=pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize("profile", ["quick", "standard"])
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_claim_test_reads_one_configuration_per_side(study, profile):
+    """Each claim test the profile plans is decidable from its cells: each side holds one configuration (its
+    seeds) and the sides differ only in the test's axis. A new axis in a profile (the quick profile's
+    eval.precision) that the tests' `where` does not fix would leave them undecided ('never pooled')."""
+    data = _planned_store(_plan(study, profile))
+    for claim in study_claims(data):
+        for test in (claim.primary, *claim.secondary):
+            got = test.measure(data)
+            if got.why.startswith("no stored cells") and test is not claim.primary:
+                continue  # a secondary test the profile does not plan (standard keeps what the primaries read)
+            assert got.difference is not None, f"claim {claim.id}: {test.describe()}: {got.why}"

@@ -12,6 +12,7 @@ from ablations import GridError, load_grid, parse_grid, plan_grid
 from ablations.cli import bundled_grids
 from ablations.spec import EVAL_FIELDS
 from genlib import records
+from reports.load import setting_value
 from genlib.study_schema import PlotEntry
 from genlib.train import load_run_config
 
@@ -180,7 +181,9 @@ def test_bundled_study_plans_and_states_its_claim(study):
         for test in [t for c in spec.claims for t in (c.primary, *c.secondary)]:
             assert test.margin > 0 and test.axis in plan.train_axes + plan.eval_axes
             # The planner agrees with the parse-time check: cells exist and measure the metric.
-            cells = [c for c in plan.eval_cells if all(_same(c.axes.get(k), v) for k, v in test.where)]
+            # (a `where` key reads as a report reads it: an axis, else the cell's config, defaults included)
+            cells = [c for c in plan.eval_cells
+                     if all(_same(setting_value(c.record_config(), k), v) for k, v in test.where)]
             for side in (test.treatment, test.reference):
                 chosen = [c for c in cells if _same(c.axes.get(test.axis), side)]
                 assert chosen and all(test.metric in c.eval_config["metrics"] for c in chosen), (test, side)

@@ -286,3 +286,29 @@ def test_gaussian_vae_refinement_graph_clamps_every_decode_like_torch(exported, 
         want = program.finish(run_program(program, z)).numpy()
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     np.testing.assert_allclose(x, want, atol=1e-4)
+
+
+def test_exporter_registry_built_once_gives_the_same_graph():
+    """The exporter's ATen table is built once per process (bench.export._torchlib_registry_once): a graph
+    exported with a freshly built table and one exported with the kept table are byte-identical, each export
+    gets its own copy of the table, and torch's hook is restored afterwards."""
+    from torch.onnx._internal.exporter import _registration
+
+    from bench import export as export_mod
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.SiLU(), torch.nn.Linear(8, 2))
+    args = ((torch.randn(4, 3),), ["x"], ["y"], ({0: torch.export.Dim("batch", min=1)},), 18)
+    export_mod._REGISTRIES.clear()
+    hook = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    fresh = export_mod.torch_export_onnx(net, *args)  # builds the table and keeps it
+    assert len(export_mod._REGISTRIES) == 1
+    kept = export_mod.torch_export_onnx(net, *args)   # uses the kept table
+    assert len(export_mod._REGISTRIES) == 1
+    assert fresh.SerializeToString() == kept.SerializeToString()
+    assert _registration.ONNXRegistry.__dict__["from_torchlib"] is hook
+    table = next(iter(export_mod._REGISTRIES.values()))
+    with export_mod._torchlib_registry_once():
+        copy = _registration.ONNXRegistry.from_torchlib()
+    assert copy is not table and copy.functions == table.functions
+    copy.functions.clear()
+    assert table.functions  # a copy's changes never reach the kept table

@@ -60,6 +60,23 @@ def test_draw_through_the_graph_reproduces_the_torch_sampler(runs, tmp_path, run
     assert np.abs(other - onnx_samples).max() > 1e-3  # another seed is another draw
 
 
+def test_workers_asking_for_one_graph_at_once_export_it_once(runs, tmp_path, count_exports):
+    """The export cache is single-flight per key: four threads preparing the same timed cell's graph at once
+    (as a grid's preparations of two cells sharing a graph may) export it once; the others wait and reuse it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.grid_timing import prepare_export
+
+    run = runs("ddpm")
+    cell = _resolved(run, sampler="ddim", steps=4)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: prepare_export(run, cell, FAST, exports_dir=tmp_path), range(4)))
+    assert len(count_exports) == 1 and sum(c.fresh for c in got) == 1
+    assert len({c.path for c in got}) == 1 and got[0].path.is_file()
+    timed = time_eval_cell(run, cell, FAST, exports_dir=tmp_path)  # the cell then only loads it
+    assert len(count_exports) == 1 and timed.exports == 0
+
+
 def test_export_config_is_the_cells_sampler(runs):
     run = runs("ddpm")  # T = 100
     cfg = export_config_for(run, _resolved(run))  # 'auto' is the family's first sampler; S None means T
