@@ -60,8 +60,8 @@ def check_parity(part: PartGraph, cfg: ExportConfig, model: bytes | str | object
     """
     from bench.runtime import SessionConfig, make_session
 
-    if session is None:
-        session = make_session(model, SessionConfig(provider=provider))
+    if session is None:  # within the process's thread budget (a grid worker's share of the cores)
+        session = make_session(model, SessionConfig(provider=provider, intra_op_threads=torch.get_num_threads()))
     atol, rtol = cfg.tolerances()
     rows = []
     worst_ratio, worst = -1.0, (0.0, atol)

@@ -251,8 +251,10 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
     gen = _seeded_generator(cfg.seed)
     # A network without trainable weights (the exact `oracle`) has nothing to learn: it runs no steps.
     steps = cfg.train.steps if any(p.requires_grad for p in model.net.parameters()) else 0
-    opt = torch.optim.Adam(model.net.parameters(), lr=cfg.train.lr) if steps else None
     ema = copy.deepcopy(model.net).requires_grad_(False) if cfg.train.ema_decay else None
+    net_params = list(model.net.parameters())  # listed once: walking the module tree each step costs ~5%
+    ema_params = list(ema.parameters()) if ema is not None else []
+    opt = torch.optim.Adam(net_params, lr=cfg.train.lr, foreach=True) if steps else None
     ema_init_weight = 1.0  # share of the initial weights left in the EMA: the product of the decays used
     save_at = set(cfg.train.save_at) if steps else set()
     snapshots: dict[int, dict[str, torch.Tensor]] = {}  # step -> the weights a sampler would use then
@@ -281,14 +283,13 @@ def _train(cfg: RunConfig, out_dir: Path | None, *, progress: bool, dataset: Dat
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(net_params, cfg.train.grad_clip)
         opt.step()
         if ema is not None:
             decay = ema_decay_at(step, cfg.train.ema_decay)
             ema_init_weight *= decay
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), model.net.parameters()):
-                    p_ema.lerp_(p, 1.0 - decay)
+            with torch.no_grad():  # one foreach call (each tensor's lerp_, as a loop over them would do)
+                torch._foreach_lerp_(ema_params, net_params, 1.0 - decay)
         if step + 1 in save_at:
             snapshots[step + 1] = _sampled_weights(model, ema, x_train)
         for k, v in logs.items():
