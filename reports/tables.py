@@ -193,13 +193,33 @@ def configurations(row_of: dict[str, tuple[tuple, str]], config_of: dict[str, di
             continue
         configs = [example[(s, ck)] for ck in cks]
         paths = records.differing_keys(configs)
-        names = [records.setting_name(p) for p in paths]
-        for ck, cfg in zip(cks, configs):
-            labels[(s, ck)] = ", ".join(f"{n}={records.value_at(cfg, p)}" for n, p in zip(names, paths)) or ck
+        names = list(dict.fromkeys(records.setting_name(p) for p in paths))
+        mine = [_configuration_label(cfg, paths) for cfg in configs]
+        for ck, label in zip(cks, mine):  # a label two configurations share names the config key too
+            labels[(s, ck)] = (f"{label} ({ck})" if label else ck) if mine.count(label) > 1 else label
         where = ", ".join(f"{k}={_label(k, v)}" for k, v in zip(keys, s)) or "all cells"
         notes.append(f"Not pooled: {where} holds {len(cks)} configurations that differ in "
                      f"{', '.join(names) or 'their stored configuration'}; each is its own row.")
     return variants, labels, notes
+
+
+LABEL_KEYS = 3  # a configuration's label names at most this many settings (the note names them all)
+
+
+def _configuration_label(config: dict[str, Any], paths: list[str]) -> str:
+    """'key=value, ...' telling one configuration from the others sharing its row: the grid axes that differ
+    when any do (an axis is what a reader knows the grid by), else the other differing keys; each setting once,
+    at most LABEL_KEYS of them."""
+    axes = [p for p in paths if p.startswith("axes.")]
+    shown: dict[str, Any] = {}
+    for p in axes or paths:
+        name = records.setting_name(p)
+        value = records.axes(config).get(name, records.MISSING) if p in axes else records.value_at(
+            config, p, records.MISSING)
+        if value is not records.MISSING and name not in shown:  # a setting this configuration lacks is not shown
+            shown[name] = value
+    parts = [f"{name}={value}" for name, value in list(shown.items())[:LABEL_KEYS]]
+    return ", ".join(parts) + (", ..." if len(shown) > LABEL_KEYS else "")
 
 
 def differing_keys(configs: list[dict[str, Any]]) -> list[str]:

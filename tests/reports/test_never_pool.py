@@ -82,3 +82,25 @@ def test_floors_of_two_data_configurations_are_two_reference_rows(tmp_path):
     assert floors == [("floor: data vs data (data.seed=0)", pytest.approx(0.010), 3),
                       ("floor: data vs data (data.seed=1)", pytest.approx(0.020), 3)]
     assert any(n.startswith("Floor: Not pooled") and "data.seed" in n for n in table.notes)
+
+
+def test_configuration_labels_name_axes_once_and_never_merge_two_configurations():
+    """A row holding several configurations labels each by the grid axes that differ (an axis named once,
+    though the record holds it under `axes` and `eval`), skips a setting a configuration lacks, and never
+    gives two configurations one label (a plot keys its lines by label: that would pool them)."""
+    from reports.tables import configurations
+
+    fp16 = {"axes": {"sampler": "ddim", "eval.precision": "fp16"}, "eval": {"precision": "fp16"}, "train": {"steps": 1}}
+    fp16_longer = {**fp16, "train": {"steps": 2}}
+    fp32 = {"axes": {"sampler": "ddim", "eval.precision": "fp32"}, "eval": {}, "train": {"steps": 1}}
+    oracle = {"axes": {"sampler": "ddim", "eval.precision": "fp32", "model.family": "oracle"}, "eval": {},
+              "train": {"steps": 1}}
+    row = ("ddim", 5)
+    row_of = {"a": (row, "ck_a"), "b": (row, "ck_b"), "c": (row, "ck_c"), "d": (row, "ck_d")}
+    _, labels, notes = configurations(row_of, {"a": fp16, "b": fp16_longer, "c": fp32, "d": oracle},
+                                      ["sampler", "eval.steps"])
+    assert labels[(row, "ck_c")] == "eval.precision=fp32"  # model.family: absent here, not 'None'
+    assert labels[(row, "ck_d")] == "eval.precision=fp32, model.family=oracle"
+    assert labels[(row, "ck_a")] == "eval.precision=fp16 (ck_a)" and labels[(row, "ck_b")] == "eval.precision=fp16 (ck_b)"
+    assert len(set(labels.values())) == 4
+    assert "differ in eval.precision, model.family" in notes[0] and notes[0].count("eval.precision") == 1
