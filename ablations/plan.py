@@ -329,6 +329,7 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
     # Exclude rules by identity (a top-level rule is shared by every block) -> whether it matched a cell.
     rule_matched: dict[int, bool] = {id(r): False for b in spec.blocks for r in b.exclude}
     timing_keys_seen: set[str] = set()
+    timing_rules_hit: set[int] = set()  # the timing.where rules some cell matched
     axis_names: set[str] = set()
 
     for block in spec.blocks:
@@ -364,8 +365,10 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                         continue
                     sampler_info = check_eval_applies(run, ev)
                     axis_names.update(axes)
-                    if spec.timing is not None and _timed(spec.timing.where, axes, {**run_dict, "eval": ev},
-                                                          timing_keys_seen):
+                    timed_by = [i for i, rule in enumerate(spec.timing.where if spec.timing is not None else ())
+                                if _timed(rule, axes, {**run_dict, "eval": ev}, timing_keys_seen)]
+                    if timed_by:
+                        timing_rules_hit.update(timed_by)
                         ev = {**ev, "timing": dict(spec.timing.settings)}  # part of the cell's config and key
                     if ev.get("precision", "fp32") != "fp32" and "timing" not in ev:
                         raise GridError(f"{bwhere}: cell {label}: eval.precision {ev['precision']!r} needs a timed cell "
@@ -412,12 +415,15 @@ def plan_grid(spec: GridSpec, *, share: bool = True) -> Plan:
                                                 data=run_dict["data"], n=ev["n"], metrics=metrics, axes=f_axes)
     if not evals:
         raise GridError(f"{where}: the grid has no cells (every combination was excluded)")
-    if spec.timing is not None and not any(e.timed for e in evals.values()):
-        unknown = [k for k in spec.timing.where if k not in timing_keys_seen]
+    for i, rule in enumerate(spec.timing.where if spec.timing is not None else ()):
+        if i in timing_rules_hit:
+            continue
+        name = "timing.where" + (f"[{i}]" if len(spec.timing.where) > 1 else "")
+        unknown = [k for k in rule if k not in timing_keys_seen]
         if unknown:
-            raise GridError(f"{where}: study '{spec.study}': timing.where key '{unknown[0]}' is neither an axis nor a "
+            raise GridError(f"{where}: study '{spec.study}': {name} key '{unknown[0]}' is neither an axis nor a "
                             f"config key of any cell{suggest(unknown[0], sorted(axis_names))}")
-        raise GridError(f"{where}: study '{spec.study}': timing.where {spec.timing.where!r} matches no evaluation "
+        raise GridError(f"{where}: study '{spec.study}': {name} {rule!r} matches no evaluation "
                         "cell (check its values against the grid's axes)")
     holders: dict[int, list[str]] = {}
     for block in spec.blocks:

@@ -25,7 +25,8 @@ File layout (every key but `base` is optional; `claims` are stored with the resu
     seeds: [0, 1, 2]
     floor: {metrics: [fd]}           # data-versus-data reference rows (false: none)
     timing: {where: {eval.steps: [5, 50]}, backends: [ort_graph, torch_loop], providers: [cpu], batches: [1, 256],
-             threads: [1]}           # time the sampler of the eval cells matching `where` (bench.grid_timing)
+             threads: [1]}           # time the sampler of the eval cells matching `where` (bench.grid_timing);
+                                     # `where` may be a list of rules: a cell matching any is timed
     profiles: {quick: {set: {train.steps: 500}, axes: {loss.beta: [0, 64]}, seeds: [0, 1]}, full: {}}
 
 The keys of a claim test and of a plot entry are declared in `genlib.study_schema` (the reports read the stored
@@ -128,11 +129,12 @@ class ClaimSpec:
 
 @dataclass(frozen=True)
 class TimingSpec:
-    """Which evaluation cells are timed and how: `where` selects cells as exclude rules do (axis names, variant
-    labels, dotted config keys; a list means any of), `settings` is `bench.grid_timing.TimingSettings.to_dict()`,
-    attached by the planner to each matching cell's eval config as `timing`."""
+    """Which evaluation cells are timed and how: `where` is one rule or a list of rules, each selecting cells as
+    exclude rules do (axis names, variant labels, dotted config keys; a list of values means any of); a cell
+    matching any rule is timed. `settings` is `bench.grid_timing.TimingSettings.to_dict()`, attached by the
+    planner to each matching cell's eval config as `timing`."""
 
-    where: dict[str, Any]
+    where: tuple[dict[str, Any], ...]  # rules, any of which times a cell (a grid file may give one mapping)
     settings: dict[str, Any]
 
 
@@ -322,17 +324,20 @@ def _timing(value: Any, where: str) -> TimingSpec | None:
     if value is None or value is False:
         return None
     data = dict(_mapping(value, where))
-    cells = _mapping(data.pop("where", None), f"{where}.where")
-    if not cells:
+    given = data.pop("where", None)
+    rules = [_mapping(r, f"{where}.where[{i}]") for i, r in enumerate(given)] if isinstance(given, list) else [
+        _mapping(given, f"{where}.where")]
+    if not rules or not all(rules):
         raise GridError(f"{where}.where: say which evaluation cells to time, e.g. {{eval.steps: [5, 50]}} "
-                        "(a mapping of axis or dotted config key -> value or list of values)")
+                        "(a mapping of axis or dotted config key -> value or list of values, or a list of such "
+                        "mappings: a cell matching any of them is timed)")
     from bench.grid_timing import TimingSettings  # only grids that time anything import bench
 
     try:
         settings = TimingSettings.from_dict(data, where)
     except ConfigError as exc:
         raise GridError(str(exc)) from None
-    return TimingSpec(where=dict(cells), settings=settings.to_dict())
+    return TimingSpec(where=tuple(dict(r) for r in rules), settings=settings.to_dict())
 
 
 Combo = tuple[tuple[dict[str, Any], dict[str, Any]], ...]  # one (axis values, overrides) option per factor

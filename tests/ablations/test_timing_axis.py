@@ -57,6 +57,21 @@ def test_profile_overrides_the_timing_section():
     assert plan_grid(parse_grid(grid, profile="full")).summary()["timed"] == 0
 
 
+def test_timing_where_may_list_rules_and_each_must_match():
+    # a cell matching any rule is timed: (S = 2, n = 32) and (S = 5, n = 48)
+    rules = [{"eval.steps": 2, "eval.n": 32}, {"eval.steps": 5, "eval.n": 48}]
+    plan = plan_grid(parse_grid(timed_grid(timing={**TIMING, "where": rules})))
+    assert sorted((c.eval_config["steps"], c.eval_config["n"]) for c in plan.timed_cells) == [(2, 32)] * 2 + [(5, 48)] * 2
+    # a rule that times nothing is an error naming it, even when another rule times cells
+    dead = [{"eval.steps": 2}, {"eval.steps": 7}]
+    with pytest.raises(GridError, match=r"timing.where\[1\] \{'eval.steps': 7\} matches no evaluation cell"):
+        plan_grid(parse_grid(timed_grid(timing={**TIMING, "where": dead})))
+    with pytest.raises(GridError, match=r"timing.where\[1\] key 'eval.stepz' is neither an axis nor a config key"):
+        plan_grid(parse_grid(timed_grid(timing={**TIMING, "where": [{"eval.steps": 2}, {"eval.stepz": 2}]})))
+    with pytest.raises(GridError, match="'timing'.where: say which evaluation cells to time"):
+        parse_grid(timed_grid(timing={**TIMING, "where": []}))
+
+
 def test_timing_section_errors_name_the_study_and_key():
     with pytest.raises(GridError, match=r"study 'timed': timing.where \{'eval.steps': \[50\]\} matches no evaluation"):
         plan_grid(parse_grid(timed_grid(timing={**TIMING, "where": {"eval.steps": [50]}})))
