@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +31,7 @@ from genlib.store import Metric, ResultsStore, RunRecord
 
 from ablations.cells import (EXPORTS_DIR, CellContext, CellResult, Evaluation, MetricsEvaluation, artifact_complete,
                              cell_resources, clean_partial, init_worker, prepare_timed, run_cell, share_key)
-from ablations.executors import EXECUTORS, Resources, default_workers, make_executor
+from ablations.executors import EXECUTORS, default_workers, make_executor
 from ablations.faults import check_fault_env, fault_point
 from ablations.plan import Cell, EvalCell, Plan
 
@@ -247,10 +247,13 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         ready: list[tuple[int, float, int, Cell]] = []
         order = itertools.count()
 
+        def prepared(cell: Cell) -> bool:  # a timed evaluation whose graph is exported ahead, beside other cells
+            return prepare_timed_exports and _timed(cell)
+
         def make_ready(cell: Cell) -> None:
             rank = 3 if _timed(cell) else {"eval": 0, "floor": 1, "train": 2}[cell.kind]
             heapq.heappush(ready, (rank, -training_cost(cell), next(order), cell))
-            if _timed(cell) and prepare_timed_exports:
+            if prepared(cell):
                 # its export (seconds to a minute) runs now beside other cells; the cell then runs alone
                 heapq.heappush(ready, (0, 0.0, next(order), _Prepare(cell)))
 
@@ -284,7 +287,7 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
         orphan_keys = {c.key for c in orphans}
         for cell in to_run.values():
             if isinstance(cell, EvalCell) and cell.key not in orphan_keys:
-                handed = 2 if _timed(cell) and prepare_timed_exports else 1  # its preparation takes one too
+                handed = 2 if prepared(cell) else 1  # its preparation takes the checkpoint too
                 evals_left[cell.parent] = evals_left.get(cell.parent, 0) + handed
         fresh: dict[str, bytes] = {}
         shared: dict[str, Any] = {}
@@ -325,9 +328,8 @@ def run_plans(plans: list[Plan], store_path: str | Path, *, executor: str = "loc
                     cell = heapq.heappop(ready)[-1]
                     if isinstance(cell, _Prepare):
                         in_flight[cell.key] = cell
-                        gpu = cell_resources(cell.cell).num_gpus
                         pool.submit(cell.key, prepare_timed, (cell.cell, ctx, checkpoint_for(cell.parent)),
-                                    resources=Resources(num_cpus=1, num_gpus=gpu))
+                                    resources=replace(cell_resources(cell.cell), whole_node=False))
                         continue
                     store.commit_run(*_record(cell, "running", git=git))
                     in_flight[cell.key] = cell

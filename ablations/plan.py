@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from genlib.config import ConfigError, config_hash, to_dict
 from genlib.metrics.eval_config import EvaluationConfig
 from genlib.models import resolve_sampler
-from genlib.records import MISSING, same_value, value_at
+from genlib.records import MISSING, same_value, setting_at
 from genlib.registry import suggest
 from genlib.train import RunConfig, load_run_config
 
@@ -263,7 +263,7 @@ def _matches(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, where: 
 
     A key is an axis name or any dotted key of the resolved configs (`eval.steps`, `model.noise.T`)."""
     for key, want in rule.items():
-        have = axes[key] if key in axes else value_at(resolved, key, MISSING)
+        have = axes[key] if key in axes else setting_at(resolved, key)
         if have is MISSING:
             raise GridError(f"{where}: exclude rule key '{key}' is neither an axis nor a config key"
                             f"{suggest(key, list(axes))}")
@@ -278,7 +278,7 @@ def _timed(rule: dict[str, Any], axes: dict[str, Any], resolved: dict, seen: set
     does not match. `seen` collects the keys some cell has, so a key no cell has is reported."""
     hit = True
     for key, want in rule.items():
-        have = axes[key] if key in axes else value_at(resolved, key, MISSING)
+        have = axes[key] if key in axes else setting_at(resolved, key)
         if have is MISSING:
             hit = False
             continue

@@ -183,9 +183,13 @@ def prepare_torch_compile(target: Target, batch: int, threads: int, **_) -> Prep
 _SESSIONS: dict[tuple, Any] = {}
 
 
+def _session_key(path: Path, provider: str, threads: int, cuda_graph: bool) -> tuple:
+    return (str(path), path.stat().st_mtime_ns, provider, threads, cuda_graph)
+
+
 def ort_session(path: Path, provider: str, threads: int, cuda_graph: bool = False):
     """A cached session per (file, provider, threads)."""
-    key = (str(path), path.stat().st_mtime_ns, provider, threads, cuda_graph)
+    key = _session_key(path, provider, threads, cuda_graph)
     if key not in _SESSIONS:
         _SESSIONS[key] = make_session(path, SessionConfig(provider=provider, intra_op_threads=threads,
                                                           cuda_graph=cuda_graph))
@@ -195,7 +199,7 @@ def ort_session(path: Path, provider: str, threads: int, cuda_graph: bool = Fals
 def keep_session(path: Path, provider: str, threads: int, session) -> None:
     """Hand a session already built on `path` (e.g. the one a cold start measured) to `ort_session`'s cache, so
     the timing and the draws that follow reuse it rather than build it again (seconds for a long graph)."""
-    _SESSIONS[(str(path), path.stat().st_mtime_ns, provider, threads, False)] = session
+    _SESSIONS[_session_key(path, provider, threads, False)] = session
 
 
 def clear_sessions() -> None:

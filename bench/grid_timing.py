@@ -317,55 +317,48 @@ def time_eval_cell(loaded_run: LoadedRun, sample_cfg: SampleConfig, timing: Timi
     if cfg.precision != "fp32":  # the torch backends run the trained fp32 network: timed by the fp32 cell, not here
         onnx_only = tuple(b for b in bench_cfg.backends if not BACKENDS.get(b).torch_network)
         bench_cfg = replace(bench_cfg, backends=onnx_only or ("ort_graph",))
+    # one ONNX Runtime session per (file, provider, threads): the cold start builds the graph's session at 1
+    # thread, the timing and the draws reuse it (a 50-step Heun graph's session takes about 4 s to build)
     try:
-        return _time_and_draw(loaded_run, cfg, cached, fp32, target, targets, bench_cfg, settings, exports, seed, n)
+        cold_ms, cold_provider = cold_start_ms(path, target, settings.providers[0])
+        all_rows = run_benchmarks(targets, bench_cfg, progress=False, keep_sessions=True)
+        rows = [r for r in all_rows if r.target != "fp32 reference"]
+        reference_rows = [r for r in all_rows if r.target == "fp32 reference" and r.backend == "ort_graph"]
+        key = (info.sidecar or {}).get("export_key") or export_key(loaded_run, cfg)
+        parity = dict((info.sidecar or {}).get("parity") or {"valid": False, "reason": "no parity verdict"})
+        metrics = timing_metrics(rows, key, fresh)
+        skipped = [f"{timing_split(r.backend, r.provider or '-', r.batch, r.threads)}: {r.reason}"
+                   for r in rows if r.timing is None or not r.valid]
+        parity_extra = {"valid": parity.get("valid"), "tolerance": parity.get("tolerance"),
+                        "reason": parity.get("reason", ""), "provider": parity.get("provider"), "export_key": key,
+                        "export": "new" if fresh else "cached", "skipped": skipped}
+        metrics.append(records.metric("eval", "parity_max_abs_err", float(parity.get("max_abs_err", float("nan"))),
+                                      split="export", extra=parity_extra))
+        device = str(loaded_run.model.device)
+        draw, provider = None, None
+        if parity.get("valid"):
+            draw, provider = make_draw(loaded_run, cfg, path, settings.providers[0], torch.get_num_threads(), seed)
+        drawn_by = f"ort_graph/{provider}" if provider else f"torch_loop/torch:{loaded_run.model.device.type}"
+        extra = {"precision": cfg.precision, "export_key": key, "export": "new" if fresh else "cached"}
+        metrics.append(records.metric("eval", "model_size_bytes", float(path.stat().st_size), split="export",
+                                      extra=extra))
+        metrics.append(records.metric("eval", "cold_start_ms", cold_ms,
+                                      split=timing_split("ort_graph", cold_provider, 1, 1), extra=extra))
+        if fp32 is not None:
+            metrics += speedup_metrics(rows, reference_rows, extra)
+        if draw is not None and n is not None:
+            # the reference is drawn again on the fp32 file (for an fp32 cell: the same file and session, so its
+            # distance measures that identical noise gives identical samples, not a shared array)
+            reference = cached if fp32 is None else fp32
+            ref_draw = make_draw(loaded_run, reference.cfg, reference.path, settings.providers[0],
+                                 torch.get_num_threads(), seed)[0]
+            ref_key = (reference.info.sidecar or {}).get("export_key")
+            metrics += fidelity_metrics(draw(n, seed), ref_draw(n, seed), {**extra, "reference_export_key": ref_key})
+        return TimedEval(metrics=metrics, parity=parity, export_key=key, export_path=path, exports=exports,
+                         device=device if provider is None else _ort_device(provider, device), provider=provider,
+                         draw=draw, drawn_by=drawn_by, rows=rows)
     finally:
         clear_sessions()
-
-
-def _time_and_draw(loaded_run: LoadedRun, cfg: ExportConfig, cached: CachedExport, fp32: CachedExport | None,
-                   target: Target, targets: list[Target], bench_cfg: BenchConfig, settings: "TimingSettings",
-                   exports: int, seed: int, n: int | None) -> TimedEval:
-    """time_eval_cell's measurements and draws, sharing one ONNX Runtime session per (file, provider, threads):
-    the cold start builds the graph's session at 1 thread, the timing and the draws reuse it (building a
-    session of a 50-step Heun graph takes about 4 s on these CPUs)."""
-    path, info, fresh = cached.path, cached.info, cached.fresh
-    cold_ms, cold_provider = cold_start_ms(path, target, settings.providers[0])
-    all_rows = run_benchmarks(targets, bench_cfg, progress=False, keep_sessions=True)
-    rows = [r for r in all_rows if r.target != "fp32 reference"]
-    reference_rows = [r for r in all_rows if r.target == "fp32 reference" and r.backend == "ort_graph"]
-    key = (info.sidecar or {}).get("export_key") or export_key(loaded_run, cfg)
-    parity = dict((info.sidecar or {}).get("parity") or {"valid": False, "reason": "no parity verdict"})
-    metrics = timing_metrics(rows, key, fresh)
-    skipped = [f"{timing_split(r.backend, r.provider or '-', r.batch, r.threads)}: {r.reason}"
-               for r in rows if r.timing is None or not r.valid]
-    metrics.append(records.metric("eval", "parity_max_abs_err", float(parity.get("max_abs_err", float("nan"))),
-                                  split="export", extra={"valid": parity.get("valid"), "tolerance":
-                                                         parity.get("tolerance"), "reason": parity.get("reason", ""),
-                                                         "provider": parity.get("provider"), "export_key": key,
-                                                         "export": "new" if fresh else "cached", "skipped": skipped}))
-    device = str(loaded_run.model.device)
-    draw, provider = None, None
-    if parity.get("valid"):
-        draw, provider = make_draw(loaded_run, cfg, path, settings.providers[0], torch.get_num_threads(), seed)
-    drawn_by = f"ort_graph/{provider}" if provider else f"torch_loop/torch:{loaded_run.model.device.type}"
-    extra = {"precision": cfg.precision, "export_key": key, "export": "new" if fresh else "cached"}
-    metrics.append(records.metric("eval", "model_size_bytes", float(path.stat().st_size), split="export", extra=extra))
-    metrics.append(records.metric("eval", "cold_start_ms", cold_ms, split=timing_split("ort_graph", cold_provider, 1, 1),
-                                  extra=extra))
-    if fp32 is not None:
-        metrics += speedup_metrics(rows, reference_rows, extra)
-    if draw is not None and n is not None:
-        # the reference is drawn again on the fp32 file (for an fp32 cell: the same file and session, so its
-        # distance measures that identical noise gives identical samples, not a shared array)
-        reference = cached if fp32 is None else fp32
-        ref_draw = make_draw(loaded_run, reference.cfg, reference.path, settings.providers[0],
-                             torch.get_num_threads(), seed)[0]
-        metrics += fidelity_metrics(draw(n, seed), ref_draw(n, seed), {**extra, "reference_export_key":
-                                                                       (reference.info.sidecar or {}).get("export_key")})
-    return TimedEval(metrics=metrics, parity=parity, export_key=key, export_path=path, exports=exports,
-                     device=device if provider is None else _ort_device(provider, device), provider=provider,
-                     draw=draw, drawn_by=drawn_by, rows=rows)
 
 
 def fidelity_metrics(samples: np.ndarray, reference: np.ndarray, extra: dict) -> list[Metric]:

@@ -231,6 +231,16 @@ def eval_config(config: Mapping[str, Any]) -> dict[str, Any]:
 OMITTED_EVAL_DEFAULTS: dict[str, Any] = {"precision": DEFAULT_PRECISION}
 
 
+def setting_at(config: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted `key` of a cell's config (MISSING when absent); an evaluation setting the config's
+    `eval` section leaves out at its default (OMITTED_EVAL_DEFAULTS) reads as that default."""
+    value = value_at(config, key, MISSING)
+    ev = config.get("eval")
+    if value is MISSING and key.startswith("eval.") and isinstance(ev, Mapping) and ev:
+        return OMITTED_EVAL_DEFAULTS.get(key[len("eval."):], MISSING)
+    return value
+
+
 def axes(config: Mapping[str, Any]) -> dict[str, Any]:
     value = config.get("axes")
     return value if isinstance(value, dict) else {}

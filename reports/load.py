@@ -138,11 +138,7 @@ def setting_value(config: dict[str, Any], key: str) -> Any:
     if key in axes:
         return axes[key]
     if key.startswith("eval."):
-        ev = records.eval_config(config)
-        value = records.value_at(ev, key[len("eval."):], MISSING)
-        if value is MISSING and ev:  # an evaluation that left a setting out holds its default
-            return records.OMITTED_EVAL_DEFAULTS.get(key[len("eval."):], MISSING)
-        return value
+        return records.setting_at({"eval": records.eval_config(config)}, key)
     train = records.run_config(config)
     if train is not None:
         return records.value_at(train, key, MISSING)

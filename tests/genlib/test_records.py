@@ -169,3 +169,13 @@ def test_a_flat_export_config_is_nested_once_and_only_once():
     bench = records.upgrade_v1_config("bench", {"bench": {}, "export": flat, "machine": {"cpu": "x"}})
     assert bench == {"bench": {}, "export": nested}
     assert records.upgrade_v1_config("export", {"export": flat, "part": "sampler", "run_key": "r"})["export"] == nested
+
+
+def test_an_eval_setting_left_out_at_its_default_reads_as_the_default():
+    from genlib.records import MISSING, setting_at
+
+    cell = {"eval": {"sampler": "ddim", "steps": 5}, "train": {"steps": 10}}
+    assert setting_at(cell, "eval.precision") == "fp32"  # left out of records (and run keys) while fp32
+    assert setting_at({**cell, "eval": {**cell["eval"], "precision": "fp16"}}, "eval.precision") == "fp16"
+    assert setting_at(cell, "eval.steps") == 5 and setting_at(cell, "train.steps") == 10
+    assert setting_at(cell, "eval.nope") is MISSING and setting_at({"train": {}}, "eval.precision") is MISSING
